@@ -1,0 +1,440 @@
+//! The request pipeline with no HTTP types: token → tool → scope → arguments → policy →
+//! decision log → dispatch → dispatch record. The HTTP layer and tests drive it directly.
+//!
+//! Architecture invariant: every call yields exactly one decision record, whatever stage
+//! decided it, and a tool backend is called only after an allow record has been committed.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::audit::{AuditError, AuditLog, DecisionRecord, DispatchFacts, RecordKind, Verdict};
+use crate::auth::{self, Authenticator, TokenError, VerifiedToken};
+use crate::config::Config;
+use crate::policy::{CallFacts, PolicyEngine, PolicyError};
+use crate::tools::{ArgumentError, DispatchError, Dispatcher, Registry};
+
+/// Why a call did not succeed. Mapped to an HTTP status in exactly one place (`http::error`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The bearer token is missing or invalid.
+    #[error("{0}")]
+    Token(TokenError),
+    /// The token lacks a scope the tool requires.
+    #[error("insufficient scope: `{scope}` is required")]
+    InsufficientScope {
+        /// The scopes needed, space-separated.
+        scope: String,
+    },
+    /// No tool with this id.
+    #[error("unknown tool `{0}`")]
+    UnknownTool(String),
+    /// The request body is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The request body exceeds the limit.
+    #[error("request body exceeds {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The arguments fail the tool's input schema or cannot be represented for policy.
+    #[error("{0}")]
+    InvalidArguments(ArgumentError),
+    /// A policy denied the call (or none permitted it).
+    #[error("denied by policy")]
+    Denied {
+        /// `@id`s of the determining forbid policies (empty for the default deny).
+        policies: Vec<String>,
+    },
+    /// The authorization request could not be evaluated; the call is denied.
+    #[error("authorization failed: {0}")]
+    PolicyFailure(String),
+    /// The decision could not be recorded; nothing was dispatched.
+    #[error("{0}")]
+    Audit(AuditError),
+    /// The backend failed.
+    #[error("{0}")]
+    Dispatch(DispatchError),
+}
+
+/// Which API entry point a call came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Decide and dispatch.
+    Invoke,
+    /// Decide only.
+    Authorize,
+}
+
+impl Endpoint {
+    fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Invoke => "invoke",
+            Endpoint::Authorize => "authorize",
+        }
+    }
+}
+
+/// A tool call as the pipeline sees it.
+#[derive(Debug, Clone)]
+pub struct CallRequest<'a> {
+    /// The raw `Authorization` header value.
+    pub authorization: Option<&'a str>,
+    /// The tool id.
+    pub tool: &'a str,
+    /// The arguments object, or why the body could not be read.
+    pub arguments: Result<Value, CallError>,
+    /// A caller-supplied request id, if well-formed.
+    pub request_id: Option<&'a str>,
+}
+
+/// What a call produced: always a decision id, and the result or the error.
+#[derive(Debug)]
+pub struct CallResponse {
+    /// The id of the decision record.
+    pub decision_id: String,
+    /// The backend result (`None` for authorize-only), or why the call failed.
+    pub outcome: Result<Option<Value>, CallError>,
+}
+
+/// A tool as listed to a caller.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolListing {
+    /// The tool id.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// Its input JSON Schema.
+    #[serde(rename = "inputSchema")]
+    pub input_schema: Value,
+    /// Behaviour hints.
+    pub annotations: crate::tools::Annotations,
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    /// Every issuer has keys.
+    pub keys_loaded: bool,
+    /// A valid policy set is loaded.
+    pub policies_valid: bool,
+    /// The last decision-log write succeeded.
+    pub log_writable: bool,
+    /// Number of policies in force.
+    pub policy_count: usize,
+    /// Hash of the policy set in force.
+    pub policy_set_hash: String,
+}
+
+impl Readiness {
+    /// Whether the broker can take calls.
+    pub fn ready(&self) -> bool {
+        self.keys_loaded && self.policies_valid && self.log_writable
+    }
+}
+
+/// Every stage of the pipeline, wired together. Holds no HTTP types.
+pub struct App {
+    /// The loaded configuration.
+    pub config: Config,
+    /// Token verification.
+    pub authenticator: Authenticator,
+    /// Registered tools.
+    pub tools: Registry,
+    /// Cedar policies.
+    pub policy: PolicyEngine,
+    /// The decision log.
+    pub audit: AuditLog,
+    /// Backend calls.
+    pub dispatcher: Dispatcher,
+    /// The policy directory, for reloads.
+    pub policies_dir: PathBuf,
+    /// The schema stub, for reloads.
+    pub schema_stub: PathBuf,
+}
+
+/// Longest caller-supplied request id accepted; others are replaced by a fresh id.
+const MAX_REQUEST_ID_LEN: usize = 64;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn request_id(supplied: Option<&str>) -> String {
+    match supplied {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= MAX_REQUEST_ID_LEN
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) =>
+        {
+            id.to_owned()
+        }
+        _ => uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+/// SHA-256 of a JSON value's text: lets a record prove which arguments it saw without keeping
+/// redacted ones.
+pub fn sha256_json(value: &Value) -> String {
+    hex::encode(Sha256::digest(value.to_string().as_bytes()))
+}
+
+struct Timer(Instant);
+
+impl Timer {
+    fn lap(&mut self, record: &mut DecisionRecord, stage: &str) {
+        let now = Instant::now();
+        record.latency_us.insert(stage.to_owned(), (now - self.0).as_micros() as u64);
+        self.0 = now;
+    }
+}
+
+impl App {
+    /// Runs one call through the pipeline.
+    pub async fn call(&self, endpoint: Endpoint, request: CallRequest<'_>) -> CallResponse {
+        let decision_id = uuid::Uuid::now_v7().to_string();
+        let mut record = DecisionRecord::new(
+            decision_id.clone(),
+            request_id(request.request_id),
+            endpoint.as_str(),
+            now_ms(),
+        );
+        let outcome = self.run(endpoint, request, &mut record).await;
+        CallResponse { decision_id, outcome }
+    }
+
+    async fn run(
+        &self,
+        endpoint: Endpoint,
+        request: CallRequest<'_>,
+        record: &mut DecisionRecord,
+    ) -> Result<Option<Value>, CallError> {
+        let mut timer = Timer(Instant::now());
+        record.tool = Some(request.tool.chars().take(200).collect());
+
+        let token = match self.authenticate(request.authorization) {
+            Ok(token) => token,
+            Err(e) => return self.deny(record, "auth", e.code(), CallError::Token(e)).await,
+        };
+        record.set_token(&token);
+        timer.lap(record, "auth");
+
+        let Some(tool) = self.tools.get(request.tool) else {
+            let err = CallError::UnknownTool(request.tool.chars().take(200).collect());
+            return self.deny(record, "tool", "unknown_tool", err).await;
+        };
+        let tool = tool.clone();
+
+        let missing: Vec<&str> = tool
+            .required_scopes
+            .iter()
+            .filter(|s| !token.scopes.contains(*s))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            let err = CallError::InsufficientScope {
+                scope: tool.required_scopes.join(" "),
+            };
+            record.detail = Some(format!("missing scopes: {}", missing.join(" ")));
+            return self.deny(record, "scope", "insufficient_scope", err).await;
+        }
+
+        let arguments = match request.arguments {
+            Ok(Value::Object(map)) => Value::Object(map),
+            Ok(_) => {
+                let err = CallError::BadRequest("`arguments` must be a JSON object".to_owned());
+                return self.deny(record, "request", "bad_request", err).await;
+            }
+            Err(err) => {
+                let reason = match err {
+                    CallError::PayloadTooLarge(_) => "payload_too_large",
+                    _ => "bad_request",
+                };
+                record.detail = Some(err.to_string());
+                return self.deny(record, "request", reason, err).await;
+            }
+        };
+        if let Err(e) = tool.check_arguments(&arguments) {
+            record.detail = Some(e.to_string());
+            return self.deny(record, "arguments", "invalid_arguments", CallError::InvalidArguments(e)).await;
+        }
+        let (redacted, was_redacted) = tool.redact(&arguments);
+        record.arguments = Some(redacted);
+        record.arguments_sha256 = Some(sha256_json(&arguments));
+        record.redacted = was_redacted;
+        timer.lap(record, "arguments");
+
+        let facts = CallFacts {
+            tool: &tool,
+            arguments: &arguments,
+            request_id: &record.request_id.clone(),
+            now: auth::unix_now(),
+        };
+        let decision = match self.policy.decide(&token, &facts) {
+            Ok(d) => d,
+            Err(PolicyError::Argument(problem)) => {
+                let err = ArgumentError {
+                    problems: vec![problem],
+                };
+                record.detail = Some(err.to_string());
+                return self
+                    .deny(record, "arguments", "argument_not_representable", CallError::InvalidArguments(err))
+                    .await;
+            }
+            Err(PolicyError::Request(message)) => {
+                record.detail = Some(message.clone());
+                return self.deny(record, "policy", "policy_error", CallError::PolicyFailure(message)).await;
+            }
+        };
+        timer.lap(record, "policy");
+        let allowed = decision.allowed;
+        let determining = decision.determining_policies.clone();
+        record.policy = Some(decision);
+        if !allowed {
+            return self
+                .deny(record, "policy", "policy_denied", CallError::Denied { policies: determining })
+                .await;
+        }
+
+        record.stage = "policy".to_owned();
+        record.reason = "allowed".to_owned();
+        record.decision = Verdict::Allow;
+        self.commit(record).await?;
+        tracing::info!(
+            decision = "allow",
+            decision_id = %record.decision_id,
+            tool = %tool.id,
+            subject = %token.subject,
+            policies = ?determining,
+            "decision recorded"
+        );
+        if endpoint == Endpoint::Authorize {
+            return Ok(None);
+        }
+
+        // The allow record is durable: only now may the backend be called.
+        let (result, duration) = self.dispatcher.call(&tool, &arguments, &record.decision_id).await;
+        let mut outcome = record.clone();
+        outcome.kind = RecordKind::Dispatch;
+        outcome.stage = "dispatch".to_owned();
+        outcome.time_ms = now_ms();
+        outcome.policy = None;
+        outcome.arguments = None;
+        outcome.latency_us.clear();
+        outcome.latency_us.insert("dispatch".to_owned(), duration.as_micros() as u64);
+        outcome.dispatch = Some(match &result {
+            Ok(o) => DispatchFacts {
+                status: Some(o.status),
+                duration_us: duration.as_micros() as u64,
+                bytes: o.bytes,
+                error_class: None,
+            },
+            Err(e) => DispatchFacts {
+                status: match e {
+                    DispatchError::Status(s) => Some(*s),
+                    _ => None,
+                },
+                duration_us: duration.as_micros() as u64,
+                bytes: 0,
+                error_class: Some(e.class().to_owned()),
+            },
+        });
+        outcome.reason = match &result {
+            Ok(_) => "dispatched".to_owned(),
+            Err(e) => e.class().to_owned(),
+        };
+        if let Err(e) = self.audit.append(outcome).await {
+            // The call has happened and its allow record is durable; the outcome record is lost.
+            tracing::error!(decision_id = %record.decision_id, error = %e, "dispatch outcome could not be recorded");
+        }
+        match result {
+            Ok(o) => Ok(Some(o.result)),
+            Err(e) => {
+                tracing::warn!(decision_id = %record.decision_id, tool = %tool.id, error = %e, "dispatch failed");
+                Err(CallError::Dispatch(e))
+            }
+        }
+    }
+
+    fn authenticate(&self, authorization: Option<&str>) -> Result<VerifiedToken, TokenError> {
+        let token = auth::bearer_token(authorization)?;
+        self.authenticator.verify(token)
+    }
+
+    async fn commit(&self, record: &DecisionRecord) -> Result<(), CallError> {
+        self.audit.append(record.clone()).await.map_err(CallError::Audit)
+    }
+
+    async fn deny(
+        &self,
+        record: &mut DecisionRecord,
+        stage: &str,
+        reason: &str,
+        error: CallError,
+    ) -> Result<Option<Value>, CallError> {
+        record.stage = stage.to_owned();
+        record.reason = reason.to_owned();
+        record.decision = Verdict::Deny;
+        self.commit(record).await?;
+        tracing::info!(
+            decision = "deny",
+            decision_id = %record.decision_id,
+            stage,
+            reason,
+            tool = record.tool.as_deref().unwrap_or(""),
+            "decision recorded"
+        );
+        Err(error)
+    }
+
+    /// Lists the tools this caller may call (scopes held and some permit could apply), and
+    /// records the listing.
+    pub async fn list_tools(&self, authorization: Option<&str>) -> (String, Result<Vec<ToolListing>, CallError>) {
+        let decision_id = uuid::Uuid::now_v7().to_string();
+        let mut record = DecisionRecord::new(decision_id.clone(), request_id(None), "list", now_ms());
+        let token = match self.authenticate(authorization) {
+            Ok(t) => t,
+            Err(e) => {
+                let result = self.deny(&mut record, "auth", e.code(), CallError::Token(e)).await;
+                return (decision_id, result.map(|_| Vec::new()));
+            }
+        };
+        record.set_token(&token);
+        let listed: Vec<ToolListing> = self
+            .tools
+            .iter()
+            .filter(|t| t.required_scopes.iter().all(|s| token.scopes.contains(s)))
+            .filter(|t| self.policy.may_call(&token, t))
+            .map(|t| ToolListing {
+                name: t.id.clone(),
+                description: t.description.clone(),
+                input_schema: t.input_schema.clone(),
+                annotations: t.annotations,
+            })
+            .collect();
+        record.stage = "policy".to_owned();
+        record.reason = "listed".to_owned();
+        record.decision = Verdict::Allow;
+        record.detail = Some(format!("{} tools listed", listed.len()));
+        match self.commit(&record).await {
+            Ok(()) => (decision_id, Ok(listed)),
+            Err(e) => (decision_id, Err(e)),
+        }
+    }
+
+    /// Readiness of keys, policies and the log.
+    pub fn readiness(&self) -> Readiness {
+        let snapshot = self.policy.snapshot();
+        Readiness {
+            keys_loaded: self.authenticator.ready(),
+            policies_valid: true,
+            log_writable: self.audit.healthy(),
+            policy_count: snapshot.policy_count(),
+            policy_set_hash: snapshot.policy_set_hash.clone(),
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Verification keys: a JWKS parsed once per key set into keys bound to the algorithms they may verify.
+
+use std::str::FromStr;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+use super::TokenError;
+
+/// RSA keys below this modulus size are refused (NIST SP 800-131A).
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// Longest `kid` we look up; longer ones are refused before any lookup.
+pub const MAX_KID_LEN: usize = 256;
+
+/// An error loading a key set.
+#[derive(Debug, thiserror::Error)]
+pub enum KeySetError {
+    /// The document is not a JWKS.
+    #[error("not a JWKS document: {0}")]
+    NotJwks(String),
+    /// No usable key remained after filtering.
+    #[error("no usable verification key in the key set ({skipped} skipped)")]
+    Empty {
+        /// How many keys were skipped.
+        skipped: usize,
+    },
+}
+
+/// One public key, parsed once, with the algorithms it may verify.
+#[derive(Clone)]
+pub struct VerificationKey {
+    /// The key id, if the JWK had one.
+    pub kid: Option<String>,
+    /// The parsed key.
+    key: DecodingKey,
+    /// Algorithms this key may verify: from its `alg`, else from its type and curve.
+    algorithms: Vec<Algorithm>,
+}
+
+impl std::fmt::Debug for VerificationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerificationKey")
+            .field("kid", &self.kid)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerificationKey {
+    /// The parsed key.
+    pub fn decoding_key(&self) -> &DecodingKey {
+        &self.key
+    }
+
+    /// Whether this key may verify `alg`.
+    pub fn allows(&self, alg: Algorithm) -> bool {
+        self.algorithms.contains(&alg)
+    }
+}
+
+/// A key set: the usable keys of one JWKS.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: Vec<VerificationKey>,
+}
+
+impl KeySet {
+    /// Parses a JWKS document, skipping (with a warning each) keys that cannot verify safely.
+    pub fn from_jwks_str(text: &str) -> Result<(Self, Vec<String>), KeySetError> {
+        let doc: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| KeySetError::NotJwks(e.to_string()))?;
+        let entries = doc
+            .get("keys")
+            .and_then(serde_json::Value::as_array)
+            .ok_or_else(|| KeySetError::NotJwks("missing `keys` array".to_owned()))?;
+        let mut keys = Vec::new();
+        let mut warnings = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            match parse_key(entry) {
+                Ok(key) => keys.push(key),
+                Err(reason) => warnings.push(format!("key {i} skipped: {reason}")),
+            }
+        }
+        if keys.is_empty() {
+            return Err(KeySetError::Empty {
+                skipped: warnings.len(),
+            });
+        }
+        Ok((Self { keys }, warnings))
+    }
+
+    /// Finds the key for a token's `kid`. A token without `kid` is accepted only when the
+    /// set holds exactly one key, so there is never a guess between keys.
+    pub fn find(&self, kid: Option<&str>) -> Result<&VerificationKey, TokenError> {
+        match kid {
+            Some(kid) if kid.len() > MAX_KID_LEN => Err(TokenError::UnknownKid),
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid))
+                .ok_or(TokenError::UnknownKid),
+            None if self.keys.len() == 1 => self.keys.first().ok_or(TokenError::UnknownKid),
+            None => Err(TokenError::UnknownKid),
+        }
+    }
+
+    /// Number of usable keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+fn parse_key(entry: &serde_json::Value) -> Result<VerificationKey, String> {
+    let jwk: Jwk = serde_json::from_value(entry.clone()).map_err(|e| format!("not a JWK: {e}"))?;
+    let kid = jwk.common.key_id.clone();
+    if let Some(usage) = &jwk.common.public_key_use
+        && *usage != PublicKeyUse::Signature
+    {
+        return Err("`use` is not `sig`".to_owned());
+    }
+    if let Some(ops) = &jwk.common.key_operations
+        && !ops.contains(&KeyOperations::Verify)
+    {
+        return Err("`key_ops` does not include `verify`".to_owned());
+    }
+    let by_type: Vec<Algorithm> = match &jwk.algorithm {
+        AlgorithmParameters::RSA(rsa) => {
+            let n = URL_SAFE_NO_PAD
+                .decode(rsa.n.as_bytes())
+                .map_err(|_| "RSA modulus is not base64url".to_owned())?;
+            let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
+            if bits < MIN_RSA_BITS {
+                return Err(format!("RSA key of about {bits} bits is below {MIN_RSA_BITS}"));
+            }
+            vec![
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+                Algorithm::PS384,
+                Algorithm::PS512,
+            ]
+        }
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => vec![Algorithm::ES256],
+            EllipticCurve::P384 => vec![Algorithm::ES384],
+            _ => return Err("unsupported elliptic curve".to_owned()),
+        },
+        AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
+            EllipticCurve::Ed25519 => vec![Algorithm::EdDSA],
+            _ => return Err("unsupported OKP curve".to_owned()),
+        },
+        AlgorithmParameters::OctetKey(_) => {
+            return Err("symmetric (`oct`) keys are never used".to_owned());
+        }
+        _ => return Err("unsupported key type".to_owned()),
+    };
+    let algorithms = match &jwk.common.key_algorithm {
+        Some(declared) => {
+            let alg = Algorithm::from_str(&declared.to_string())
+                .map_err(|_| format!("unsupported `alg` `{declared}`"))?;
+            if !by_type.contains(&alg) {
+                return Err(format!("`alg` `{declared}` does not fit the key type"));
+            }
+            vec![alg]
+        }
+        None => by_type,
+    };
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key material: {e}"))?;
+    Ok(VerificationKey {
+        kid,
+        key,
+        algorithms,
+    })
+}

@@ -1,0 +1,486 @@
+//! Stage 1: authentication. Verifies the bearer JWT (asymmetric signature, issuer, audience,
+//! time claims, lifetime) and turns it into a [`VerifiedToken`] the later stages read.
+//!
+//! The order of checks is fixed and stops at the first failure: size, shape, header,
+//! issuer, algorithm, key, signature, claims. Nothing but the size check and base64/JSON
+//! decoding runs before the signature is verified, and the unverified `iss` is used only to
+//! choose which issuer's keys to try.
+
+mod error;
+pub mod keys;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+pub use error::TokenError;
+pub use keys::{KeySet, KeySetError};
+
+use crate::config::{Config, IssuerConfig};
+
+/// Deepest RFC 8693 `act` nesting accepted; deeper chains are refused, not truncated.
+pub const MAX_DELEGATION_DEPTH: usize = 4;
+
+/// Header parameters that would let the token choose its own key; never honoured, always refused.
+const KEY_LOCATING_HEADERS: &[&str] = &["jku", "x5u", "jwk", "x5c"];
+
+/// An error setting up the authenticator.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    /// A JWKS file could not be read.
+    #[error("cannot read JWKS file `{path}` for issuer `{issuer}`: {source}")]
+    ReadJwks {
+        /// The issuer.
+        issuer: String,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A JWKS file has no usable key.
+    #[error("JWKS file `{path}` for issuer `{issuer}`: {source}")]
+    BadJwks {
+        /// The issuer.
+        issuer: String,
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        source: KeySetError,
+    },
+}
+
+/// The facts of a verified token that the later stages use.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VerifiedToken {
+    /// `iss`.
+    pub issuer: String,
+    /// `sub`.
+    pub subject: String,
+    /// `aud`, as a list.
+    pub audiences: Vec<String>,
+    /// `scope` (space-delimited) and `scp` (array), normalised into one set.
+    pub scopes: BTreeSet<String>,
+    /// Groups from the issuer's groups claim.
+    pub groups: Vec<String>,
+    /// `client_id`, if present.
+    pub client_id: Option<String>,
+    /// `jti`, if present.
+    pub jti: Option<String>,
+    /// The `kid` of the key that verified the token.
+    pub kid: Option<String>,
+    /// The verified algorithm.
+    pub algorithm: String,
+    /// `iat`, if present.
+    pub issued_at: Option<i64>,
+    /// `exp`.
+    pub expires_at: i64,
+    /// The RFC 8693 delegation chain: the `sub` of each nested `act`, the current actor first.
+    pub actors: Vec<String>,
+    /// Every claim, for principal tags.
+    #[serde(skip)]
+    pub claims: Map<String, Value>,
+    /// SHA-256 of the compact token, hex: lets the log correlate without storing the token.
+    pub token_sha256: String,
+}
+
+struct Issuer {
+    config: IssuerConfig,
+    algorithms: Vec<Algorithm>,
+    jwks_path: PathBuf,
+    keys: ArcSwap<KeySet>,
+}
+
+/// Verifies bearer tokens against the configured issuers.
+pub struct Authenticator {
+    issuers: Vec<Issuer>,
+    max_token_bytes: usize,
+}
+
+impl Authenticator {
+    /// Builds the authenticator, loading every issuer's key set once.
+    pub fn from_config(config: &Config) -> Result<Self, AuthSetupError> {
+        let mut issuers = Vec::new();
+        for iss in &config.issuers {
+            let jwks_path = config.resolve(&iss.jwks_file);
+            let keys = load_key_set(&iss.issuer, &jwks_path)?;
+            let algorithms = iss
+                .algorithms
+                .iter()
+                .filter_map(|a| Algorithm::from_str(a).ok())
+                .collect();
+            issuers.push(Issuer {
+                config: iss.clone(),
+                algorithms,
+                jwks_path,
+                keys: ArcSwap::from_pointee(keys),
+            });
+        }
+        Ok(Self {
+            issuers,
+            max_token_bytes: config.limits.max_token_bytes,
+        })
+    }
+
+    /// Re-reads every issuer's JWKS file; a file that fails keeps its last good key set.
+    pub fn reload_keys(&self) -> Vec<AuthSetupError> {
+        let mut errors = Vec::new();
+        for issuer in &self.issuers {
+            match load_key_set(&issuer.config.issuer, &issuer.jwks_path) {
+                Ok(keys) => issuer.keys.store(Arc::new(keys)),
+                Err(e) => errors.push(e),
+            }
+        }
+        errors
+    }
+
+    /// Whether every issuer has at least one key.
+    pub fn ready(&self) -> bool {
+        !self.issuers.is_empty() && self.issuers.iter().all(|i| !i.keys.load().is_empty())
+    }
+
+    /// Verifies a compact JWT at the current time.
+    pub fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        self.verify_at(token, unix_now())
+    }
+
+    /// Verifies a compact JWT as of `now` (Unix seconds).
+    pub fn verify_at(&self, token: &str, now: i64) -> Result<VerifiedToken, TokenError> {
+        let parts = self.decode_parts(token)?;
+        let issuer = self.issuer_for(&parts.claims)?;
+        verify_signature(issuer, &parts, token)?;
+        check_claims(issuer, parts, token, now)
+    }
+
+    /// Checks only the signature and the algorithm-to-key binding, no claims: for diagnosing
+    /// a key-set problem (`token verify --signature-only`).
+    pub fn verify_signature_only(&self, token: &str) -> Result<Map<String, Value>, TokenError> {
+        let parts = self.decode_parts(token)?;
+        let issuer = self.issuer_for(&parts.claims)?;
+        verify_signature(issuer, &parts, token)?;
+        Ok(parts.claims)
+    }
+
+    fn decode_parts(&self, token: &str) -> Result<TokenParts, TokenError> {
+        // Size first: nothing is decoded for a token over the limit.
+        if token.len() > self.max_token_bytes {
+            return Err(TokenError::TooLarge {
+                limit: self.max_token_bytes,
+            });
+        }
+        decode_parts(token)
+    }
+
+    fn issuer_for(&self, claims: &Map<String, Value>) -> Result<&Issuer, TokenError> {
+        let iss = match claims.get("iss") {
+            Some(Value::String(s)) => s,
+            Some(_) => return Err(TokenError::InvalidClaim("iss")),
+            None => return Err(TokenError::MissingClaim("iss")),
+        };
+        self.issuers
+            .iter()
+            .find(|i| i.config.issuer == *iss)
+            .ok_or(TokenError::UnknownIssuer)
+    }
+}
+
+fn load_key_set(issuer: &str, path: &PathBuf) -> Result<KeySet, AuthSetupError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AuthSetupError::ReadJwks {
+        issuer: issuer.to_owned(),
+        path: path.clone(),
+        source,
+    })?;
+    let (keys, warnings) =
+        KeySet::from_jwks_str(&text).map_err(|source| AuthSetupError::BadJwks {
+            issuer: issuer.to_owned(),
+            path: path.clone(),
+            source,
+        })?;
+    for warning in warnings {
+        tracing::warn!(issuer, path = %path.display(), %warning, "verification key skipped");
+    }
+    Ok(keys)
+}
+
+/// The current time in Unix seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Extracts the token from an `Authorization` header value (`Bearer <token>`, scheme case-insensitive).
+pub fn bearer_token(header: Option<&str>) -> Result<&str, TokenError> {
+    let value = header.ok_or(TokenError::Missing)?;
+    let (scheme, token) = value.split_once(' ').ok_or(TokenError::NotBearer)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(TokenError::NotBearer);
+    }
+    let token = token.trim_start_matches(' ');
+    if token.is_empty() {
+        return Err(TokenError::Missing);
+    }
+    Ok(token)
+}
+
+struct TokenParts {
+    alg: String,
+    kid: Option<String>,
+    typ: Option<String>,
+    claims: Map<String, Value>,
+    /// Byte length of `header.payload`, the signed message.
+    signed_len: usize,
+    signature_b64: usize,
+}
+
+fn decode_parts(token: &str) -> Result<TokenParts, TokenError> {
+    let mut split = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (split.next(), split.next(), split.next(), split.next())
+    else {
+        return Err(TokenError::Malformed("expected three dot-separated parts"));
+    };
+    if signature_b64.is_empty() {
+        return Err(TokenError::Malformed("empty signature"));
+    }
+    let header = decode_json_object(header_b64, "header")?;
+    let claims = decode_json_object(payload_b64, "claims")?;
+    for name in KEY_LOCATING_HEADERS {
+        if header.contains_key(*name) {
+            return Err(TokenError::HeaderRejected((*name).to_owned()));
+        }
+    }
+    // We understand no critical extensions, so any `crit` means we must refuse (RFC 7515 §4.1.11).
+    if header.contains_key("crit") {
+        return Err(TokenError::HeaderRejected("crit".to_owned()));
+    }
+    let alg = match header.get("alg") {
+        Some(Value::String(a)) => a.clone(),
+        _ => return Err(TokenError::Malformed("header has no string `alg`")),
+    };
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err(TokenError::Malformed("`kid` is not a string")),
+    };
+    let typ = match header.get("typ") {
+        None => None,
+        Some(Value::String(t)) => Some(t.clone()),
+        Some(_) => return Err(TokenError::Malformed("`typ` is not a string")),
+    };
+    Ok(TokenParts {
+        alg,
+        kid,
+        typ,
+        claims,
+        signed_len: header_b64.len() + 1 + payload_b64.len(),
+        signature_b64: header_b64.len() + payload_b64.len() + 2,
+    })
+}
+
+fn decode_json_object(part: &str, what: &'static str) -> Result<Map<String, Value>, TokenError> {
+    // The URL-safe no-padding engine rejects padding and non-canonical trailing bits.
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part.as_bytes())
+        .map_err(|_| TokenError::Malformed(if what == "header" { "header is not base64url" } else { "claims are not base64url" }))?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(TokenError::Malformed(if what == "header" {
+            "header is not a JSON object"
+        } else {
+            "claims are not a JSON object"
+        })),
+    }
+}
+
+fn verify_signature(issuer: &Issuer, parts: &TokenParts, token: &str) -> Result<(), TokenError> {
+    // The algorithm comes from the header but must be on the issuer's list AND fit the key:
+    // the header alone never chooses how a signature is checked (RFC 8725 §3.1).
+    let alg = Algorithm::from_str(&parts.alg)
+        .ok()
+        .filter(|a| issuer.algorithms.contains(a))
+        .ok_or_else(|| TokenError::AlgorithmNotAllowed(parts.alg.chars().take(16).collect()))?;
+    let keys = issuer.keys.load_full();
+    if keys.is_empty() {
+        return Err(TokenError::KeysUnavailable);
+    }
+    let key = keys.find(parts.kid.as_deref())?;
+    if !key.allows(alg) {
+        return Err(TokenError::KeyMismatch);
+    }
+    let message = &token.as_bytes()[..parts.signed_len];
+    let signature = &token[parts.signature_b64..];
+    match jsonwebtoken::crypto::verify(signature, message, key.decoding_key(), alg) {
+        Ok(true) => Ok(()),
+        Ok(false) | Err(_) => Err(TokenError::BadSignature),
+    }
+}
+
+fn check_claims(
+    issuer: &Issuer,
+    parts: TokenParts,
+    token: &str,
+    now: i64,
+) -> Result<VerifiedToken, TokenError> {
+    let cfg = &issuer.config;
+    let claims = parts.claims;
+    let leeway = cfg.leeway_seconds as i64;
+
+    if cfg.require_at_jwt_typ {
+        // RFC 9068 §2.1: access tokens are typed, so an ID token cannot be replayed as one.
+        let ok = parts
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
+        if !ok {
+            return Err(TokenError::InvalidClaim("typ"));
+        }
+    }
+
+    let exp = numeric_date(&claims, "exp")?.ok_or(TokenError::MissingClaim("exp"))?;
+    if now > exp + leeway {
+        return Err(TokenError::Expired);
+    }
+    if let Some(nbf) = numeric_date(&claims, "nbf")?
+        && nbf > now + leeway
+    {
+        return Err(TokenError::NotYetValid);
+    }
+    let iat = numeric_date(&claims, "iat")?;
+    if let Some(iat) = iat {
+        if iat > now + leeway {
+            return Err(TokenError::IssuedInFuture);
+        }
+        if exp - iat > cfg.max_lifetime_seconds as i64 {
+            return Err(TokenError::LifetimeTooLong);
+        }
+    } else if exp - now > cfg.max_lifetime_seconds as i64 {
+        // Without `iat`, the remaining lifetime must still fit the maximum.
+        return Err(TokenError::LifetimeTooLong);
+    }
+
+    let audiences = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or(TokenError::InvalidClaim("aud")))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => return Err(TokenError::InvalidClaim("aud")),
+        None => return Err(TokenError::MissingClaim("aud")),
+    };
+    if !audiences.iter().any(|a| cfg.audiences.contains(a)) {
+        return Err(TokenError::AudienceMismatch);
+    }
+
+    let subject = match claims.get("sub") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(_) => return Err(TokenError::InvalidClaim("sub")),
+        None => return Err(TokenError::MissingClaim("sub")),
+    };
+
+    let mut scopes = BTreeSet::new();
+    match claims.get("scope") {
+        None => {}
+        Some(Value::String(s)) => scopes.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned)),
+        Some(_) => return Err(TokenError::InvalidClaim("scope")),
+    }
+    match claims.get("scp") {
+        None => {}
+        Some(Value::Array(items)) => {
+            for item in items {
+                scopes.insert(item.as_str().ok_or(TokenError::InvalidClaim("scp"))?.to_owned());
+            }
+        }
+        Some(Value::String(s)) => scopes.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned)),
+        Some(_) => return Err(TokenError::InvalidClaim("scp")),
+    }
+
+    let groups = match claims.get(&cfg.groups_claim) {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or(TokenError::InvalidClaim("groups")))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(Value::String(s)) => s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        Some(_) => return Err(TokenError::InvalidClaim("groups")),
+    };
+
+    let optional_string = |name: &'static str| match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(TokenError::InvalidClaim(name)),
+    };
+    let client_id = optional_string("client_id")?;
+    let jti = optional_string("jti")?;
+    let actors = delegation_chain(claims.get("act"))?;
+
+    Ok(VerifiedToken {
+        issuer: cfg.issuer.clone(),
+        subject,
+        audiences,
+        scopes,
+        groups,
+        client_id,
+        jti,
+        kid: parts.kid,
+        algorithm: parts.alg,
+        issued_at: iat,
+        expires_at: exp,
+        actors,
+        claims,
+        token_sha256: hex::encode(Sha256::digest(token.as_bytes())),
+    })
+}
+
+/// A NumericDate claim: a JSON number (fractions truncated). Strings are refused.
+fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => {
+            if let Some(i) = n.as_i64() {
+                Ok(Some(i))
+            } else {
+                match n.as_f64() {
+                    Some(f) if f.is_finite() && f.abs() < 1e15 => Ok(Some(f.trunc() as i64)),
+                    _ => Err(TokenError::InvalidClaim(name)),
+                }
+            }
+        }
+        Some(_) => Err(TokenError::InvalidClaim(name)),
+    }
+}
+
+/// Walks nested RFC 8693 `act` claims into a list of actor subjects, refusing chains deeper
+/// than [`MAX_DELEGATION_DEPTH`].
+fn delegation_chain(act: Option<&Value>) -> Result<Vec<String>, TokenError> {
+    let mut actors = Vec::new();
+    let mut current = act;
+    while let Some(value) = current {
+        let Value::Object(obj) = value else {
+            return Err(TokenError::InvalidClaim("act"));
+        };
+        if actors.len() == MAX_DELEGATION_DEPTH {
+            return Err(TokenError::DelegationTooDeep);
+        }
+        let sub = obj
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or(TokenError::InvalidClaim("act"))?;
+        actors.push(sub.to_owned());
+        current = obj.get("act");
+    }
+    Ok(actors)
+}
+
+#[cfg(test)]
+mod tests;

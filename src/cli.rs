@@ -1,0 +1,315 @@
+//! The command line: `serve`, `token mint|verify`, `policy validate`, `schema print`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, IssuerConfig, LimitsConfig};
+use crate::dev::{DevIssuer, MintOptions};
+use crate::policy::PolicyEngine;
+use crate::tools::{DemoUrls, Registry};
+
+/// toolgate: an authorization broker for AI-agent tool calls.
+#[derive(Debug, Parser)]
+#[command(name = "toolgate", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TOOLGATE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker.
+    Serve {
+        /// The config file.
+        #[arg(long, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// Dev mode: create a dev issuer key, start demo tools, print curl commands.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Mint or verify tokens.
+    Token {
+        /// The token action.
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
+    /// Check policies.
+    Policy {
+        /// The policy action.
+        #[command(subcommand)]
+        action: PolicyCommand,
+    },
+    /// Print the generated Cedar schema.
+    Schema {
+        /// The schema action.
+        #[command(subcommand)]
+        action: SchemaCommand,
+    },
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Sign a token with the local dev issuer key (dev only).
+    Mint {
+        /// The config file naming the dev issuer.
+        #[arg(long, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// Subject.
+        #[arg(long)]
+        sub: String,
+        /// Space-separated scopes.
+        #[arg(long, default_value = "")]
+        scope: String,
+        /// Audience (default: the issuer's first).
+        #[arg(long)]
+        aud: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 900)]
+        ttl: i64,
+        /// A group (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Acting agent: the token says `--act` acts on behalf of `--sub` (RFC 8693).
+        #[arg(long)]
+        act: Option<String>,
+    },
+    /// Verify a token and print its header and claims, or the reason it fails.
+    Verify {
+        /// The config file whose issuers to trust.
+        #[arg(long, default_value = "toolgate.toml", conflicts_with = "jwks")]
+        config: PathBuf,
+        /// A JWKS file to verify against instead of the config.
+        #[arg(long, requires_all = ["issuer", "audience"])]
+        jwks: Option<PathBuf>,
+        /// Expected issuer (with `--jwks`).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Expected audience (with `--jwks`).
+        #[arg(long)]
+        audience: Option<String>,
+        /// Check only the signature and key binding, no claims.
+        #[arg(long)]
+        signature_only: bool,
+        /// The token, or `-` to read it from standard input.
+        token: String,
+    },
+}
+
+/// `policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Parse and strictly validate the policies against the generated schema.
+    Validate {
+        /// The config file.
+        #[arg(long, default_value = "toolgate.toml")]
+        config: PathBuf,
+    },
+}
+
+/// `schema` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Write the generated Cedar schema (stub plus one action per tool) to standard output.
+    Print {
+        /// The config file.
+        #[arg(long, default_value = "toolgate.toml")]
+        config: PathBuf,
+    },
+}
+
+/// Sets up `tracing` output: text or JSON, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs a parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config, dev } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(serve(&config, dev))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { action } => token(action),
+        Command::Policy {
+            action: PolicyCommand::Validate { config },
+        } => {
+            let config = load_config(&config)?;
+            let snapshot = load_policies(&config)?;
+            println!(
+                "ok: {} policies valid against the schema for {} tools (policy set {})",
+                snapshot.policy_count(),
+                config.tools.len(),
+                &snapshot.policy_set_hash[..16]
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema {
+            action: SchemaCommand::Print { config },
+        } => {
+            let config = load_config(&config)?;
+            let snapshot = load_policies(&config)?;
+            print!("{}", snapshot.schema_text());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).with_context(|| format!("loading config `{}`", path.display()))
+}
+
+/// Loads the registry and policies as `serve` would. Demo backends get placeholder URLs,
+/// since only their schemas matter here.
+fn load_policies(config: &Config) -> anyhow::Result<crate::policy::PolicySnapshot> {
+    let placeholder = reqwest::Url::parse("http://127.0.0.1:9/")?;
+    let demo = DemoUrls {
+        echo: placeholder.clone(),
+        files: placeholder,
+    };
+    let tools = Registry::from_config(config, Some(&demo)).context("loading the tool registry")?;
+    let stub = config.resolve(&config.policy.schema);
+    let dir = config.resolve(&config.policy.dir);
+    PolicyEngine::load(&stub, &dir, &tools).with_context(|| format!("loading policies from `{}`", dir.display()))
+}
+
+async fn serve(config_path: &Path, dev: bool) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    let (demo, dev_issuer) = if dev {
+        tracing::warn!("DEV MODE: dev issuer key and demo tools; for trying out only");
+        let issuer = DevIssuer::ensure(&config)?;
+        (Some(crate::dev::start_demo_backends().await?), Some(issuer))
+    } else {
+        (None, None)
+    };
+    let built = crate::server::build(config.clone(), demo.as_ref())?;
+    let listener = crate::server::bind(&config).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "toolgate listening");
+    if let Some(issuer) = &dev_issuer {
+        println!("{}", crate::dev::banner(&config, issuer, addr)?);
+    }
+    crate::server::run(listener, built, crate::server::shutdown_signal()).await
+}
+
+fn token(action: TokenCommand) -> anyhow::Result<ExitCode> {
+    match action {
+        TokenCommand::Mint {
+            config,
+            sub,
+            scope,
+            aud,
+            ttl,
+            groups,
+            act,
+        } => {
+            let config = load_config(&config)?;
+            let issuer = DevIssuer::ensure(&config)?;
+            let token = issuer.mint(&MintOptions {
+                sub,
+                scope,
+                aud,
+                ttl,
+                groups,
+                act,
+            })?;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::Verify {
+            config,
+            jwks,
+            issuer,
+            audience,
+            signature_only,
+            token,
+        } => {
+            let token = if token == "-" {
+                let mut buf = String::new();
+                std::io::stdin().take(1 << 20).read_to_string(&mut buf)?;
+                buf.trim().to_owned()
+            } else {
+                token
+            };
+            let config = match (jwks, issuer, audience) {
+                (Some(jwks), Some(issuer), Some(audience)) => standalone_config(jwks, issuer, audience)?,
+                _ => load_config(&config)?,
+            };
+            let authenticator = Authenticator::from_config(&config)?;
+            let result = if signature_only {
+                authenticator.verify_signature_only(&token).map(|claims| json!({ "claims": claims }))
+            } else {
+                authenticator
+                    .verify(&token)
+                    .map(|t| json!({ "claims": t.claims, "verified": t }))
+            };
+            match result {
+                Ok(out) => {
+                    let header = token
+                        .split('.')
+                        .next()
+                        .and_then(|h| base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, h).ok())
+                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+                    let mut out = out;
+                    out["header"] = header.unwrap_or_default();
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("{}", json!({ "valid": false, "reason": e.code(), "detail": e.to_string() }));
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+    }
+}
+
+fn standalone_config(jwks: PathBuf, issuer: String, audience: String) -> anyhow::Result<Config> {
+    let config = Config {
+        server: Default::default(),
+        limits: LimitsConfig::default(),
+        issuers: vec![IssuerConfig {
+            issuer,
+            audiences: vec![audience],
+            jwks_file: jwks,
+            algorithms: crate::config::ASYMMETRIC_ALGORITHMS.iter().map(|s| (*s).to_owned()).collect(),
+            leeway_seconds: 30,
+            max_lifetime_seconds: 3600,
+            groups_claim: "groups".to_owned(),
+            require_at_jwt_typ: false,
+        }],
+        policy: Default::default(),
+        audit: Default::default(),
+        tools: Vec::new(),
+        base_dir: PathBuf::from("."),
+    };
+    config.validate()?;
+    Ok(config)
+}

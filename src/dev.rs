@@ -1,0 +1,215 @@
+//! Dev mode (`serve --dev`, `token mint`): a local token issuer whose key lives in the state
+//! directory, and two in-process demo tool backends on loopback. For trying toolgate out only.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use axum::Json;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::auth::unix_now;
+use crate::config::Config;
+use crate::signing::SigningKey;
+use crate::tools::DemoUrls;
+
+/// File name of the dev issuer's private key inside the state directory.
+pub const DEV_KEY_FILE: &str = "dev-issuer-ed25519.pk8";
+
+/// The dev issuer: the first configured issuer, signing with a key kept in the state directory.
+pub struct DevIssuer {
+    /// The signing key.
+    pub key: SigningKey,
+    /// `iss` of minted tokens.
+    pub issuer: String,
+    /// Default `aud` of minted tokens.
+    pub audience: String,
+    /// Whether the key was created just now.
+    pub created: bool,
+}
+
+/// Claims of a minted token.
+#[derive(Debug, Clone, Serialize)]
+pub struct MintClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject.
+    pub sub: String,
+    /// Audience.
+    pub aud: String,
+    /// Issued at.
+    pub iat: i64,
+    /// Expiry.
+    pub exp: i64,
+    /// Token id.
+    pub jti: String,
+    /// Space-separated scopes.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    /// Groups.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// RFC 8693 actor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act: Option<Value>,
+}
+
+/// Options for minting a dev token.
+#[derive(Debug, Clone, Default)]
+pub struct MintOptions {
+    /// Subject.
+    pub sub: String,
+    /// Space-separated scopes.
+    pub scope: String,
+    /// Audience (default: the issuer's first audience).
+    pub aud: Option<String>,
+    /// Lifetime in seconds.
+    pub ttl: i64,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// Acting agent (RFC 8693 `act.sub`), making `sub` the user it acts for.
+    pub act: Option<String>,
+}
+
+impl DevIssuer {
+    /// Loads or creates the dev key and writes the issuer's JWKS file with its public key.
+    pub fn ensure(config: &Config) -> anyhow::Result<Self> {
+        let issuer = config
+            .issuers
+            .first()
+            .context("dev mode needs at least one `[[issuers]]` entry: the dev issuer")?;
+        let key_path = config.state_dir().join(DEV_KEY_FILE);
+        let (key, created) = SigningKey::load_or_create(&key_path).context("dev issuer key")?;
+        let jwks_path: PathBuf = config.resolve(&issuer.jwks_file);
+        if let Some(dir) = jwks_path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating `{}`", dir.display()))?;
+        }
+        let jwks = serde_json::to_string_pretty(&key.jwks())?;
+        std::fs::write(&jwks_path, jwks).with_context(|| format!("writing `{}`", jwks_path.display()))?;
+        let audience = issuer
+            .audiences
+            .first()
+            .cloned()
+            .context("the dev issuer has no audience")?;
+        Ok(Self {
+            key,
+            issuer: issuer.issuer.clone(),
+            audience,
+            created,
+        })
+    }
+
+    /// Mints an access token (`typ: at+jwt`).
+    pub fn mint(&self, options: &MintOptions) -> anyhow::Result<String> {
+        let now = unix_now();
+        let claims = MintClaims {
+            iss: self.issuer.clone(),
+            sub: options.sub.clone(),
+            aud: options.aud.clone().unwrap_or_else(|| self.audience.clone()),
+            iat: now,
+            exp: now + options.ttl,
+            jti: uuid::Uuid::new_v4().to_string(),
+            scope: options.scope.clone(),
+            groups: options.groups.clone(),
+            act: options.act.as_ref().map(|a| json!({ "sub": a })),
+        };
+        Ok(self.key.sign("at+jwt", &claims)?)
+    }
+}
+
+/// Files the demo `files` backend serves.
+fn demo_files() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([
+        ("/srv/reports/q3-summary.txt", "Q3: revenue up 12%, costs flat."),
+        ("/srv/reports/q4-forecast.txt", "Q4: forecast pending board review."),
+        ("/etc/passwd", "root:x:0:0:root:/root:/bin/bash"),
+    ])
+}
+
+/// Starts the demo backends on loopback ephemeral ports; they stop with the runtime.
+pub async fn start_demo_backends() -> anyhow::Result<DemoUrls> {
+    let echo = Router::new().route("/echo", post(|Json(args): Json<Value>| async move { Json(json!({ "echo": args })) }));
+    let files = Router::new()
+        .route(
+            "/read_file",
+            post(|Json(args): Json<Value>| async move {
+                let path = args.get("path").and_then(Value::as_str).unwrap_or_default();
+                match demo_files().get(path) {
+                    Some(content) => (StatusCode::OK, Json(json!({ "path": path, "content": content }))),
+                    None => (StatusCode::NOT_FOUND, Json(json!({ "error": "no such file" }))),
+                }
+            }),
+        )
+        .route(
+            "/delete_file",
+            post(|Json(args): Json<Value>| async move { Json(json!({ "deleted": args.get("path") })) }),
+        );
+    Ok(DemoUrls {
+        echo: spawn_loopback(echo).await?,
+        files: spawn_loopback(files).await?,
+    })
+}
+
+async fn spawn_loopback(router: Router) -> anyhow::Result<reqwest::Url> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.context("binding a demo backend")?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "demo backend stopped");
+        }
+    });
+    Ok(reqwest::Url::parse(&format!("http://{addr}/"))?)
+}
+
+/// The banner printed by `serve --dev`: a warning and ready-to-paste curl commands.
+pub fn banner(config: &Config, issuer: &DevIssuer, listen: std::net::SocketAddr) -> anyhow::Result<String> {
+    let ttl = config.issuers.first().map(|i| i.max_lifetime_seconds as i64).unwrap_or(3600);
+    let reporting = issuer.mint(&MintOptions {
+        sub: "reporting-agent".to_owned(),
+        scope: "files:read".to_owned(),
+        ttl,
+        groups: vec!["reporting".to_owned()],
+        ..MintOptions::default()
+    })?;
+    let intern = issuer.mint(&MintOptions {
+        sub: "intern-agent".to_owned(),
+        scope: String::new(),
+        ttl,
+        ..MintOptions::default()
+    })?;
+    let base = format!("http://{listen}");
+    Ok(format!(
+        r#"
+  ============================================================================
+   toolgate DEV MODE: for trying out only. A local dev issuer signs tokens with
+   a key in `{state}`; demo tools run in-process. Never expose this to a network.
+  ============================================================================
+
+  Tokens (valid {ttl} s; mint more with `cargo run -- token mint --sub NAME`):
+    export REPORTING_TOKEN={reporting}
+    export INTERN_TOKEN={intern}
+
+  Allowed: the reporting agent reads a report
+    curl -s -X POST {base}/v1/tools/files___read_file/invoke \
+      -H "Authorization: Bearer $REPORTING_TOKEN" -H 'Content-Type: application/json' \
+      -d '{{"arguments": {{"path": "/srv/reports/q3-summary.txt"}}}}'
+
+  Denied by policy: the same agent tries /etc/passwd
+    curl -s -X POST {base}/v1/tools/files___read_file/invoke \
+      -H "Authorization: Bearer $REPORTING_TOKEN" -H 'Content-Type: application/json' \
+      -d '{{"arguments": {{"path": "/etc/passwd"}}}}'
+
+  The intern agent may only echo; its tool list shows that:
+    curl -s {base}/v1/tools -H "Authorization: Bearer $INTERN_TOKEN"
+
+  Decisions are in {db} (sqlite3 it, or see README.md).
+"#,
+        state = config.state_dir().display(),
+        db = config.audit_db().display(),
+    ))
+}

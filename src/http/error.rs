@@ -1,0 +1,87 @@
+//! The one place that maps pipeline errors to HTTP status, headers and body.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::app::CallError;
+use crate::audit::AuditError;
+use crate::auth::TokenError;
+use crate::tools::DispatchError;
+
+/// The realm named in `WWW-Authenticate` challenges.
+pub const REALM: &str = "toolgate";
+
+/// Status, extra headers and JSON body for a failed call.
+pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
+    let mut headers = HeaderMap::new();
+    let (status, code, decision) = match error {
+        CallError::Token(e) => {
+            headers.insert(header::WWW_AUTHENTICATE, challenge(e));
+            (StatusCode::UNAUTHORIZED, "invalid_token", "deny")
+        }
+        CallError::InsufficientScope { scope } => {
+            let value = format!(
+                "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{}\"",
+                quoted_safe(scope)
+            );
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(header::WWW_AUTHENTICATE, v);
+            }
+            (StatusCode::FORBIDDEN, "insufficient_scope", "deny")
+        }
+        CallError::UnknownTool(_) => (StatusCode::NOT_FOUND, "unknown_tool", "deny"),
+        CallError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "deny"),
+        CallError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "deny"),
+        CallError::InvalidArguments(_) => (StatusCode::BAD_REQUEST, "invalid_arguments", "deny"),
+        CallError::Denied { .. } => (StatusCode::FORBIDDEN, "denied", "deny"),
+        CallError::PolicyFailure(_) => (StatusCode::INTERNAL_SERVER_ERROR, "policy_error", "deny"),
+        CallError::Audit(e) => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            let code = match e {
+                AuditError::Unavailable(_) | AuditError::Closed | AuditError::Timeout => "decision_log_unavailable",
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, code, "error")
+        }
+        CallError::Dispatch(e) => {
+            let status = match e {
+                DispatchError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                DispatchError::Unreachable
+                | DispatchError::Status(_)
+                | DispatchError::ResponseTooLarge(_)
+                | DispatchError::InvalidResponse => StatusCode::BAD_GATEWAY,
+            };
+            (status, e.class(), "allow")
+        }
+    };
+    let message = match error {
+        // The caller learns that the token failed, not why: the reason is in the log.
+        CallError::Token(e) => e.public_description().to_owned(),
+        // Internal detail of a failed evaluation or log write stays in the server log.
+        CallError::PolicyFailure(_) => "the request could not be authorized".to_owned(),
+        CallError::Audit(_) => "the decision log is unavailable; nothing was dispatched".to_owned(),
+        other => other.to_string(),
+    };
+    let mut body = json!({ "decision": decision, "error": code, "message": message });
+    if let CallError::InvalidArguments(e) = error {
+        body["problems"] = json!(e.problems);
+    }
+    (status, headers, body)
+}
+
+/// RFC 6750 §3: a request without credentials gets a bare challenge; a bad token gets
+/// `error="invalid_token"` with a coarse description.
+fn challenge(error: &TokenError) -> HeaderValue {
+    let value = match error {
+        TokenError::Missing | TokenError::NotBearer => format!("Bearer realm=\"{REALM}\""),
+        other => format!(
+            "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
+            other.public_description()
+        ),
+    };
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}
+
+/// Keeps a value safe inside a quoted-string.
+fn quoted_safe(s: &str) -> String {
+    s.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
+}

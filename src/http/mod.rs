@@ -1,0 +1,211 @@
+//! The HTTP API (the only module that knows axum): router, body and header bounds, handlers.
+
+pub mod error;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::app::{App, CallError, CallRequest, CallResponse, Endpoint};
+
+/// Header carrying the decision id on every pipeline response.
+pub const DECISION_ID_HEADER: &str = "x-toolgate-decision-id";
+
+/// Builds the router over `app`.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/tools/{tool}/invoke", post(invoke))
+        .route("/v1/authorize", post(authorize))
+        .route("/v1/tools", get(list_tools))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(middleware::from_fn_with_state(app.clone(), bound_headers))
+        // The body is read by the handlers with their own limit, so that an oversized body
+        // is still recorded as a decision; this is a backstop.
+        .layer(axum::extract::DefaultBodyLimit::max(app.config.limits.max_body_bytes * 2))
+        .with_state(app)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await
+}
+
+/// Refuses requests whose headers exceed the configured total size (431).
+async fn bound_headers(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let total: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if total > app.config.limits.max_header_bytes {
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            axum::Json(json!({ "error": "headers_too_large", "message": "request headers are too large" })),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvokeBody {
+    #[serde(default = "empty_object")]
+    arguments: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthorizeBody {
+    tool: String,
+    #[serde(default = "empty_object")]
+    arguments: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+async fn invoke(State(app): State<Arc<App>>, Path(tool): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    let arguments = read_json::<InvokeBody>(&app, body).await.map(|b| b.arguments);
+    let response = app
+        .call(
+            Endpoint::Invoke,
+            CallRequest {
+                authorization: header_str(&headers, header::AUTHORIZATION.as_str()),
+                tool: &tool,
+                arguments,
+                request_id: header_str(&headers, "x-request-id"),
+            },
+        )
+        .await;
+    call_response(response)
+}
+
+async fn authorize(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let parsed = read_json::<AuthorizeBody>(&app, body).await;
+    let (tool, arguments) = match parsed {
+        Ok(b) => (b.tool, Ok(b.arguments)),
+        Err(e) => (String::new(), Err(e)),
+    };
+    let response = app
+        .call(
+            Endpoint::Authorize,
+            CallRequest {
+                authorization: header_str(&headers, header::AUTHORIZATION.as_str()),
+                tool: &tool,
+                arguments,
+                request_id: header_str(&headers, "x-request-id"),
+            },
+        )
+        .await;
+    call_response(response)
+}
+
+async fn list_tools(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let (decision_id, result) = app.list_tools(header_str(&headers, header::AUTHORIZATION.as_str())).await;
+    match result {
+        Ok(tools) => with_decision_id(
+            &decision_id,
+            (StatusCode::OK, axum::Json(json!({ "decision_id": decision_id, "tools": tools }))).into_response(),
+        ),
+        Err(e) => error_with_id(&decision_id, &e),
+    }
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let readiness = app.readiness();
+    let status = if readiness.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(json!({ "ready": readiness.ready(), "checks": readiness }))).into_response()
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Reads a JSON body within the size and depth limits.
+async fn read_json<T: for<'de> Deserialize<'de>>(app: &App, body: Body) -> Result<T, CallError> {
+    let limit = app.config.limits.max_body_bytes;
+    let bytes: Bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| CallError::PayloadTooLarge(limit))?;
+    let value: Value = if bytes.is_empty() {
+        empty_object()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| CallError::BadRequest(format!("body is not valid JSON: {e}")))?
+    };
+    let depth = json_depth(&value);
+    if depth > app.config.limits.max_json_depth {
+        return Err(CallError::BadRequest(format!(
+            "body nests {depth} levels deep; the limit is {}",
+            app.config.limits.max_json_depth
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| CallError::BadRequest(e.to_string()))
+}
+
+/// Nesting depth of a JSON value (a scalar is 1), computed without recursion.
+pub fn json_depth(value: &Value) -> usize {
+    let mut max = 0;
+    let mut stack = vec![(value, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        max = max.max(d);
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|i| (i, d + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|i| (i, d + 1))),
+            _ => {}
+        }
+    }
+    max
+}
+
+fn call_response(response: CallResponse) -> Response {
+    let id = response.decision_id;
+    match response.outcome {
+        Ok(Some(result)) => with_decision_id(
+            &id,
+            axum::Json(json!({ "decision_id": id, "decision": "allow", "result": result })).into_response(),
+        ),
+        Ok(None) => with_decision_id(
+            &id,
+            axum::Json(json!({ "decision_id": id, "decision": "allow" })).into_response(),
+        ),
+        Err(e) => error_with_id(&id, &e),
+    }
+}
+
+fn error_with_id(id: &str, e: &CallError) -> Response {
+    let (status, headers, mut body) = error::error_response(e);
+    if let CallError::Audit(_) = e {
+        // No record holds this id: hand out no id that leads nowhere.
+        return (status, headers, axum::Json(body)).into_response();
+    }
+    body["decision_id"] = json!(id);
+    with_decision_id(id, (status, headers, axum::Json(body)).into_response())
+}
+
+fn with_decision_id(id: &str, mut response: Response) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        response.headers_mut().insert(DECISION_ID_HEADER, v);
+    }
+    response
+}

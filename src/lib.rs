@@ -1,0 +1,25 @@
+//! toolgate: an authorization broker for AI-agent tool calls.
+//!
+//! # Layout
+//! A call travels `http → auth → tools (lookup, arguments) → policy → audit → tools (dispatch)`:
+//! - [`config`]: `toolgate.toml`, environment overrides, validation;
+//! - [`http`]: the axum router and the one error-to-status map (the only module using axum,
+//!   besides the dev-mode demo backends in [`dev`]);
+//! - [`auth`]: bearer-token verification against JWKS keys;
+//! - [`tools`]: the registry, argument checks and dispatch to backends;
+//! - [`policy`]: Cedar schema generation, policy loading and decisions;
+//! - [`audit`]: the hash-chained SQLite decision log;
+//! - [`app`]: the pipeline that strings the stages together, with no HTTP types;
+//! - [`server`]: start-up and shutdown; [`cli`]: the command line.
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod http;
+pub mod policy;
+pub mod server;
+pub mod signing;
+pub mod tools;

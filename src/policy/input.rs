@@ -1,0 +1,292 @@
+//! Typed tool arguments for Cedar: a tool's input JSON Schema mapped to a Cedar record type
+//! (for the generated schema) and argument values converted to Cedar values (per request).
+//!
+//! The mapping is total or it refuses: every schema construct either becomes a Cedar type
+//! that policies can read, or the tool is refused at load with the schema path. Nothing is
+//! passed untyped and nothing is dropped.
+//!
+//! | JSON Schema | Cedar |
+//! |---|---|
+//! | `string` (with or without `enum`) | `String` |
+//! | `integer` | `Long` |
+//! | `number` | `Long`; a value with a fractional part is refused at call time |
+//! | `number` with `"format": "decimal"` | `decimal` (at most 4 fractional digits) |
+//! | `boolean` | `Bool` |
+//! | `array` with `items` | `Set<items>` |
+//! | `object` with `properties` | record; `required` fields required, others optional |
+//! | `["T", "null"]` | `T`, optional; `null` is treated as absent |
+//! | free-form objects, `oneOf`, `anyOf`, `allOf`, `not`, `$ref`, other unions | refused |
+
+use std::collections::BTreeMap;
+
+use cedar_policy::RestrictedExpression;
+use serde_json::Value;
+
+use crate::tools::ArgumentProblem;
+
+/// Largest number of fractional digits Cedar's `decimal` holds.
+const DECIMAL_PLACES: usize = 4;
+
+/// A schema construct that cannot be mapped to a Cedar type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("at `{path}`: {reason}")]
+pub struct MappingError {
+    /// JSON pointer into the input schema.
+    pub path: String,
+    /// Why it cannot be mapped.
+    pub reason: String,
+}
+
+/// The Cedar type of an argument value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputType {
+    /// Cedar `String`.
+    String,
+    /// Cedar `Long`.
+    Long,
+    /// Cedar `decimal`.
+    Decimal,
+    /// Cedar `Bool`.
+    Bool,
+    /// Cedar `Set<T>`.
+    Set(Box<InputType>),
+    /// Cedar record, closed: undeclared fields are refused.
+    Record(BTreeMap<String, Field>),
+}
+
+/// One record field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    /// Its type.
+    pub ty: InputType,
+    /// Whether it must be present.
+    pub required: bool,
+}
+
+impl InputType {
+    /// Maps a tool's input schema (an object schema) to a record type.
+    pub fn from_tool_schema(schema: &Value) -> Result<Self, MappingError> {
+        match schema {
+            Value::Object(obj) if obj.get("type").is_none_or(|t| t == "object") => {
+                map_object(obj, "", true)
+            }
+            _ => Err(MappingError {
+                path: String::new(),
+                reason: "a tool's input schema must be an object schema".to_owned(),
+            }),
+        }
+    }
+
+    /// The Cedar schema syntax for this type.
+    pub fn cedar_type(&self) -> String {
+        match self {
+            InputType::String => "String".to_owned(),
+            InputType::Long => "Long".to_owned(),
+            InputType::Decimal => "decimal".to_owned(),
+            InputType::Bool => "Bool".to_owned(),
+            InputType::Set(inner) => format!("Set<{}>", inner.cedar_type()),
+            InputType::Record(fields) => {
+                let body: Vec<String> = fields
+                    .iter()
+                    .map(|(name, f)| {
+                        format!(
+                            "\"{name}\"{}: {}",
+                            if f.required { "" } else { "?" },
+                            f.ty.cedar_type()
+                        )
+                    })
+                    .collect();
+                format!("{{{}}}", body.join(", "))
+            }
+        }
+    }
+
+    /// Converts an argument value (already checked against the JSON Schema) to a Cedar value.
+    pub fn to_cedar(&self, value: &Value, path: &str) -> Result<RestrictedExpression, ArgumentProblem> {
+        let problem = |message: &str| ArgumentProblem {
+            path: path.to_owned(),
+            message: message.to_owned(),
+        };
+        match (self, value) {
+            (InputType::String, Value::String(s)) => Ok(RestrictedExpression::new_string(s.clone())),
+            (InputType::Bool, Value::Bool(b)) => Ok(RestrictedExpression::new_bool(*b)),
+            (InputType::Long, Value::Number(n)) => {
+                if let Some(i) = n.as_i64() {
+                    return Ok(RestrictedExpression::new_long(i));
+                }
+                match n.as_f64() {
+                    // 3.0 is the integer 3; 3.5 cannot be a Cedar Long and is refused, not rounded.
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                        Ok(RestrictedExpression::new_long(f as i64))
+                    }
+                    _ => Err(problem("not an integer: the policy sees this number as a Cedar Long")),
+                }
+            }
+            (InputType::Decimal, Value::Number(n)) => decimal_literal(&n.to_string())
+                .map(RestrictedExpression::new_decimal)
+                .ok_or_else(|| problem("not representable as a Cedar decimal (at most 4 fractional digits)")),
+            (InputType::Set(inner), Value::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    out.push(inner.to_cedar(item, &format!("{path}/{i}"))?);
+                }
+                Ok(RestrictedExpression::new_set(out))
+            }
+            (InputType::Record(fields), Value::Object(map)) => {
+                for key in map.keys() {
+                    if !fields.contains_key(key) {
+                        return Err(ArgumentProblem {
+                            path: format!("{path}/{}", escape_pointer(key)),
+                            message: "unknown field".to_owned(),
+                        });
+                    }
+                }
+                let mut pairs = Vec::with_capacity(fields.len());
+                for (name, field) in fields {
+                    let child = format!("{path}/{}", escape_pointer(name));
+                    match map.get(name) {
+                        None | Some(Value::Null) if !field.required => {}
+                        None | Some(Value::Null) => {
+                            return Err(ArgumentProblem {
+                                path: child,
+                                message: "required field is missing".to_owned(),
+                            });
+                        }
+                        Some(v) => pairs.push((name.clone(), field.ty.to_cedar(v, &child)?)),
+                    }
+                }
+                RestrictedExpression::new_record(pairs).map_err(|e| problem(&e.to_string()))
+            }
+            _ => Err(problem("value does not have the declared type")),
+        }
+    }
+}
+
+/// Renders a JSON number as a Cedar decimal literal, or `None` if it does not fit exactly.
+fn decimal_literal(number: &str) -> Option<String> {
+    if number.contains(['e', 'E']) {
+        return None;
+    }
+    let (int_part, frac_part) = number.split_once('.').unwrap_or((number, "0"));
+    let frac_part = frac_part.trim_end_matches('0');
+    if frac_part.len() > DECIMAL_PLACES {
+        return None;
+    }
+    let digits = int_part.trim_start_matches('-');
+    // Cedar decimals are i64 scaled by 10^4: keep well inside that range.
+    if digits.len() > 14 {
+        return None;
+    }
+    let frac = if frac_part.is_empty() { "0" } else { frac_part };
+    Some(format!("{int_part}.{frac}"))
+}
+
+fn escape_pointer(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// Keywords whose meaning a Cedar type cannot carry; a schema using them is refused.
+const UNSUPPORTED_KEYWORDS: &[&str] = &["oneOf", "anyOf", "allOf", "not", "$ref", "if", "patternProperties"];
+
+fn map_schema(schema: &Value, path: &str) -> Result<(InputType, bool), MappingError> {
+    let refuse = |reason: String| MappingError {
+        path: path.to_owned(),
+        reason,
+    };
+    let Value::Object(obj) = schema else {
+        return Err(refuse("untyped schema (`true`, `false` or not an object)".to_owned()));
+    };
+    for keyword in UNSUPPORTED_KEYWORDS {
+        if obj.contains_key(*keyword) {
+            return Err(refuse(format!("`{keyword}` cannot be mapped to a Cedar type")));
+        }
+    }
+    let (type_name, nullable) = match obj.get("type") {
+        Some(Value::String(t)) => (t.as_str(), false),
+        Some(Value::Array(types)) => {
+            let non_null: Vec<&str> = types.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect();
+            match non_null.as_slice() {
+                [single] if types.len() == 2 => (*single, true),
+                _ => return Err(refuse("a union of types cannot be mapped to a Cedar type".to_owned())),
+            }
+        }
+        None => match obj.get("enum") {
+            Some(Value::Array(values)) if !values.is_empty() && values.iter().all(Value::is_string) => ("string", false),
+            _ => return Err(refuse("schema without `type`".to_owned())),
+        },
+        Some(_) => return Err(refuse("`type` is neither a string nor an array".to_owned())),
+    };
+    let ty = match type_name {
+        "string" => InputType::String,
+        "integer" => InputType::Long,
+        "number" => match obj.get("format").and_then(Value::as_str) {
+            Some("decimal") => InputType::Decimal,
+            _ => InputType::Long,
+        },
+        "boolean" => InputType::Bool,
+        "array" => {
+            let items = obj
+                .get("items")
+                .ok_or_else(|| refuse("array without `items`".to_owned()))?;
+            let (inner, _) = map_schema(items, &format!("{path}/items"))?;
+            InputType::Set(Box::new(inner))
+        }
+        "object" => map_object(obj, path, false)?,
+        other => return Err(refuse(format!("type `{other}` cannot be mapped to a Cedar type"))),
+    };
+    Ok((ty, nullable))
+}
+
+fn map_object(obj: &serde_json::Map<String, Value>, path: &str, top_level: bool) -> Result<InputType, MappingError> {
+    let refuse = |reason: &str| MappingError {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    for keyword in UNSUPPORTED_KEYWORDS {
+        if obj.contains_key(*keyword) {
+            return Err(refuse(&format!("`{keyword}` cannot be mapped to a Cedar type")));
+        }
+    }
+    let properties = match obj.get("properties") {
+        None => None,
+        Some(Value::Object(p)) => Some(p),
+        Some(_) => return Err(refuse("`properties` is not an object")),
+    };
+    let has_properties = properties.is_some_and(|p| !p.is_empty());
+    if !has_properties && !top_level {
+        // A free-form object cannot be a Cedar record: no policy could read it.
+        return Err(refuse("an object without declared `properties` cannot be mapped to a Cedar record"));
+    }
+    if matches!(obj.get("additionalProperties"), Some(Value::Object(_))) {
+        return Err(refuse("`additionalProperties` with a schema (a map) cannot be mapped to a Cedar record"));
+    }
+    let required: Vec<&str> = match obj.get("required") {
+        None => Vec::new(),
+        Some(Value::Array(names)) => names.iter().filter_map(Value::as_str).collect(),
+        Some(_) => return Err(refuse("`required` is not an array")),
+    };
+    let mut fields = BTreeMap::new();
+    if let Some(properties) = properties {
+        for (name, schema) in properties {
+            let child = format!("{path}/properties/{}", escape_pointer(name));
+            if name.is_empty() || name.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+                return Err(MappingError {
+                    path: child,
+                    reason: "property name cannot be a Cedar attribute".to_owned(),
+                });
+            }
+            let (ty, nullable) = map_schema(schema, &child)?;
+            fields.insert(
+                name.clone(),
+                Field {
+                    ty,
+                    required: required.contains(&name.as_str()) && !nullable,
+                },
+            );
+        }
+    }
+    Ok(InputType::Record(fields))
+}
+
+#[cfg(test)]
+mod tests;

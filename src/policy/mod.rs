@@ -1,0 +1,606 @@
+//! Stage 3: authorization with Cedar. Loads and strictly validates the policy set against a
+//! schema generated from the stub in `schemas/` plus every registered tool's input schema,
+//! and decides calls: default deny, forbid overrides permit, determining policy ids kept.
+//!
+//! Architecture invariant: nothing here does I/O on the request path. Files are read only by
+//! [`PolicyEngine::load`]; a decision reads the in-memory [`PolicySnapshot`].
+
+pub mod input;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityUid, Policy, PolicyId,
+    PolicySet, Request, RestrictedExpression, Schema, SchemaFragment, ValidationMode, Validator,
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::auth::VerifiedToken;
+use crate::tools::{ArgumentProblem, Registry, Tool};
+pub use input::{InputType, MappingError};
+
+/// The Cedar namespace of every toolgate entity and action.
+pub const NAMESPACE: &str = "Toolgate";
+
+/// An error loading or validating policies and schema. Messages name the file, line and policy.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyLoadError {
+    /// A file or directory could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The schema stub does not parse.
+    #[error("schema `{path}`: {message}")]
+    Schema {
+        /// The stub file.
+        path: PathBuf,
+        /// What Cedar said.
+        message: String,
+    },
+    /// A tool's input schema cannot be mapped to a Cedar type.
+    #[error("tool `{tool}`: input schema {source}")]
+    ToolMapping {
+        /// The tool id.
+        tool: String,
+        /// Where and why.
+        source: MappingError,
+    },
+    /// A policy file does not parse.
+    #[error("{file}:{line}: {message}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// What Cedar said.
+        message: String,
+    },
+    /// A policy has no `@id` annotation.
+    #[error("{file}:{line}: policy has no `@id(\"...\")` annotation")]
+    MissingId {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: usize,
+    },
+    /// Two policies share an `@id`.
+    #[error("policy id `{id}` is used twice: in `{first}` and `{second}`")]
+    DuplicateId {
+        /// The id.
+        id: String,
+        /// Where it first appears.
+        first: String,
+        /// Where it appears again.
+        second: String,
+    },
+    /// Templates are not supported yet.
+    #[error("{file}: policy templates are not supported")]
+    Template {
+        /// The file.
+        file: String,
+    },
+    /// Strict validation failed (errors and warnings alike).
+    #[error("policy validation failed:\n{}", .0.join("\n"))]
+    Validation(Vec<String>),
+}
+
+/// A failure while deciding one request; the call is denied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PolicyError {
+    /// An argument cannot be represented in the Cedar request.
+    #[error("argument at `{}`: {}", .0.path, .0.message)]
+    Argument(ArgumentProblem),
+    /// The Cedar request could not be built (a bug or a schema mismatch).
+    #[error("cannot build the authorization request: {0}")]
+    Request(String),
+}
+
+/// The outcome of one authorization.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PolicyDecision {
+    /// Whether the call is allowed.
+    pub allowed: bool,
+    /// `@id`s of the policies that determined the decision (empty for the default deny).
+    pub determining_policies: Vec<String>,
+    /// Evaluation errors: a policy whose condition errors is skipped, so these matter.
+    pub errors: Vec<String>,
+    /// SHA-256 of the policy set the decision was made with.
+    pub policy_set_hash: String,
+    /// SHA-256 of the generated schema.
+    pub schema_hash: String,
+    /// The Cedar request as evaluated: principal, action, resource, context, entities.
+    pub request: Value,
+}
+
+/// The facts of a call the policy sees besides the token.
+#[derive(Debug, Clone)]
+pub struct CallFacts<'a> {
+    /// The tool.
+    pub tool: &'a Tool,
+    /// Arguments, already checked against the tool's input schema.
+    pub arguments: &'a Value,
+    /// The request id.
+    pub request_id: &'a str,
+    /// Request time, Unix seconds.
+    pub now: i64,
+}
+
+/// An immutable, validated policy set with its schema and per-tool data, built once per load.
+pub struct PolicySnapshot {
+    schema: Schema,
+    schema_text: String,
+    policies: PolicySet,
+    policy_sources: Vec<(String, String)>,
+    input_types: BTreeMap<String, InputType>,
+    /// Tool and server entities plus the schema's action entities.
+    static_entities: Vec<Entity>,
+    /// SHA-256 over the policy files (names and contents).
+    pub policy_set_hash: String,
+    /// SHA-256 over the generated schema text.
+    pub schema_hash: String,
+}
+
+impl PolicySnapshot {
+    /// The generated Cedar schema text (stub plus per-tool actions).
+    pub fn schema_text(&self) -> &str {
+        &self.schema_text
+    }
+
+    /// Number of policies.
+    pub fn policy_count(&self) -> usize {
+        self.policies.policies().count()
+    }
+
+    /// The policy files this snapshot was loaded from, as (name, text).
+    pub fn policy_sources(&self) -> &[(String, String)] {
+        &self.policy_sources
+    }
+}
+
+/// Holds the current policy snapshot and swaps it atomically on reload.
+pub struct PolicyEngine {
+    current: ArcSwap<PolicySnapshot>,
+    authorizer: Authorizer,
+}
+
+impl PolicyEngine {
+    /// Builds an engine from an already loaded snapshot.
+    pub fn new(snapshot: PolicySnapshot) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(snapshot),
+            authorizer: Authorizer::new(),
+        }
+    }
+
+    /// Loads, generates the schema for `tools`, and validates; the result can be swapped in.
+    pub fn load(schema_stub: &Path, policies_dir: &Path, tools: &Registry) -> Result<PolicySnapshot, PolicyLoadError> {
+        load_snapshot(schema_stub, policies_dir, tools)
+    }
+
+    /// Replaces the current snapshot (the caller has validated it by loading it).
+    pub fn swap(&self, snapshot: PolicySnapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<PolicySnapshot> {
+        self.current.load_full()
+    }
+
+    /// Decides a call in full.
+    pub fn decide(&self, token: &VerifiedToken, call: &CallFacts<'_>) -> Result<PolicyDecision, PolicyError> {
+        let snap = self.current.load();
+        let input_type = snap
+            .input_types
+            .get(&call.tool.id)
+            .ok_or_else(|| PolicyError::Request(format!("tool `{}` is not in the loaded schema", call.tool.id)))?;
+        let input = input_type
+            .to_cedar(call.arguments, "")
+            .map_err(PolicyError::Argument)?;
+        let principal = principal_entity(token)?;
+        let actor = actor_entity(token)?;
+        let token_json = token_context_json(token);
+        let session_json = session_context_json(token, call);
+        let context = Context::from_pairs([
+            ("input".to_owned(), input),
+            ("token".to_owned(), token_expr(token)?),
+            ("session".to_owned(), session_expr(token, call)?),
+        ])
+        .map_err(|e| PolicyError::Request(e.to_string()))?;
+        let principal_uid = principal.uid();
+        let action = uid("Action", &call.tool.id)?;
+        let resource = uid("Tool", &call.tool.id)?;
+        let request = Request::new(principal_uid.clone(), action.clone(), resource.clone(), context, Some(&snap.schema))
+            .map_err(|e| PolicyError::Request(e.to_string()))?;
+
+        let mut per_request = vec![principal.clone()];
+        per_request.extend(actor.clone());
+        let entities = Entities::from_entities(
+            snap.static_entities.iter().cloned().chain(per_request.iter().cloned()),
+            None,
+        )
+        .map_err(|e| PolicyError::Request(e.to_string()))?;
+        let response = self.authorizer.is_authorized(&request, &snap.policies, &entities);
+
+        let determining_policies: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
+        let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
+        for error in &errors {
+            tracing::warn!(tool = %call.tool.id, %error, "policy evaluation error: the erroring policy was skipped");
+        }
+        let entities_json: Vec<Value> = per_request.iter().filter_map(|e| e.to_json_value().ok()).collect();
+        Ok(PolicyDecision {
+            allowed: response.decision() == CedarDecision::Allow,
+            determining_policies,
+            errors,
+            policy_set_hash: snap.policy_set_hash.clone(),
+            schema_hash: snap.schema_hash.clone(),
+            request: json!({
+                "principal": principal_uid.to_string(),
+                "action": action.to_string(),
+                "resource": resource.to_string(),
+                "context": { "input": call.arguments, "token": token_json, "session": session_json },
+                "entities": entities_json,
+            }),
+        })
+    }
+
+    /// Whether any permit could apply to this caller and tool, whatever the arguments:
+    /// Cedar partial evaluation with the context unknown. Used to filter tool listings only;
+    /// calls are always decided in full.
+    pub fn may_call(&self, token: &VerifiedToken, tool: &Tool) -> bool {
+        let snap = self.current.load();
+        let (Ok(principal), Ok(actor), Ok(action), Ok(resource)) = (
+            principal_entity(token),
+            actor_entity(token),
+            uid("Action", &tool.id),
+            uid("Tool", &tool.id),
+        ) else {
+            return false;
+        };
+        let request = cedar_policy::RequestBuilder::default()
+            .principal(principal.uid())
+            .action(action)
+            .resource(resource)
+            .build();
+        let Ok(entities) = Entities::from_entities(
+            snap.static_entities.iter().cloned().chain(std::iter::once(principal)).chain(actor),
+            None,
+        ) else {
+            return false;
+        };
+        let response = self.authorizer.is_authorized_partial(&request, &snap.policies, &entities);
+        response.decision() != Some(CedarDecision::Deny)
+    }
+}
+
+fn uid(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
+    let ty = format!("{NAMESPACE}::{type_name}")
+        .parse()
+        .map_err(|e: cedar_policy::ParseErrors| PolicyError::Request(e.to_string()))?;
+    Ok(EntityUid::from_type_name_and_id(ty, cedar_policy::EntityId::new(id)))
+}
+
+/// The principal: `Agent::"<sub>"` for a token acting for itself, `User::"<sub>"` when the token
+/// carries an `act` claim (an agent acting on the subject's behalf). Groups become parents and
+/// every claim a string tag.
+fn principal_entity(token: &VerifiedToken) -> Result<Entity, PolicyError> {
+    let type_name = if token.actors.is_empty() { "Agent" } else { "User" };
+    let uid = uid(type_name, &token.subject)?;
+    let parents = token
+        .groups
+        .iter()
+        .map(|g| uid_or_err("Group", g))
+        .collect::<Result<HashSet<_>, _>>()?;
+    let attrs = [
+        ("iss".to_owned(), RestrictedExpression::new_string(token.issuer.clone())),
+        ("sub".to_owned(), RestrictedExpression::new_string(token.subject.clone())),
+    ];
+    let tags = token.claims.iter().map(|(k, v)| {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        (k.clone(), RestrictedExpression::new_string(text))
+    });
+    Entity::new_with_tags(uid, attrs, parents, tags).map_err(|e| PolicyError::Request(e.to_string()))
+}
+
+fn uid_or_err(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
+    uid(type_name, id)
+}
+
+/// The acting agent of a delegated token, if any.
+fn actor_entity(token: &VerifiedToken) -> Result<Option<Entity>, PolicyError> {
+    let Some(actor) = token.actors.first() else {
+        return Ok(None);
+    };
+    let uid = uid("Agent", actor)?;
+    let attrs = [
+        ("iss".to_owned(), RestrictedExpression::new_string(token.issuer.clone())),
+        ("sub".to_owned(), RestrictedExpression::new_string(actor.clone())),
+    ];
+    Entity::new_with_tags(uid, attrs, [], [])
+        .map(Some)
+        .map_err(|e| PolicyError::Request(e.to_string()))
+}
+
+fn token_context_json(token: &VerifiedToken) -> Value {
+    let mut obj = json!({
+        "iss": token.issuer,
+        "sub": token.subject,
+        "aud": token.audiences,
+        "scopes": token.scopes,
+    });
+    if let Some(c) = &token.client_id {
+        obj["client_id"] = json!(c);
+    }
+    if let Some(j) = &token.jti {
+        obj["jti"] = json!(j);
+    }
+    obj
+}
+
+fn session_context_json(token: &VerifiedToken, call: &CallFacts<'_>) -> Value {
+    let (hour, weekday) = hour_and_weekday(call.now);
+    let mut obj = json!({
+        "request_time": call.now,
+        "request_id": call.request_id,
+        "hour_utc": hour,
+        "weekday_utc": weekday,
+        "delegation_depth": token.actors.len(),
+    });
+    if let Some(actor) = token.actors.first() {
+        obj["actor"] = json!(actor);
+    }
+    obj
+}
+
+fn session_expr(token: &VerifiedToken, call: &CallFacts<'_>) -> Result<RestrictedExpression, PolicyError> {
+    let (hour, weekday) = hour_and_weekday(call.now);
+    let mut pairs = vec![
+        ("request_time".to_owned(), RestrictedExpression::new_long(call.now)),
+        ("request_id".to_owned(), RestrictedExpression::new_string(call.request_id.to_owned())),
+        ("hour_utc".to_owned(), RestrictedExpression::new_long(hour)),
+        ("weekday_utc".to_owned(), RestrictedExpression::new_long(weekday)),
+        ("delegation_depth".to_owned(), RestrictedExpression::new_long(token.actors.len() as i64)),
+    ];
+    if let Some(actor) = token.actors.first() {
+        pairs.push(("actor".to_owned(), RestrictedExpression::new_entity_uid(uid("Agent", actor)?)));
+    }
+    RestrictedExpression::new_record(pairs).map_err(|e| PolicyError::Request(e.to_string()))
+}
+
+/// UTC hour (0-23) and ISO weekday (1 = Monday .. 7 = Sunday) of a Unix time.
+pub fn hour_and_weekday(unix: i64) -> (i64, i64) {
+    let days = unix.div_euclid(86_400);
+    let hour = unix.rem_euclid(86_400) / 3600;
+    // 1970-01-01 was a Thursday (ISO weekday 4).
+    let weekday = (days + 3).rem_euclid(7) + 1;
+    (hour, weekday)
+}
+
+fn token_expr(token: &VerifiedToken) -> Result<RestrictedExpression, PolicyError> {
+    let strings = |items: &mut dyn Iterator<Item = &String>| {
+        RestrictedExpression::new_set(items.map(|s| RestrictedExpression::new_string(s.clone())).collect::<Vec<_>>())
+    };
+    let mut pairs = vec![
+        ("iss".to_owned(), RestrictedExpression::new_string(token.issuer.clone())),
+        ("sub".to_owned(), RestrictedExpression::new_string(token.subject.clone())),
+        ("aud".to_owned(), strings(&mut token.audiences.iter())),
+        ("scopes".to_owned(), strings(&mut token.scopes.iter())),
+    ];
+    if let Some(c) = &token.client_id {
+        pairs.push(("client_id".to_owned(), RestrictedExpression::new_string(c.clone())));
+    }
+    if let Some(j) = &token.jti {
+        pairs.push(("jti".to_owned(), RestrictedExpression::new_string(j.clone())));
+    }
+    RestrictedExpression::new_record(pairs).map_err(|e| PolicyError::Request(e.to_string()))
+}
+
+fn load_snapshot(schema_stub: &Path, policies_dir: &Path, tools: &Registry) -> Result<PolicySnapshot, PolicyLoadError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| PolicyLoadError::Io { path, source }
+    };
+    let stub = std::fs::read_to_string(schema_stub).map_err(io(schema_stub))?;
+    let schema_error = |message: String| PolicyLoadError::Schema {
+        path: schema_stub.to_owned(),
+        message,
+    };
+
+    let mut input_types = BTreeMap::new();
+    let mut generated = format!("// Generated by toolgate from the registered tools.\nnamespace {NAMESPACE} {{\n");
+    for tool in tools.iter() {
+        let input = InputType::from_tool_schema(&tool.input_schema).map_err(|source| PolicyLoadError::ToolMapping {
+            tool: tool.id.clone(),
+            source,
+        })?;
+        generated.push_str(&format!(
+            "  action \"{}\" in [call_tool] appliesTo {{\n    principal: [Agent, User],\n    resource: [Tool],\n    context: {{ input: {}, token: TokenClaims, session: Session }}\n  }};\n",
+            tool.id,
+            input.cedar_type()
+        ));
+        input_types.insert(tool.id.clone(), input);
+    }
+    generated.push_str("}\n");
+
+    let (stub_fragment, _) =
+        SchemaFragment::from_cedarschema_str(&stub).map_err(|e| schema_error(format!("{e:?}")))?;
+    let (tools_fragment, _) = SchemaFragment::from_cedarschema_str(&generated)
+        .map_err(|e| schema_error(format!("generated tool actions: {e}")))?;
+    let schema = Schema::from_schema_fragments([stub_fragment, tools_fragment]).map_err(|e| schema_error(e.to_string()))?;
+    let schema_text = format!("{stub}\n{generated}");
+
+    let (policies, policy_sources) = load_policies(policies_dir)?;
+    validate(&schema, &policies, &policy_sources)?;
+
+    let mut static_entities: Vec<Entity> = schema
+        .action_entities()
+        .map_err(|e| schema_error(e.to_string()))?
+        .into_iter()
+        .collect();
+    let mut servers = BTreeMap::new();
+    for tool in tools.iter() {
+        static_entities.push(tool_entity(tool).map_err(|e| schema_error(e.to_string()))?);
+        servers.entry(tool.server.clone()).or_insert(());
+    }
+    for server in servers.keys() {
+        let uid = uid("McpServer", server).map_err(|e| schema_error(e.to_string()))?;
+        let entity = Entity::new(
+            uid,
+            [("kind".to_owned(), RestrictedExpression::new_string("http".to_owned()))].into(),
+            HashSet::new(),
+        )
+        .map_err(|e| schema_error(e.to_string()))?;
+        static_entities.push(entity);
+    }
+    // Check the static entities against the schema once, at load.
+    Entities::from_entities(static_entities.iter().cloned(), Some(&schema)).map_err(|e| schema_error(e.to_string()))?;
+
+    let mut hasher = Sha256::new();
+    for (name, text) in &policy_sources {
+        hasher.update((name.len() as u64).to_be_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update((text.len() as u64).to_be_bytes());
+        hasher.update(text.as_bytes());
+    }
+    let policy_set_hash = hex::encode(hasher.finalize());
+    let schema_hash = hex::encode(Sha256::digest(schema_text.as_bytes()));
+    Ok(PolicySnapshot {
+        schema,
+        schema_text,
+        policies,
+        policy_sources,
+        input_types,
+        static_entities,
+        policy_set_hash,
+        schema_hash,
+    })
+}
+
+fn tool_entity(tool: &Tool) -> Result<Entity, PolicyError> {
+    let a = tool.annotations;
+    let attrs = [
+        ("name".to_owned(), RestrictedExpression::new_string(tool.name.clone())),
+        ("server".to_owned(), RestrictedExpression::new_string(tool.server.clone())),
+        ("readOnly".to_owned(), RestrictedExpression::new_bool(a.read_only)),
+        ("destructive".to_owned(), RestrictedExpression::new_bool(a.destructive)),
+        ("idempotent".to_owned(), RestrictedExpression::new_bool(a.idempotent)),
+        ("openWorld".to_owned(), RestrictedExpression::new_bool(a.open_world)),
+    ];
+    let parent = uid("McpServer", &tool.server)?;
+    Entity::new(uid("Tool", &tool.id)?, attrs.into(), [parent].into()).map_err(|e| PolicyError::Request(e.to_string()))
+}
+
+/// Reads every `*.cedar` file of `dir` (sorted by name) into one set keyed by `@id`.
+fn load_policies(dir: &Path) -> Result<(PolicySet, Vec<(String, String)>), PolicyLoadError> {
+    let io = |source| PolicyLoadError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+        .collect();
+    files.sort();
+    let mut set = PolicySet::new();
+    let mut sources = Vec::new();
+    let mut origin: BTreeMap<String, String> = BTreeMap::new();
+    for path in files {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let text = std::fs::read_to_string(&path).map_err(|source| PolicyLoadError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let parsed: PolicySet = text.parse().map_err(|e: cedar_policy::ParseErrors| PolicyLoadError::Parse {
+            file: name.clone(),
+            line: first_label_line(&e, &text),
+            message: e.to_string(),
+        })?;
+        if parsed.templates().next().is_some() {
+            return Err(PolicyLoadError::Template { file: name });
+        }
+        for policy in parsed.policies() {
+            let text_of_policy = policy.to_string();
+            let Some(id) = policy.annotation("id") else {
+                return Err(PolicyLoadError::MissingId {
+                    file: name.clone(),
+                    line: line_of(&text, &text_of_policy),
+                });
+            };
+            let id = id.to_owned();
+            let here = format!("{name}:{}", line_of(&text, &format!("@id(\"{id}\")")));
+            if let Some(first) = origin.get(&id) {
+                return Err(PolicyLoadError::DuplicateId {
+                    id,
+                    first: first.clone(),
+                    second: here,
+                });
+            }
+            let renamed: Policy = policy.new_id(PolicyId::new(id.clone()));
+            set.add(renamed).map_err(|e| PolicyLoadError::Parse {
+                file: name.clone(),
+                line: line_of(&text, &format!("@id(\"{id}\")")),
+                message: e.to_string(),
+            })?;
+            origin.insert(id, here);
+        }
+        sources.push((name, text));
+    }
+    Ok((set, sources))
+}
+
+/// Strict validation; every warning (e.g. an impossible policy) is treated as an error.
+fn validate(schema: &Schema, policies: &PolicySet, sources: &[(String, String)]) -> Result<(), PolicyLoadError> {
+    let validator = Validator::new(schema.clone());
+    let result = validator.validate(policies, ValidationMode::Strict);
+    let locate = |id: &PolicyId| -> String {
+        let needle = format!("@id(\"{id}\")");
+        sources
+            .iter()
+            .find(|(_, text)| text.contains(&needle))
+            .map(|(name, text)| format!("{name}:{}", line_of(text, &needle)))
+            .unwrap_or_else(|| "?".to_owned())
+    };
+    let mut problems: Vec<String> = result
+        .validation_errors()
+        .map(|e| format!("{}: policy `{}`: error: {e}", locate(e.policy_id()), e.policy_id()))
+        .collect();
+    problems.extend(
+        result
+            .validation_warnings()
+            .map(|w| format!("{}: policy `{}`: warning treated as error: {w}", locate(w.policy_id()), w.policy_id())),
+    );
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(PolicyLoadError::Validation(problems))
+    }
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.find(needle).map(|at| text[..at].matches('\n').count() + 1).unwrap_or(1)
+}
+
+fn first_label_line(errors: &cedar_policy::ParseErrors, text: &str) -> usize {
+    use miette::Diagnostic;
+    errors
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .map(|label| text[..label.offset().min(text.len())].matches('\n').count() + 1)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests;

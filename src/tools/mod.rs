@@ -1,0 +1,277 @@
+//! Stages 2 and 5: the tool registry (lookup and argument check) and dispatch to backends.
+//!
+//! A tool's public id is `<server>___<name>`; the same id names its Cedar action and resource.
+
+pub mod dispatch;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+pub use dispatch::{DispatchError, DispatchOutcome, Dispatcher};
+
+use crate::config::{BackendConfig, Config, ToolConfig};
+
+/// Most argument-validation errors reported for one call.
+const MAX_REPORTED_ARGUMENT_ERRORS: usize = 5;
+
+/// An error building the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The schema file could not be read or parsed.
+    #[error("tool `{tool}`: cannot read input schema `{path}`: {reason}")]
+    SchemaFile {
+        /// The tool id.
+        tool: String,
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The input schema is not a valid JSON Schema.
+    #[error("tool `{tool}`: invalid input schema: {reason}")]
+    InvalidSchema {
+        /// The tool id.
+        tool: String,
+        /// What the validator said.
+        reason: String,
+    },
+    /// A demo backend outside dev mode, or an unknown one.
+    #[error("tool `{tool}`: demo backend `{name}` is only available with `serve --dev`")]
+    DemoBackend {
+        /// The tool id.
+        tool: String,
+        /// The demo backend name.
+        name: String,
+    },
+}
+
+/// The arguments of a call do not satisfy the tool's input schema.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid arguments: {}", .problems.iter().map(|p| format!("at `{}`: {}", p.path, p.message)).collect::<Vec<_>>().join("; "))]
+pub struct ArgumentError {
+    /// Each failing JSON pointer with its reason.
+    pub problems: Vec<ArgumentProblem>,
+}
+
+/// One failing location in the arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArgumentProblem {
+    /// JSON pointer into the arguments (`""` is the whole object).
+    pub path: String,
+    /// Why it failed.
+    pub message: String,
+}
+
+/// Behaviour hints about a tool; absent hints take the cautious default.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Annotations {
+    /// The tool modifies nothing.
+    pub read_only: bool,
+    /// The tool may destroy data.
+    pub destructive: bool,
+    /// Repeating a call has no further effect.
+    pub idempotent: bool,
+    /// The tool reaches outside systems.
+    pub open_world: bool,
+}
+
+/// Where a tool's calls go.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// An HTTP endpoint receiving the arguments as a JSON POST body.
+    Http {
+        /// The endpoint.
+        url: reqwest::Url,
+        /// Total time allowed for one call.
+        timeout: Duration,
+        /// Largest response body accepted.
+        max_response_bytes: usize,
+    },
+}
+
+/// A registered tool.
+pub struct Tool {
+    /// `<server>___<name>`: the API name, the Cedar action id and the Cedar resource id.
+    pub id: String,
+    /// The tool's own name.
+    pub name: String,
+    /// The server it belongs to.
+    pub server: String,
+    /// What it does.
+    pub description: String,
+    /// The input JSON Schema.
+    pub input_schema: Value,
+    validator: jsonschema::Validator,
+    /// Scopes a token must carry to call it.
+    pub required_scopes: Vec<String>,
+    /// Top-level arguments redacted in the decision log.
+    pub sensitive_arguments: Vec<String>,
+    /// Behaviour hints.
+    pub annotations: Annotations,
+    /// Where calls go.
+    pub backend: Backend,
+}
+
+impl std::fmt::Debug for Tool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tool").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Tool {
+    /// Checks `arguments` against the input schema, reporting the failing paths.
+    pub fn check_arguments(&self, arguments: &Value) -> Result<(), ArgumentError> {
+        let problems: Vec<ArgumentProblem> = self
+            .validator
+            .iter_errors(arguments)
+            .take(MAX_REPORTED_ARGUMENT_ERRORS)
+            .map(|e| ArgumentProblem {
+                path: e.instance_path().to_string(),
+                message: e.to_string(),
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ArgumentError { problems })
+        }
+    }
+
+    /// The arguments with sensitive fields replaced by `"[redacted]"`, for the decision log.
+    pub fn redact(&self, arguments: &Value) -> (Value, bool) {
+        let mut copy = arguments.clone();
+        let mut redacted = false;
+        if let Value::Object(map) = &mut copy {
+            for name in &self.sensitive_arguments {
+                if let Some(v) = map.get_mut(name) {
+                    *v = Value::String("[redacted]".to_owned());
+                    redacted = true;
+                }
+            }
+        }
+        (copy, redacted)
+    }
+}
+
+/// Base URLs of the in-process demo backends, known only once `serve --dev` has bound them.
+#[derive(Debug, Clone)]
+pub struct DemoUrls {
+    /// The echo backend's base URL.
+    pub echo: reqwest::Url,
+    /// The files backend's base URL.
+    pub files: reqwest::Url,
+}
+
+/// All registered tools, by id.
+#[derive(Debug, Default)]
+pub struct Registry {
+    tools: BTreeMap<String, Arc<Tool>>,
+}
+
+impl Registry {
+    /// Builds the registry from the config. Demo backends resolve only when `demo` is given.
+    pub fn from_config(config: &Config, demo: Option<&DemoUrls>) -> Result<Self, RegistryError> {
+        let mut tools = BTreeMap::new();
+        for tc in &config.tools {
+            let tool = build_tool(config, tc, demo)?;
+            tools.insert(tool.id.clone(), Arc::new(tool));
+        }
+        Ok(Self { tools })
+    }
+
+    /// Looks up a tool by id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Tool>> {
+        self.tools.get(id)
+    }
+
+    /// Every tool, ordered by id.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Tool>> {
+        self.tools.values()
+    }
+
+    /// Number of tools.
+    pub fn len(&self) -> usize {
+        self.tools.len()
+    }
+
+    /// Whether no tool is registered.
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+}
+
+fn build_tool(config: &Config, tc: &ToolConfig, demo: Option<&DemoUrls>) -> Result<Tool, RegistryError> {
+    let id = format!("{}___{}", tc.server, tc.name);
+    let input_schema = match (&tc.input_schema, &tc.input_schema_file) {
+        (Some(inline), _) => inline.clone(),
+        (None, Some(file)) => {
+            let path = config.resolve(file);
+            let schema_error = |reason: String| RegistryError::SchemaFile {
+                tool: id.clone(),
+                path: path.display().to_string(),
+                reason,
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| schema_error(e.to_string()))?;
+            serde_json::from_str(&text).map_err(|e| schema_error(e.to_string()))?
+        }
+        (None, None) => Value::Object(Default::default()),
+    };
+    let validator = jsonschema::validator_for(&input_schema).map_err(|e| RegistryError::InvalidSchema {
+        tool: id.clone(),
+        reason: e.to_string(),
+    })?;
+    let backend = match &tc.backend {
+        BackendConfig::Http {
+            url,
+            timeout_ms,
+            max_response_bytes,
+        } => Backend::Http {
+            url: reqwest::Url::parse(url).map_err(|e| RegistryError::InvalidSchema {
+                tool: id.clone(),
+                reason: format!("backend url: {e}"),
+            })?,
+            timeout: Duration::from_millis(*timeout_ms),
+            max_response_bytes: *max_response_bytes,
+        },
+        BackendConfig::Demo { name } => {
+            let demo_error = || RegistryError::DemoBackend {
+                tool: id.clone(),
+                name: name.clone(),
+            };
+            let urls = demo.ok_or_else(demo_error)?;
+            let base = match name.as_str() {
+                "echo" => &urls.echo,
+                "files" => &urls.files,
+                _ => return Err(demo_error()),
+            };
+            Backend::Http {
+                url: base.join(&tc.name).map_err(|_| demo_error())?,
+                timeout: Duration::from_secs(5),
+                max_response_bytes: 1024 * 1024,
+            }
+        }
+    };
+    let a = &tc.annotations;
+    Ok(Tool {
+        id,
+        name: tc.name.clone(),
+        server: tc.server.clone(),
+        description: tc.description.clone(),
+        input_schema,
+        validator,
+        required_scopes: tc.required_scopes.clone(),
+        sensitive_arguments: tc.sensitive_arguments.clone(),
+        annotations: Annotations {
+            read_only: a.read_only.unwrap_or(false),
+            destructive: a.destructive.unwrap_or(true),
+            idempotent: a.idempotent.unwrap_or(false),
+            open_world: a.open_world.unwrap_or(true),
+        },
+        backend,
+    })
+}
