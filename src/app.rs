@@ -169,7 +169,9 @@ fn request_id(supplied: Option<&str>) -> String {
         Some(id)
             if !id.is_empty()
                 && id.len() <= MAX_REQUEST_ID_LEN
-                && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) =>
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) =>
         {
             id.to_owned()
         }
@@ -188,7 +190,9 @@ struct Timer(Instant);
 impl Timer {
     fn lap(&mut self, record: &mut DecisionRecord, stage: &str) {
         let now = Instant::now();
-        record.latency_us.insert(stage.to_owned(), (now - self.0).as_micros() as u64);
+        record
+            .latency_us
+            .insert(stage.to_owned(), (now - self.0).as_micros() as u64);
         self.0 = now;
     }
 }
@@ -204,7 +208,10 @@ impl App {
             now_ms(),
         );
         let outcome = self.run(endpoint, request, &mut record).await;
-        CallResponse { decision_id, outcome }
+        CallResponse {
+            decision_id,
+            outcome,
+        }
     }
 
     async fn run(
@@ -218,7 +225,11 @@ impl App {
 
         let token = match self.authenticate(request.authorization) {
             Ok(token) => token,
-            Err(e) => return self.deny(record, "auth", e.code(), CallError::Token(e)).await,
+            Err(e) => {
+                return self
+                    .deny(record, "auth", e.code(), CallError::Token(e))
+                    .await;
+            }
         };
         record.set_token(&token);
         timer.lap(record, "auth");
@@ -260,7 +271,14 @@ impl App {
         };
         if let Err(e) = tool.check_arguments(&arguments) {
             record.detail = Some(e.to_string());
-            return self.deny(record, "arguments", "invalid_arguments", CallError::InvalidArguments(e)).await;
+            return self
+                .deny(
+                    record,
+                    "arguments",
+                    "invalid_arguments",
+                    CallError::InvalidArguments(e),
+                )
+                .await;
         }
         let (redacted, was_redacted) = tool.redact(&arguments);
         record.arguments = Some(redacted);
@@ -282,12 +300,24 @@ impl App {
                 };
                 record.detail = Some(err.to_string());
                 return self
-                    .deny(record, "arguments", "argument_not_representable", CallError::InvalidArguments(err))
+                    .deny(
+                        record,
+                        "arguments",
+                        "argument_not_representable",
+                        CallError::InvalidArguments(err),
+                    )
                     .await;
             }
             Err(PolicyError::Request(message)) => {
                 record.detail = Some(message.clone());
-                return self.deny(record, "policy", "policy_error", CallError::PolicyFailure(message)).await;
+                return self
+                    .deny(
+                        record,
+                        "policy",
+                        "policy_error",
+                        CallError::PolicyFailure(message),
+                    )
+                    .await;
             }
         };
         timer.lap(record, "policy");
@@ -296,7 +326,14 @@ impl App {
         record.policy = Some(decision);
         if !allowed {
             return self
-                .deny(record, "policy", "policy_denied", CallError::Denied { policies: determining })
+                .deny(
+                    record,
+                    "policy",
+                    "policy_denied",
+                    CallError::Denied {
+                        policies: determining,
+                    },
+                )
                 .await;
         }
 
@@ -317,7 +354,10 @@ impl App {
         }
 
         // The allow record is durable: only now may the backend be called.
-        let (result, duration) = self.dispatcher.call(&tool, &arguments, &record.decision_id).await;
+        let (result, duration) = self
+            .dispatcher
+            .call(&tool, &arguments, &record.decision_id)
+            .await;
         let mut outcome = record.clone();
         outcome.kind = RecordKind::Dispatch;
         outcome.stage = "dispatch".to_owned();
@@ -325,7 +365,9 @@ impl App {
         outcome.policy = None;
         outcome.arguments = None;
         outcome.latency_us.clear();
-        outcome.latency_us.insert("dispatch".to_owned(), duration.as_micros() as u64);
+        outcome
+            .latency_us
+            .insert("dispatch".to_owned(), duration.as_micros() as u64);
         outcome.dispatch = Some(match &result {
             Ok(o) => DispatchFacts {
                 status: Some(o.status),
@@ -366,7 +408,10 @@ impl App {
     }
 
     async fn commit(&self, record: &DecisionRecord) -> Result<(), CallError> {
-        self.audit.append(record.clone()).await.map_err(CallError::Audit)
+        self.audit
+            .append(record.clone())
+            .await
+            .map_err(CallError::Audit)
     }
 
     async fn deny(
@@ -393,13 +438,19 @@ impl App {
 
     /// Lists the tools this caller may call (scopes held and some permit could apply), and
     /// records the listing.
-    pub async fn list_tools(&self, authorization: Option<&str>) -> (String, Result<Vec<ToolListing>, CallError>) {
+    pub async fn list_tools(
+        &self,
+        authorization: Option<&str>,
+    ) -> (String, Result<Vec<ToolListing>, CallError>) {
         let decision_id = uuid::Uuid::now_v7().to_string();
-        let mut record = DecisionRecord::new(decision_id.clone(), request_id(None), "list", now_ms());
+        let mut record =
+            DecisionRecord::new(decision_id.clone(), request_id(None), "list", now_ms());
         let token = match self.authenticate(authorization) {
             Ok(t) => t,
             Err(e) => {
-                let result = self.deny(&mut record, "auth", e.code(), CallError::Token(e)).await;
+                let result = self
+                    .deny(&mut record, "auth", e.code(), CallError::Token(e))
+                    .await;
                 return (decision_id, result.map(|_| Vec::new()));
             }
         };

@@ -142,7 +142,9 @@ pub enum SchemaCommand {
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -197,7 +199,8 @@ fn load_policies(config: &Config) -> anyhow::Result<crate::policy::PolicySnapsho
     let tools = Registry::from_config(config, Some(&demo)).context("loading the tool registry")?;
     let stub = config.resolve(&config.policy.schema);
     let dir = config.resolve(&config.policy.dir);
-    PolicyEngine::load(&stub, &dir, &tools).with_context(|| format!("loading policies from `{}`", dir.display()))
+    PolicyEngine::load(&stub, &dir, &tools)
+        .with_context(|| format!("loading policies from `{}`", dir.display()))
 }
 
 async fn serve(config_path: &Path, dev: bool) -> anyhow::Result<()> {
@@ -259,12 +262,16 @@ fn token(action: TokenCommand) -> anyhow::Result<ExitCode> {
                 token
             };
             let config = match (jwks, issuer, audience) {
-                (Some(jwks), Some(issuer), Some(audience)) => standalone_config(jwks, issuer, audience)?,
+                (Some(jwks), Some(issuer), Some(audience)) => {
+                    standalone_config(jwks, issuer, audience)?
+                }
                 _ => load_config(&config)?,
             };
             let authenticator = Authenticator::from_config(&config)?;
             let result = if signature_only {
-                authenticator.verify_signature_only(&token).map(|claims| json!({ "claims": claims }))
+                authenticator
+                    .verify_signature_only(&token)
+                    .map(|claims| json!({ "claims": claims }))
             } else {
                 authenticator
                     .verify(&token)
@@ -275,7 +282,13 @@ fn token(action: TokenCommand) -> anyhow::Result<ExitCode> {
                     let header = token
                         .split('.')
                         .next()
-                        .and_then(|h| base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, h).ok())
+                        .and_then(|h| {
+                            base64::Engine::decode(
+                                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                                h,
+                            )
+                            .ok()
+                        })
                         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
                     let mut out = out;
                     out["header"] = header.unwrap_or_default();
@@ -283,7 +296,10 @@ fn token(action: TokenCommand) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    println!("{}", json!({ "valid": false, "reason": e.code(), "detail": e.to_string() }));
+                    println!(
+                        "{}",
+                        json!({ "valid": false, "reason": e.code(), "detail": e.to_string() })
+                    );
                     Ok(ExitCode::from(2))
                 }
             }
@@ -299,7 +315,10 @@ fn standalone_config(jwks: PathBuf, issuer: String, audience: String) -> anyhow:
             issuer,
             audiences: vec![audience],
             jwks_file: jwks,
-            algorithms: crate::config::ASYMMETRIC_ALGORITHMS.iter().map(|s| (*s).to_owned()).collect(),
+            algorithms: crate::config::ASYMMETRIC_ALGORITHMS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             leeway_seconds: 30,
             max_lifetime_seconds: 3600,
             groups_claim: "groups".to_owned(),

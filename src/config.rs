@@ -330,7 +330,9 @@ impl Config {
             path: path.to_owned(),
             message,
         };
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| parse_error(e.to_string()))?;
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| parse_error(e.to_string()))?;
         let mut overrides: Vec<(String, String)> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
@@ -372,9 +374,19 @@ impl Config {
     /// Checks ranges and consistency; errors name the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        check_range("limits.max_body_bytes", l.max_body_bytes, 1024, 16 * 1024 * 1024)?;
+        check_range(
+            "limits.max_body_bytes",
+            l.max_body_bytes,
+            1024,
+            16 * 1024 * 1024,
+        )?;
         check_range("limits.max_json_depth", l.max_json_depth, 2, 128)?;
-        check_range("limits.max_header_bytes", l.max_header_bytes, 1024, 256 * 1024)?;
+        check_range(
+            "limits.max_header_bytes",
+            l.max_header_bytes,
+            1024,
+            256 * 1024,
+        )?;
         check_range("limits.max_token_bytes", l.max_token_bytes, 512, 64 * 1024)?;
         if l.max_token_bytes + 64 > l.max_header_bytes {
             return Err(invalid(
@@ -383,7 +395,12 @@ impl Config {
             ));
         }
         check_range("audit.max_batch", self.audit.max_batch, 1, 4096)?;
-        check_range("audit.busy_timeout_ms", self.audit.busy_timeout_ms as usize, 0, 60_000)?;
+        check_range(
+            "audit.busy_timeout_ms",
+            self.audit.busy_timeout_ms as usize,
+            0,
+            60_000,
+        )?;
 
         let mut issuers = BTreeSet::new();
         for (i, iss) in self.issuers.iter().enumerate() {
@@ -392,7 +409,10 @@ impl Config {
                 return Err(invalid(key("issuer"), "must not be empty"));
             }
             if !issuers.insert(iss.issuer.as_str()) {
-                return Err(invalid(key("issuer"), format!("`{}` is listed twice", iss.issuer)));
+                return Err(invalid(
+                    key("issuer"),
+                    format!("`{}` is listed twice", iss.issuer),
+                ));
             }
             if iss.audiences.is_empty() || iss.audiences.iter().any(String::is_empty) {
                 return Err(invalid(
@@ -401,7 +421,10 @@ impl Config {
                 ));
             }
             if iss.algorithms.is_empty() {
-                return Err(invalid(key("algorithms"), "at least one algorithm is required"));
+                return Err(invalid(
+                    key("algorithms"),
+                    "at least one algorithm is required",
+                ));
             }
             for alg in &iss.algorithms {
                 if !ASYMMETRIC_ALGORITHMS.contains(&alg.as_str()) {
@@ -420,7 +443,12 @@ impl Config {
                     format!("must be at most {MAX_LEEWAY_SECONDS}"),
                 ));
             }
-            check_range(&key("max_lifetime_seconds"), iss.max_lifetime_seconds as usize, 60, 86_400)?;
+            check_range(
+                &key("max_lifetime_seconds"),
+                iss.max_lifetime_seconds as usize,
+                60,
+                86_400,
+            )?;
             if iss.groups_claim.is_empty() {
                 return Err(invalid(key("groups_claim"), "must not be empty"));
             }
@@ -433,7 +461,10 @@ impl Config {
             check_name(&key("server"), &tool.server)?;
             let id = format!("{}___{}", tool.server, tool.name);
             if !ids.insert(id.clone()) {
-                return Err(invalid(key("name"), format!("tool `{id}` is registered twice")));
+                return Err(invalid(
+                    key("name"),
+                    format!("tool `{id}` is registered twice"),
+                ));
             }
             match (&tool.input_schema, &tool.input_schema_file) {
                 (Some(_), Some(_)) => {
@@ -498,7 +529,10 @@ fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
         ));
     }
     if name.contains("___") {
-        return Err(invalid(key, format!("`{name}` must not contain `___`, the server/tool separator")));
+        return Err(invalid(
+            key,
+            format!("`{name}` must not contain `___`, the server/tool separator"),
+        ));
     }
     Ok(())
 }
@@ -538,7 +572,11 @@ fn apply_env_override(table: &mut toml::Table, var: &str, raw: &str) -> Result<(
     result
 }
 
-fn set_path(node: &mut toml::Value, path: &[String], value: toml::Value) -> Result<(), &'static str> {
+fn set_path(
+    node: &mut toml::Value,
+    path: &[String],
+    value: toml::Value,
+) -> Result<(), &'static str> {
     let Some((head, rest)) = path.split_first() else {
         return Err("no key");
     };

@@ -87,10 +87,12 @@ impl DevIssuer {
         let (key, created) = SigningKey::load_or_create(&key_path).context("dev issuer key")?;
         let jwks_path: PathBuf = config.resolve(&issuer.jwks_file);
         if let Some(dir) = jwks_path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating `{}`", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating `{}`", dir.display()))?;
         }
         let jwks = serde_json::to_string_pretty(&key.jwks())?;
-        std::fs::write(&jwks_path, jwks).with_context(|| format!("writing `{}`", jwks_path.display()))?;
+        std::fs::write(&jwks_path, jwks)
+            .with_context(|| format!("writing `{}`", jwks_path.display()))?;
         let audience = issuer
             .audiences
             .first()
@@ -125,30 +127,48 @@ impl DevIssuer {
 /// Files the demo `files` backend serves.
 fn demo_files() -> BTreeMap<&'static str, &'static str> {
     BTreeMap::from([
-        ("/srv/reports/q3-summary.txt", "Q3: revenue up 12%, costs flat."),
-        ("/srv/reports/q4-forecast.txt", "Q4: forecast pending board review."),
+        (
+            "/srv/reports/q3-summary.txt",
+            "Q3: revenue up 12%, costs flat.",
+        ),
+        (
+            "/srv/reports/q4-forecast.txt",
+            "Q4: forecast pending board review.",
+        ),
         ("/etc/passwd", "root:x:0:0:root:/root:/bin/bash"),
     ])
 }
 
 /// Starts the demo backends on loopback ephemeral ports; they stop with the runtime.
 pub async fn start_demo_backends() -> anyhow::Result<DemoUrls> {
-    let echo = Router::new().route("/echo", post(|Json(args): Json<Value>| async move { Json(json!({ "echo": args })) }));
-    let files = Router::new()
-        .route(
-            "/read_file",
-            post(|Json(args): Json<Value>| async move {
-                let path = args.get("path").and_then(Value::as_str).unwrap_or_default();
-                match demo_files().get(path) {
-                    Some(content) => (StatusCode::OK, Json(json!({ "path": path, "content": content }))),
-                    None => (StatusCode::NOT_FOUND, Json(json!({ "error": "no such file" }))),
-                }
-            }),
-        )
-        .route(
-            "/delete_file",
-            post(|Json(args): Json<Value>| async move { Json(json!({ "deleted": args.get("path") })) }),
-        );
+    let echo = Router::new().route(
+        "/echo",
+        post(|Json(args): Json<Value>| async move { Json(json!({ "echo": args })) }),
+    );
+    let files =
+        Router::new()
+            .route(
+                "/read_file",
+                post(|Json(args): Json<Value>| async move {
+                    let path = args.get("path").and_then(Value::as_str).unwrap_or_default();
+                    match demo_files().get(path) {
+                        Some(content) => (
+                            StatusCode::OK,
+                            Json(json!({ "path": path, "content": content })),
+                        ),
+                        None => (
+                            StatusCode::NOT_FOUND,
+                            Json(json!({ "error": "no such file" })),
+                        ),
+                    }
+                }),
+            )
+            .route(
+                "/delete_file",
+                post(|Json(args): Json<Value>| async move {
+                    Json(json!({ "deleted": args.get("path") }))
+                }),
+            );
     Ok(DemoUrls {
         echo: spawn_loopback(echo).await?,
         files: spawn_loopback(files).await?,
@@ -156,7 +176,9 @@ pub async fn start_demo_backends() -> anyhow::Result<DemoUrls> {
 }
 
 async fn spawn_loopback(router: Router) -> anyhow::Result<reqwest::Url> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.context("binding a demo backend")?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding a demo backend")?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
@@ -167,8 +189,16 @@ async fn spawn_loopback(router: Router) -> anyhow::Result<reqwest::Url> {
 }
 
 /// The banner printed by `serve --dev`: a warning and ready-to-paste curl commands.
-pub fn banner(config: &Config, issuer: &DevIssuer, listen: std::net::SocketAddr) -> anyhow::Result<String> {
-    let ttl = config.issuers.first().map(|i| i.max_lifetime_seconds as i64).unwrap_or(3600);
+pub fn banner(
+    config: &Config,
+    issuer: &DevIssuer,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<String> {
+    let ttl = config
+        .issuers
+        .first()
+        .map(|i| i.max_lifetime_seconds as i64)
+        .unwrap_or(3600);
     let reporting = issuer.mint(&MintOptions {
         sub: "reporting-agent".to_owned(),
         scope: "files:read".to_owned(),

@@ -61,12 +61,20 @@ pub fn build(config: Config, demo: Option<&DemoUrls>) -> anyhow::Result<Built> {
 }
 
 /// Serves `built` on `listener` until `shutdown`, then drains the decision log.
-pub async fn run(listener: TcpListener, built: Built, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    built: Built,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let Built { app, audit_writer } = built;
-    crate::http::serve(listener, app.clone(), shutdown).await.context("serving HTTP")?;
+    crate::http::serve(listener, app.clone(), shutdown)
+        .await
+        .context("serving HTTP")?;
     // Dropping the last App drops the log's sender; the writer then commits what is queued.
     drop(app);
-    tokio::task::spawn_blocking(move || audit_writer.join()).await.context("draining the decision log")?;
+    tokio::task::spawn_blocking(move || audit_writer.join())
+        .await
+        .context("draining the decision log")?;
     Ok(())
 }
 
@@ -97,5 +105,10 @@ pub async fn shutdown_signal() {
 pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
     TcpListener::bind(config.server.listen)
         .await
-        .with_context(|| format!("binding `{}` (config key `server.listen`)", config.server.listen))
+        .with_context(|| {
+            format!(
+                "binding `{}` (config key `server.listen`)",
+                config.server.listen
+            )
+        })
 }

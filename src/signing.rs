@@ -43,7 +43,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -78,7 +80,10 @@ impl SigningKey {
             source,
         };
         match std::fs::read(path) {
-            Ok(bytes) => Ok((Self::from_pkcs8(&bytes, &path.display().to_string())?, false)),
+            Ok(bytes) => Ok((
+                Self::from_pkcs8(&bytes, &path.display().to_string())?,
+                false,
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let (key, bytes) = Self::generate()?;
                 if let Some(dir) = path.parent() {

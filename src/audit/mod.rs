@@ -133,7 +133,9 @@ impl AuditLog {
                 healthy,
                 path: options.path,
             },
-            AuditWriterHandle { thread: Some(thread) },
+            AuditWriterHandle {
+                thread: Some(thread),
+            },
         ))
     }
 
@@ -141,7 +143,10 @@ impl AuditLog {
     pub async fn append(&self, record: DecisionRecord) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
         let wait = async {
-            self.tx.send(Job { record, ack }).await.map_err(|_| AuditError::Closed)?;
+            self.tx
+                .send(Job { record, ack })
+                .await
+                .map_err(|_| AuditError::Closed)?;
             done.await.map_err(|_| AuditError::Closed)?
         };
         match tokio::time::timeout(APPEND_TIMEOUT, wait).await {
@@ -168,20 +173,27 @@ fn open_connection(options: &AuditOptions, create: bool) -> Result<Connection, A
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
     let conn = Connection::open_with_flags(&options.path, flags).map_err(unavailable)?;
-    conn.busy_timeout(options.busy_timeout).map_err(unavailable)?;
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(unavailable)?;
     let sync = match options.synchronous {
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
     };
-    conn.execute_batch(&format!("PRAGMA journal_mode=WAL; PRAGMA synchronous={sync};"))
-        .map_err(unavailable)?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync};"
+    ))
+    .map_err(unavailable)?;
     conn.execute_batch(SCHEMA_SQL).map_err(unavailable)?;
     Ok(conn)
 }
 
 fn chain_head(conn: &Connection) -> Result<String, AuditError> {
     let head: Option<String> = conn
-        .query_row("SELECT hash FROM decisions ORDER BY seq DESC LIMIT 1", [], |r| r.get(0))
+        .query_row(
+            "SELECT hash FROM decisions ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
         .map(Some)
         .or_else(|e| match e {
             rusqlite::Error::QueryReturnedNoRows => Ok(None),
@@ -266,7 +278,8 @@ impl Writer {
                 )?;
                 for job in batch {
                     let r = &job.record;
-                    let json = serde_json::to_string(r).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    let json = serde_json::to_string(r)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                     let hash = chain_hash(&head, &json);
                     let kind = match r.kind {
                         RecordKind::Decision => "decision",

@@ -138,7 +138,9 @@ fn parse_key(entry: &serde_json::Value) -> Result<VerificationKey, String> {
                 .map_err(|_| "RSA modulus is not base64url".to_owned())?;
             let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
             if bits < MIN_RSA_BITS {
-                return Err(format!("RSA key of about {bits} bits is below {MIN_RSA_BITS}"));
+                return Err(format!(
+                    "RSA key of about {bits} bits is below {MIN_RSA_BITS}"
+                ));
             }
             vec![
                 Algorithm::RS256,

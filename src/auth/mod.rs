@@ -289,9 +289,13 @@ fn decode_parts(token: &str) -> Result<TokenParts, TokenError> {
 
 fn decode_json_object(part: &str, what: &'static str) -> Result<Map<String, Value>, TokenError> {
     // The URL-safe no-padding engine rejects padding and non-canonical trailing bits.
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part.as_bytes())
-        .map_err(|_| TokenError::Malformed(if what == "header" { "header is not base64url" } else { "claims are not base64url" }))?;
+    let bytes = URL_SAFE_NO_PAD.decode(part.as_bytes()).map_err(|_| {
+        TokenError::Malformed(if what == "header" {
+            "header is not base64url"
+        } else {
+            "claims are not base64url"
+        })
+    })?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         _ => Err(TokenError::Malformed(if what == "header" {
@@ -337,10 +341,9 @@ fn check_claims(
 
     if cfg.require_at_jwt_typ {
         // RFC 9068 §2.1: access tokens are typed, so an ID token cannot be replayed as one.
-        let ok = parts
-            .typ
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
+        let ok = parts.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+        });
         if !ok {
             return Err(TokenError::InvalidClaim("typ"));
         }
@@ -372,7 +375,11 @@ fn check_claims(
         Some(Value::String(a)) => vec![a.clone()],
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or(TokenError::InvalidClaim("aud")))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or(TokenError::InvalidClaim("aud"))
+            })
             .collect::<Result<Vec<_>, _>>()?,
         Some(_) => return Err(TokenError::InvalidClaim("aud")),
         None => return Err(TokenError::MissingClaim("aud")),
@@ -390,17 +397,25 @@ fn check_claims(
     let mut scopes = BTreeSet::new();
     match claims.get("scope") {
         None => {}
-        Some(Value::String(s)) => scopes.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned)),
+        Some(Value::String(s)) => {
+            scopes.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned))
+        }
         Some(_) => return Err(TokenError::InvalidClaim("scope")),
     }
     match claims.get("scp") {
         None => {}
         Some(Value::Array(items)) => {
             for item in items {
-                scopes.insert(item.as_str().ok_or(TokenError::InvalidClaim("scp"))?.to_owned());
+                scopes.insert(
+                    item.as_str()
+                        .ok_or(TokenError::InvalidClaim("scp"))?
+                        .to_owned(),
+                );
             }
         }
-        Some(Value::String(s)) => scopes.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned)),
+        Some(Value::String(s)) => {
+            scopes.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned))
+        }
         Some(_) => return Err(TokenError::InvalidClaim("scp")),
     }
 
@@ -408,9 +423,17 @@ fn check_claims(
         None => Vec::new(),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or(TokenError::InvalidClaim("groups")))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or(TokenError::InvalidClaim("groups"))
+            })
             .collect::<Result<Vec<_>, _>>()?,
-        Some(Value::String(s)) => s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        Some(Value::String(s)) => s
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
         Some(_) => return Err(TokenError::InvalidClaim("groups")),
     };
 
@@ -442,7 +465,10 @@ fn check_claims(
 }
 
 /// A NumericDate claim: a JSON number (fractions truncated). Strings are refused.
-fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, TokenError> {
+fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<i64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => {

@@ -31,14 +31,18 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
         }
         CallError::UnknownTool(_) => (StatusCode::NOT_FOUND, "unknown_tool", "deny"),
         CallError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "deny"),
-        CallError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "deny"),
+        CallError::PayloadTooLarge(_) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "deny")
+        }
         CallError::InvalidArguments(_) => (StatusCode::BAD_REQUEST, "invalid_arguments", "deny"),
         CallError::Denied { .. } => (StatusCode::FORBIDDEN, "denied", "deny"),
         CallError::PolicyFailure(_) => (StatusCode::INTERNAL_SERVER_ERROR, "policy_error", "deny"),
         CallError::Audit(e) => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             let code = match e {
-                AuditError::Unavailable(_) | AuditError::Closed | AuditError::Timeout => "decision_log_unavailable",
+                AuditError::Unavailable(_) | AuditError::Closed | AuditError::Timeout => {
+                    "decision_log_unavailable"
+                }
             };
             (StatusCode::SERVICE_UNAVAILABLE, code, "error")
         }
@@ -83,5 +87,7 @@ fn challenge(error: &TokenError) -> HeaderValue {
 
 /// Keeps a value safe inside a quoted-string.
 fn quoted_safe(s: &str) -> String {
-    s.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
+    s.chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
 }

@@ -32,13 +32,21 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), bound_headers))
         // The body is read by the handlers with their own limit, so that an oversized body
         // is still recorded as a decision; this is a backstop.
-        .layer(axum::extract::DefaultBodyLimit::max(app.config.limits.max_body_bytes * 2))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            app.config.limits.max_body_bytes * 2,
+        ))
         .with_state(app)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests.
-pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Refuses requests whose headers exceed the configured total size (431).
@@ -51,7 +59,9 @@ async fn bound_headers(State(app): State<Arc<App>>, request: Request, next: Next
     if total > app.config.limits.max_header_bytes {
         return (
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            axum::Json(json!({ "error": "headers_too_large", "message": "request headers are too large" })),
+            axum::Json(
+                json!({ "error": "headers_too_large", "message": "request headers are too large" }),
+            ),
         )
             .into_response();
     }
@@ -77,8 +87,15 @@ fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
-async fn invoke(State(app): State<Arc<App>>, Path(tool): Path<String>, headers: HeaderMap, body: Body) -> Response {
-    let arguments = read_json::<InvokeBody>(&app, body).await.map(|b| b.arguments);
+async fn invoke(
+    State(app): State<Arc<App>>,
+    Path(tool): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let arguments = read_json::<InvokeBody>(&app, body)
+        .await
+        .map(|b| b.arguments);
     let response = app
         .call(
             Endpoint::Invoke,
@@ -114,11 +131,17 @@ async fn authorize(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
 }
 
 async fn list_tools(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let (decision_id, result) = app.list_tools(header_str(&headers, header::AUTHORIZATION.as_str())).await;
+    let (decision_id, result) = app
+        .list_tools(header_str(&headers, header::AUTHORIZATION.as_str()))
+        .await;
     match result {
         Ok(tools) => with_decision_id(
             &decision_id,
-            (StatusCode::OK, axum::Json(json!({ "decision_id": decision_id, "tools": tools }))).into_response(),
+            (
+                StatusCode::OK,
+                axum::Json(json!({ "decision_id": decision_id, "tools": tools })),
+            )
+                .into_response(),
         ),
         Err(e) => error_with_id(&decision_id, &e),
     }
@@ -135,7 +158,11 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(json!({ "ready": readiness.ready(), "checks": readiness }))).into_response()
+    (
+        status,
+        axum::Json(json!({ "ready": readiness.ready(), "checks": readiness })),
+    )
+        .into_response()
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -151,7 +178,8 @@ async fn read_json<T: for<'de> Deserialize<'de>>(app: &App, body: Body) -> Resul
     let value: Value = if bytes.is_empty() {
         empty_object()
     } else {
-        serde_json::from_slice(&bytes).map_err(|e| CallError::BadRequest(format!("body is not valid JSON: {e}")))?
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CallError::BadRequest(format!("body is not valid JSON: {e}")))?
     };
     let depth = json_depth(&value);
     if depth > app.config.limits.max_json_depth {
@@ -183,7 +211,8 @@ fn call_response(response: CallResponse) -> Response {
     match response.outcome {
         Ok(Some(result)) => with_decision_id(
             &id,
-            axum::Json(json!({ "decision_id": id, "decision": "allow", "result": result })).into_response(),
+            axum::Json(json!({ "decision_id": id, "decision": "allow", "result": result }))
+                .into_response(),
         ),
         Ok(None) => with_decision_id(
             &id,

@@ -102,13 +102,19 @@ impl InputType {
     }
 
     /// Converts an argument value (already checked against the JSON Schema) to a Cedar value.
-    pub fn to_cedar(&self, value: &Value, path: &str) -> Result<RestrictedExpression, ArgumentProblem> {
+    pub fn to_cedar(
+        &self,
+        value: &Value,
+        path: &str,
+    ) -> Result<RestrictedExpression, ArgumentProblem> {
         let problem = |message: &str| ArgumentProblem {
             path: path.to_owned(),
             message: message.to_owned(),
         };
         match (self, value) {
-            (InputType::String, Value::String(s)) => Ok(RestrictedExpression::new_string(s.clone())),
+            (InputType::String, Value::String(s)) => {
+                Ok(RestrictedExpression::new_string(s.clone()))
+            }
             (InputType::Bool, Value::Bool(b)) => Ok(RestrictedExpression::new_bool(*b)),
             (InputType::Long, Value::Number(n)) => {
                 if let Some(i) = n.as_i64() {
@@ -119,12 +125,16 @@ impl InputType {
                     Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
                         Ok(RestrictedExpression::new_long(f as i64))
                     }
-                    _ => Err(problem("not an integer: the policy sees this number as a Cedar Long")),
+                    _ => Err(problem(
+                        "not an integer: the policy sees this number as a Cedar Long",
+                    )),
                 }
             }
             (InputType::Decimal, Value::Number(n)) => decimal_literal(&n.to_string())
                 .map(RestrictedExpression::new_decimal)
-                .ok_or_else(|| problem("not representable as a Cedar decimal (at most 4 fractional digits)")),
+                .ok_or_else(|| {
+                    problem("not representable as a Cedar decimal (at most 4 fractional digits)")
+                }),
             (InputType::Set(inner), Value::Array(items)) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
@@ -186,7 +196,15 @@ fn escape_pointer(key: &str) -> String {
 }
 
 /// Keywords whose meaning a Cedar type cannot carry; a schema using them is refused.
-const UNSUPPORTED_KEYWORDS: &[&str] = &["oneOf", "anyOf", "allOf", "not", "$ref", "if", "patternProperties"];
+const UNSUPPORTED_KEYWORDS: &[&str] = &[
+    "oneOf",
+    "anyOf",
+    "allOf",
+    "not",
+    "$ref",
+    "if",
+    "patternProperties",
+];
 
 fn map_schema(schema: &Value, path: &str) -> Result<(InputType, bool), MappingError> {
     let refuse = |reason: String| MappingError {
@@ -194,24 +212,40 @@ fn map_schema(schema: &Value, path: &str) -> Result<(InputType, bool), MappingEr
         reason,
     };
     let Value::Object(obj) = schema else {
-        return Err(refuse("untyped schema (`true`, `false` or not an object)".to_owned()));
+        return Err(refuse(
+            "untyped schema (`true`, `false` or not an object)".to_owned(),
+        ));
     };
     for keyword in UNSUPPORTED_KEYWORDS {
         if obj.contains_key(*keyword) {
-            return Err(refuse(format!("`{keyword}` cannot be mapped to a Cedar type")));
+            return Err(refuse(format!(
+                "`{keyword}` cannot be mapped to a Cedar type"
+            )));
         }
     }
     let (type_name, nullable) = match obj.get("type") {
         Some(Value::String(t)) => (t.as_str(), false),
         Some(Value::Array(types)) => {
-            let non_null: Vec<&str> = types.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect();
+            let non_null: Vec<&str> = types
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|t| *t != "null")
+                .collect();
             match non_null.as_slice() {
                 [single] if types.len() == 2 => (*single, true),
-                _ => return Err(refuse("a union of types cannot be mapped to a Cedar type".to_owned())),
+                _ => {
+                    return Err(refuse(
+                        "a union of types cannot be mapped to a Cedar type".to_owned(),
+                    ));
+                }
             }
         }
         None => match obj.get("enum") {
-            Some(Value::Array(values)) if !values.is_empty() && values.iter().all(Value::is_string) => ("string", false),
+            Some(Value::Array(values))
+                if !values.is_empty() && values.iter().all(Value::is_string) =>
+            {
+                ("string", false)
+            }
             _ => return Err(refuse("schema without `type`".to_owned())),
         },
         Some(_) => return Err(refuse("`type` is neither a string nor an array".to_owned())),
@@ -232,19 +266,29 @@ fn map_schema(schema: &Value, path: &str) -> Result<(InputType, bool), MappingEr
             InputType::Set(Box::new(inner))
         }
         "object" => map_object(obj, path, false)?,
-        other => return Err(refuse(format!("type `{other}` cannot be mapped to a Cedar type"))),
+        other => {
+            return Err(refuse(format!(
+                "type `{other}` cannot be mapped to a Cedar type"
+            )));
+        }
     };
     Ok((ty, nullable))
 }
 
-fn map_object(obj: &serde_json::Map<String, Value>, path: &str, top_level: bool) -> Result<InputType, MappingError> {
+fn map_object(
+    obj: &serde_json::Map<String, Value>,
+    path: &str,
+    top_level: bool,
+) -> Result<InputType, MappingError> {
     let refuse = |reason: &str| MappingError {
         path: path.to_owned(),
         reason: reason.to_owned(),
     };
     for keyword in UNSUPPORTED_KEYWORDS {
         if obj.contains_key(*keyword) {
-            return Err(refuse(&format!("`{keyword}` cannot be mapped to a Cedar type")));
+            return Err(refuse(&format!(
+                "`{keyword}` cannot be mapped to a Cedar type"
+            )));
         }
     }
     let properties = match obj.get("properties") {
@@ -255,10 +299,14 @@ fn map_object(obj: &serde_json::Map<String, Value>, path: &str, top_level: bool)
     let has_properties = properties.is_some_and(|p| !p.is_empty());
     if !has_properties && !top_level {
         // A free-form object cannot be a Cedar record: no policy could read it.
-        return Err(refuse("an object without declared `properties` cannot be mapped to a Cedar record"));
+        return Err(refuse(
+            "an object without declared `properties` cannot be mapped to a Cedar record",
+        ));
     }
     if matches!(obj.get("additionalProperties"), Some(Value::Object(_))) {
-        return Err(refuse("`additionalProperties` with a schema (a map) cannot be mapped to a Cedar record"));
+        return Err(refuse(
+            "`additionalProperties` with a schema (a map) cannot be mapped to a Cedar record",
+        ));
     }
     let required: Vec<&str> = match obj.get("required") {
         None => Vec::new(),
@@ -269,7 +317,11 @@ fn map_object(obj: &serde_json::Map<String, Value>, path: &str, top_level: bool)
     if let Some(properties) = properties {
         for (name, schema) in properties {
             let child = format!("{path}/properties/{}", escape_pointer(name));
-            if name.is_empty() || name.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+            if name.is_empty()
+                || name
+                    .chars()
+                    .any(|c| c.is_control() || c == '"' || c == '\\')
+            {
                 return Err(MappingError {
                     path: child,
                     reason: "property name cannot be a Cedar attribute".to_owned(),

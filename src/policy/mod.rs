@@ -182,7 +182,11 @@ impl PolicyEngine {
     }
 
     /// Loads, generates the schema for `tools`, and validates; the result can be swapped in.
-    pub fn load(schema_stub: &Path, policies_dir: &Path, tools: &Registry) -> Result<PolicySnapshot, PolicyLoadError> {
+    pub fn load(
+        schema_stub: &Path,
+        policies_dir: &Path,
+        tools: &Registry,
+    ) -> Result<PolicySnapshot, PolicyLoadError> {
         load_snapshot(schema_stub, policies_dir, tools)
     }
 
@@ -197,12 +201,18 @@ impl PolicyEngine {
     }
 
     /// Decides a call in full.
-    pub fn decide(&self, token: &VerifiedToken, call: &CallFacts<'_>) -> Result<PolicyDecision, PolicyError> {
+    pub fn decide(
+        &self,
+        token: &VerifiedToken,
+        call: &CallFacts<'_>,
+    ) -> Result<PolicyDecision, PolicyError> {
         let snap = self.current.load();
-        let input_type = snap
-            .input_types
-            .get(&call.tool.id)
-            .ok_or_else(|| PolicyError::Request(format!("tool `{}` is not in the loaded schema", call.tool.id)))?;
+        let input_type = snap.input_types.get(&call.tool.id).ok_or_else(|| {
+            PolicyError::Request(format!(
+                "tool `{}` is not in the loaded schema",
+                call.tool.id
+            ))
+        })?;
         let input = input_type
             .to_cedar(call.arguments, "")
             .map_err(PolicyError::Argument)?;
@@ -219,24 +229,46 @@ impl PolicyEngine {
         let principal_uid = principal.uid();
         let action = uid("Action", &call.tool.id)?;
         let resource = uid("Tool", &call.tool.id)?;
-        let request = Request::new(principal_uid.clone(), action.clone(), resource.clone(), context, Some(&snap.schema))
-            .map_err(|e| PolicyError::Request(e.to_string()))?;
+        let request = Request::new(
+            principal_uid.clone(),
+            action.clone(),
+            resource.clone(),
+            context,
+            Some(&snap.schema),
+        )
+        .map_err(|e| PolicyError::Request(e.to_string()))?;
 
         let mut per_request = vec![principal.clone()];
         per_request.extend(actor.clone());
         let entities = Entities::from_entities(
-            snap.static_entities.iter().cloned().chain(per_request.iter().cloned()),
+            snap.static_entities
+                .iter()
+                .cloned()
+                .chain(per_request.iter().cloned()),
             None,
         )
         .map_err(|e| PolicyError::Request(e.to_string()))?;
-        let response = self.authorizer.is_authorized(&request, &snap.policies, &entities);
+        let response = self
+            .authorizer
+            .is_authorized(&request, &snap.policies, &entities);
 
-        let determining_policies: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
-        let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
+        let determining_policies: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(ToString::to_string)
+            .collect();
         for error in &errors {
             tracing::warn!(tool = %call.tool.id, %error, "policy evaluation error: the erroring policy was skipped");
         }
-        let entities_json: Vec<Value> = per_request.iter().filter_map(|e| e.to_json_value().ok()).collect();
+        let entities_json: Vec<Value> = per_request
+            .iter()
+            .filter_map(|e| e.to_json_value().ok())
+            .collect();
         Ok(PolicyDecision {
             allowed: response.decision() == CedarDecision::Allow,
             determining_policies,
@@ -272,12 +304,18 @@ impl PolicyEngine {
             .resource(resource)
             .build();
         let Ok(entities) = Entities::from_entities(
-            snap.static_entities.iter().cloned().chain(std::iter::once(principal)).chain(actor),
+            snap.static_entities
+                .iter()
+                .cloned()
+                .chain(std::iter::once(principal))
+                .chain(actor),
             None,
         ) else {
             return false;
         };
-        let response = self.authorizer.is_authorized_partial(&request, &snap.policies, &entities);
+        let response = self
+            .authorizer
+            .is_authorized_partial(&request, &snap.policies, &entities);
         response.decision() != Some(CedarDecision::Deny)
     }
 }
@@ -286,14 +324,21 @@ fn uid(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
     let ty = format!("{NAMESPACE}::{type_name}")
         .parse()
         .map_err(|e: cedar_policy::ParseErrors| PolicyError::Request(e.to_string()))?;
-    Ok(EntityUid::from_type_name_and_id(ty, cedar_policy::EntityId::new(id)))
+    Ok(EntityUid::from_type_name_and_id(
+        ty,
+        cedar_policy::EntityId::new(id),
+    ))
 }
 
 /// The principal: `Agent::"<sub>"` for a token acting for itself, `User::"<sub>"` when the token
 /// carries an `act` claim (an agent acting on the subject's behalf). Groups become parents and
 /// every claim a string tag.
 fn principal_entity(token: &VerifiedToken) -> Result<Entity, PolicyError> {
-    let type_name = if token.actors.is_empty() { "Agent" } else { "User" };
+    let type_name = if token.actors.is_empty() {
+        "Agent"
+    } else {
+        "User"
+    };
     let uid = uid(type_name, &token.subject)?;
     let parents = token
         .groups
@@ -301,8 +346,14 @@ fn principal_entity(token: &VerifiedToken) -> Result<Entity, PolicyError> {
         .map(|g| uid_or_err("Group", g))
         .collect::<Result<HashSet<_>, _>>()?;
     let attrs = [
-        ("iss".to_owned(), RestrictedExpression::new_string(token.issuer.clone())),
-        ("sub".to_owned(), RestrictedExpression::new_string(token.subject.clone())),
+        (
+            "iss".to_owned(),
+            RestrictedExpression::new_string(token.issuer.clone()),
+        ),
+        (
+            "sub".to_owned(),
+            RestrictedExpression::new_string(token.subject.clone()),
+        ),
     ];
     let tags = token.claims.iter().map(|(k, v)| {
         let text = match v {
@@ -311,7 +362,8 @@ fn principal_entity(token: &VerifiedToken) -> Result<Entity, PolicyError> {
         };
         (k.clone(), RestrictedExpression::new_string(text))
     });
-    Entity::new_with_tags(uid, attrs, parents, tags).map_err(|e| PolicyError::Request(e.to_string()))
+    Entity::new_with_tags(uid, attrs, parents, tags)
+        .map_err(|e| PolicyError::Request(e.to_string()))
 }
 
 fn uid_or_err(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
@@ -325,8 +377,14 @@ fn actor_entity(token: &VerifiedToken) -> Result<Option<Entity>, PolicyError> {
     };
     let uid = uid("Agent", actor)?;
     let attrs = [
-        ("iss".to_owned(), RestrictedExpression::new_string(token.issuer.clone())),
-        ("sub".to_owned(), RestrictedExpression::new_string(actor.clone())),
+        (
+            "iss".to_owned(),
+            RestrictedExpression::new_string(token.issuer.clone()),
+        ),
+        (
+            "sub".to_owned(),
+            RestrictedExpression::new_string(actor.clone()),
+        ),
     ];
     Entity::new_with_tags(uid, attrs, [], [])
         .map(Some)
@@ -364,17 +422,35 @@ fn session_context_json(token: &VerifiedToken, call: &CallFacts<'_>) -> Value {
     obj
 }
 
-fn session_expr(token: &VerifiedToken, call: &CallFacts<'_>) -> Result<RestrictedExpression, PolicyError> {
+fn session_expr(
+    token: &VerifiedToken,
+    call: &CallFacts<'_>,
+) -> Result<RestrictedExpression, PolicyError> {
     let (hour, weekday) = hour_and_weekday(call.now);
     let mut pairs = vec![
-        ("request_time".to_owned(), RestrictedExpression::new_long(call.now)),
-        ("request_id".to_owned(), RestrictedExpression::new_string(call.request_id.to_owned())),
+        (
+            "request_time".to_owned(),
+            RestrictedExpression::new_long(call.now),
+        ),
+        (
+            "request_id".to_owned(),
+            RestrictedExpression::new_string(call.request_id.to_owned()),
+        ),
         ("hour_utc".to_owned(), RestrictedExpression::new_long(hour)),
-        ("weekday_utc".to_owned(), RestrictedExpression::new_long(weekday)),
-        ("delegation_depth".to_owned(), RestrictedExpression::new_long(token.actors.len() as i64)),
+        (
+            "weekday_utc".to_owned(),
+            RestrictedExpression::new_long(weekday),
+        ),
+        (
+            "delegation_depth".to_owned(),
+            RestrictedExpression::new_long(token.actors.len() as i64),
+        ),
     ];
     if let Some(actor) = token.actors.first() {
-        pairs.push(("actor".to_owned(), RestrictedExpression::new_entity_uid(uid("Agent", actor)?)));
+        pairs.push((
+            "actor".to_owned(),
+            RestrictedExpression::new_entity_uid(uid("Agent", actor)?),
+        ));
     }
     RestrictedExpression::new_record(pairs).map_err(|e| PolicyError::Request(e.to_string()))
 }
@@ -390,24 +466,44 @@ pub fn hour_and_weekday(unix: i64) -> (i64, i64) {
 
 fn token_expr(token: &VerifiedToken) -> Result<RestrictedExpression, PolicyError> {
     let strings = |items: &mut dyn Iterator<Item = &String>| {
-        RestrictedExpression::new_set(items.map(|s| RestrictedExpression::new_string(s.clone())).collect::<Vec<_>>())
+        RestrictedExpression::new_set(
+            items
+                .map(|s| RestrictedExpression::new_string(s.clone()))
+                .collect::<Vec<_>>(),
+        )
     };
     let mut pairs = vec![
-        ("iss".to_owned(), RestrictedExpression::new_string(token.issuer.clone())),
-        ("sub".to_owned(), RestrictedExpression::new_string(token.subject.clone())),
+        (
+            "iss".to_owned(),
+            RestrictedExpression::new_string(token.issuer.clone()),
+        ),
+        (
+            "sub".to_owned(),
+            RestrictedExpression::new_string(token.subject.clone()),
+        ),
         ("aud".to_owned(), strings(&mut token.audiences.iter())),
         ("scopes".to_owned(), strings(&mut token.scopes.iter())),
     ];
     if let Some(c) = &token.client_id {
-        pairs.push(("client_id".to_owned(), RestrictedExpression::new_string(c.clone())));
+        pairs.push((
+            "client_id".to_owned(),
+            RestrictedExpression::new_string(c.clone()),
+        ));
     }
     if let Some(j) = &token.jti {
-        pairs.push(("jti".to_owned(), RestrictedExpression::new_string(j.clone())));
+        pairs.push((
+            "jti".to_owned(),
+            RestrictedExpression::new_string(j.clone()),
+        ));
     }
     RestrictedExpression::new_record(pairs).map_err(|e| PolicyError::Request(e.to_string()))
 }
 
-fn load_snapshot(schema_stub: &Path, policies_dir: &Path, tools: &Registry) -> Result<PolicySnapshot, PolicyLoadError> {
+fn load_snapshot(
+    schema_stub: &Path,
+    policies_dir: &Path,
+    tools: &Registry,
+) -> Result<PolicySnapshot, PolicyLoadError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| PolicyLoadError::Io { path, source }
@@ -419,11 +515,14 @@ fn load_snapshot(schema_stub: &Path, policies_dir: &Path, tools: &Registry) -> R
     };
 
     let mut input_types = BTreeMap::new();
-    let mut generated = format!("// Generated by toolgate from the registered tools.\nnamespace {NAMESPACE} {{\n");
+    let mut generated =
+        format!("// Generated by toolgate from the registered tools.\nnamespace {NAMESPACE} {{\n");
     for tool in tools.iter() {
-        let input = InputType::from_tool_schema(&tool.input_schema).map_err(|source| PolicyLoadError::ToolMapping {
-            tool: tool.id.clone(),
-            source,
+        let input = InputType::from_tool_schema(&tool.input_schema).map_err(|source| {
+            PolicyLoadError::ToolMapping {
+                tool: tool.id.clone(),
+                source,
+            }
         })?;
         generated.push_str(&format!(
             "  action \"{}\" in [call_tool] appliesTo {{\n    principal: [Agent, User],\n    resource: [Tool],\n    context: {{ input: {}, token: TokenClaims, session: Session }}\n  }};\n",
@@ -438,7 +537,8 @@ fn load_snapshot(schema_stub: &Path, policies_dir: &Path, tools: &Registry) -> R
         SchemaFragment::from_cedarschema_str(&stub).map_err(|e| schema_error(format!("{e:?}")))?;
     let (tools_fragment, _) = SchemaFragment::from_cedarschema_str(&generated)
         .map_err(|e| schema_error(format!("generated tool actions: {e}")))?;
-    let schema = Schema::from_schema_fragments([stub_fragment, tools_fragment]).map_err(|e| schema_error(e.to_string()))?;
+    let schema = Schema::from_schema_fragments([stub_fragment, tools_fragment])
+        .map_err(|e| schema_error(e.to_string()))?;
     let schema_text = format!("{stub}\n{generated}");
 
     let (policies, policy_sources) = load_policies(policies_dir)?;
@@ -458,14 +558,19 @@ fn load_snapshot(schema_stub: &Path, policies_dir: &Path, tools: &Registry) -> R
         let uid = uid("McpServer", server).map_err(|e| schema_error(e.to_string()))?;
         let entity = Entity::new(
             uid,
-            [("kind".to_owned(), RestrictedExpression::new_string("http".to_owned()))].into(),
+            [(
+                "kind".to_owned(),
+                RestrictedExpression::new_string("http".to_owned()),
+            )]
+            .into(),
             HashSet::new(),
         )
         .map_err(|e| schema_error(e.to_string()))?;
         static_entities.push(entity);
     }
     // Check the static entities against the schema once, at load.
-    Entities::from_entities(static_entities.iter().cloned(), Some(&schema)).map_err(|e| schema_error(e.to_string()))?;
+    Entities::from_entities(static_entities.iter().cloned(), Some(&schema))
+        .map_err(|e| schema_error(e.to_string()))?;
 
     let mut hasher = Sha256::new();
     for (name, text) in &policy_sources {
@@ -491,15 +596,34 @@ fn load_snapshot(schema_stub: &Path, policies_dir: &Path, tools: &Registry) -> R
 fn tool_entity(tool: &Tool) -> Result<Entity, PolicyError> {
     let a = tool.annotations;
     let attrs = [
-        ("name".to_owned(), RestrictedExpression::new_string(tool.name.clone())),
-        ("server".to_owned(), RestrictedExpression::new_string(tool.server.clone())),
-        ("readOnly".to_owned(), RestrictedExpression::new_bool(a.read_only)),
-        ("destructive".to_owned(), RestrictedExpression::new_bool(a.destructive)),
-        ("idempotent".to_owned(), RestrictedExpression::new_bool(a.idempotent)),
-        ("openWorld".to_owned(), RestrictedExpression::new_bool(a.open_world)),
+        (
+            "name".to_owned(),
+            RestrictedExpression::new_string(tool.name.clone()),
+        ),
+        (
+            "server".to_owned(),
+            RestrictedExpression::new_string(tool.server.clone()),
+        ),
+        (
+            "readOnly".to_owned(),
+            RestrictedExpression::new_bool(a.read_only),
+        ),
+        (
+            "destructive".to_owned(),
+            RestrictedExpression::new_bool(a.destructive),
+        ),
+        (
+            "idempotent".to_owned(),
+            RestrictedExpression::new_bool(a.idempotent),
+        ),
+        (
+            "openWorld".to_owned(),
+            RestrictedExpression::new_bool(a.open_world),
+        ),
     ];
     let parent = uid("McpServer", &tool.server)?;
-    Entity::new(uid("Tool", &tool.id)?, attrs.into(), [parent].into()).map_err(|e| PolicyError::Request(e.to_string()))
+    Entity::new(uid("Tool", &tool.id)?, attrs.into(), [parent].into())
+        .map_err(|e| PolicyError::Request(e.to_string()))
 }
 
 /// Reads every `*.cedar` file of `dir` (sorted by name) into one set keyed by `@id`.
@@ -518,16 +642,21 @@ fn load_policies(dir: &Path) -> Result<(PolicySet, Vec<(String, String)>), Polic
     let mut sources = Vec::new();
     let mut origin: BTreeMap<String, String> = BTreeMap::new();
     for path in files {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let text = std::fs::read_to_string(&path).map_err(|source| PolicyLoadError::Io {
             path: path.clone(),
             source,
         })?;
-        let parsed: PolicySet = text.parse().map_err(|e: cedar_policy::ParseErrors| PolicyLoadError::Parse {
-            file: name.clone(),
-            line: first_label_line(&e, &text),
-            message: e.to_string(),
-        })?;
+        let parsed: PolicySet =
+            text.parse()
+                .map_err(|e: cedar_policy::ParseErrors| PolicyLoadError::Parse {
+                    file: name.clone(),
+                    line: first_label_line(&e, &text),
+                    message: e.to_string(),
+                })?;
         if parsed.templates().next().is_some() {
             return Err(PolicyLoadError::Template { file: name });
         }
@@ -562,7 +691,11 @@ fn load_policies(dir: &Path) -> Result<(PolicySet, Vec<(String, String)>), Polic
 }
 
 /// Strict validation; every warning (e.g. an impossible policy) is treated as an error.
-fn validate(schema: &Schema, policies: &PolicySet, sources: &[(String, String)]) -> Result<(), PolicyLoadError> {
+fn validate(
+    schema: &Schema,
+    policies: &PolicySet,
+    sources: &[(String, String)],
+) -> Result<(), PolicyLoadError> {
     let validator = Validator::new(schema.clone());
     let result = validator.validate(policies, ValidationMode::Strict);
     let locate = |id: &PolicyId| -> String {
@@ -575,13 +708,21 @@ fn validate(schema: &Schema, policies: &PolicySet, sources: &[(String, String)])
     };
     let mut problems: Vec<String> = result
         .validation_errors()
-        .map(|e| format!("{}: policy `{}`: error: {e}", locate(e.policy_id()), e.policy_id()))
+        .map(|e| {
+            format!(
+                "{}: policy `{}`: error: {e}",
+                locate(e.policy_id()),
+                e.policy_id()
+            )
+        })
         .collect();
-    problems.extend(
-        result
-            .validation_warnings()
-            .map(|w| format!("{}: policy `{}`: warning treated as error: {w}", locate(w.policy_id()), w.policy_id())),
-    );
+    problems.extend(result.validation_warnings().map(|w| {
+        format!(
+            "{}: policy `{}`: warning treated as error: {w}",
+            locate(w.policy_id()),
+            w.policy_id()
+        )
+    }));
     if problems.is_empty() {
         Ok(())
     } else {
@@ -590,7 +731,9 @@ fn validate(schema: &Schema, policies: &PolicySet, sources: &[(String, String)])
 }
 
 fn line_of(text: &str, needle: &str) -> usize {
-    text.find(needle).map(|at| text[..at].matches('\n').count() + 1).unwrap_or(1)
+    text.find(needle)
+        .map(|at| text[..at].matches('\n').count() + 1)
+        .unwrap_or(1)
 }
 
 fn first_label_line(errors: &cedar_policy::ParseErrors, text: &str) -> usize {

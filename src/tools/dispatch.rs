@@ -91,7 +91,8 @@ impl Dispatcher {
                 timeout,
                 max_response_bytes,
             } => {
-                let call = self.http_call(url, arguments, decision_id, &tool.id, *max_response_bytes);
+                let call =
+                    self.http_call(url, arguments, decision_id, &tool.id, *max_response_bytes);
                 match tokio::time::timeout(*timeout, call).await {
                     Ok(result) => result,
                     Err(_) => Err(DispatchError::Timeout(timeout.as_millis() as u64)),
@@ -133,7 +134,11 @@ impl Dispatcher {
             return Err(DispatchError::ResponseTooLarge(max_response_bytes));
         }
         let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|_| DispatchError::Unreachable)? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|_| DispatchError::Unreachable)?
+        {
             if bytes.len() + chunk.len() > max_response_bytes {
                 // Dropping the response here closes the connection instead of draining it.
                 return Err(DispatchError::ResponseTooLarge(max_response_bytes));
@@ -143,7 +148,8 @@ impl Dispatcher {
         if !status.is_success() {
             return Err(DispatchError::Status(status.as_u16()));
         }
-        let result: Value = serde_json::from_slice(&bytes).map_err(|_| DispatchError::InvalidResponse)?;
+        let result: Value =
+            serde_json::from_slice(&bytes).map_err(|_| DispatchError::InvalidResponse)?;
         Ok(DispatchOutcome {
             status: status.as_u16(),
             result,

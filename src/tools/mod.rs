@@ -119,7 +119,9 @@ pub struct Tool {
 
 impl std::fmt::Debug for Tool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tool").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Tool")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -205,7 +207,11 @@ impl Registry {
     }
 }
 
-fn build_tool(config: &Config, tc: &ToolConfig, demo: Option<&DemoUrls>) -> Result<Tool, RegistryError> {
+fn build_tool(
+    config: &Config,
+    tc: &ToolConfig,
+    demo: Option<&DemoUrls>,
+) -> Result<Tool, RegistryError> {
     let id = format!("{}___{}", tc.server, tc.name);
     let input_schema = match (&tc.input_schema, &tc.input_schema_file) {
         (Some(inline), _) => inline.clone(),
@@ -221,10 +227,11 @@ fn build_tool(config: &Config, tc: &ToolConfig, demo: Option<&DemoUrls>) -> Resu
         }
         (None, None) => Value::Object(Default::default()),
     };
-    let validator = jsonschema::validator_for(&input_schema).map_err(|e| RegistryError::InvalidSchema {
-        tool: id.clone(),
-        reason: e.to_string(),
-    })?;
+    let validator =
+        jsonschema::validator_for(&input_schema).map_err(|e| RegistryError::InvalidSchema {
+            tool: id.clone(),
+            reason: e.to_string(),
+        })?;
     let backend = match &tc.backend {
         BackendConfig::Http {
             url,

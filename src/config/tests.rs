@@ -1,0 +1,116 @@
+//! Unit tests for config parsing, validation and environment overrides.
+
+use std::path::Path;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[[issuers]]
+issuer = "https://idp.example"
+audiences = ["toolgate"]
+jwks_file = "jwks.json"
+algorithms = ["RS256"]
+"#;
+
+fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+    Config::from_toml_str(text, Path::new("test.toml"), Path::new("/base"), env)
+}
+
+#[track_caller]
+fn check_invalid(text: &str, key: &str, reason_part: &str) {
+    match parse(text, &[]) {
+        Err(ConfigError::Invalid { key: k, reason }) => {
+            assert_eq!(k, key);
+            assert!(
+                reason.contains(reason_part),
+                "reason `{reason}` lacks `{reason_part}`"
+            );
+        }
+        other => panic!("expected invalid `{key}`, got {other:?}"),
+    }
+}
+
+#[test]
+fn minimal_config_takes_defaults() {
+    let config = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(config.issuers[0].leeway_seconds, 30);
+    assert_eq!(config.issuers[0].max_lifetime_seconds, 3600);
+    assert!(config.issuers[0].require_at_jwt_typ);
+    assert_eq!(config.limits.max_token_bytes, 8192);
+    assert_eq!(config.audit.synchronous, Synchronous::Full);
+    assert_eq!(config.audit_db(), Path::new("/base/.toolgate/decisions.db"));
+    assert_eq!(
+        config.resolve(Path::new("jwks.json")),
+        Path::new("/base/jwks.json")
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_name() {
+    let err = parse(&format!("{MINIMAL}\n[server]\nlisten_addr = \"x\"\n"), &[]).unwrap_err();
+    assert!(err.to_string().contains("listen_addr"), "{err}");
+}
+
+#[test]
+fn hmac_none_and_unknown_algorithms_are_refused() {
+    for alg in ["HS256", "none", "HS512", "RS1"] {
+        check_invalid(
+            &MINIMAL.replace("\"RS256\"", &format!("\"{alg}\"")),
+            "issuers[0].algorithms",
+            "not allowed",
+        );
+    }
+}
+
+#[test]
+fn audience_is_mandatory() {
+    check_invalid(
+        &MINIMAL.replace("[\"toolgate\"]", "[]"),
+        "issuers[0].audiences",
+        "audience",
+    );
+}
+
+#[test]
+fn leeway_is_bounded() {
+    check_invalid(
+        &format!("{MINIMAL}leeway_seconds = 301\n"),
+        "issuers[0].leeway_seconds",
+        "at most 300",
+    );
+}
+
+#[test]
+fn tool_names_are_checked() {
+    let tool = |name: &str| {
+        format!(
+            "{MINIMAL}\n[[tools]]\nserver = \"s\"\nname = \"{name}\"\ninput_schema = {{ type = \"object\" }}\nbackend = {{ kind = \"http\", url = \"http://127.0.0.1:1/x\" }}\n"
+        )
+    };
+    assert!(parse(&tool("get-issue.v2"), &[]).is_ok());
+    check_invalid(&tool("a___b"), "tools[0].name", "___");
+    check_invalid(&tool("a b"), "tools[0].name", "only ASCII");
+}
+
+#[test]
+fn environment_overrides_apply_and_are_validated() {
+    let config = parse(
+        MINIMAL,
+        &[
+            ("TOOLGATE__SERVER__LISTEN", "127.0.0.1:9999"),
+            ("TOOLGATE__ISSUERS__0__LEEWAY_SECONDS", "10"),
+            ("TOOLGATE__AUDIT__SYNCHRONOUS", "normal"),
+            ("OTHER", "ignored"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.server.listen.port(), 9999);
+    assert_eq!(config.issuers[0].leeway_seconds, 10);
+    assert_eq!(config.audit.synchronous, Synchronous::Normal);
+
+    let err = parse(MINIMAL, &[("TOOLGATE__SERVER__NOPE", "1")]).unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+    let err = parse(MINIMAL, &[("TOOLGATE__ISSUERS__5__LEEWAY_SECONDS", "1")]).unwrap_err();
+    assert!(matches!(err, ConfigError::Env { .. }), "{err}");
+}

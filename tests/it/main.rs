@@ -1,0 +1,6 @@
+//! Integration tests: one binary, real server on loopback, real SQLite, real backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod api;
+mod support;
