@@ -226,9 +226,9 @@ impl App {
         let token = match self.authenticate(request.authorization) {
             Ok(token) => token,
             Err(e) => {
-                return self
+                return Err(self
                     .deny(record, "auth", e.code(), CallError::Token(e))
-                    .await;
+                    .await);
             }
         };
         record.set_token(&token);
@@ -236,7 +236,7 @@ impl App {
 
         let Some(tool) = self.tools.get(request.tool) else {
             let err = CallError::UnknownTool(request.tool.chars().take(200).collect());
-            return self.deny(record, "tool", "unknown_tool", err).await;
+            return Err(self.deny(record, "tool", "unknown_tool", err).await);
         };
         let tool = tool.clone();
 
@@ -251,14 +251,14 @@ impl App {
                 scope: tool.required_scopes.join(" "),
             };
             record.detail = Some(format!("missing scopes: {}", missing.join(" ")));
-            return self.deny(record, "scope", "insufficient_scope", err).await;
+            return Err(self.deny(record, "scope", "insufficient_scope", err).await);
         }
 
         let arguments = match request.arguments {
             Ok(Value::Object(map)) => Value::Object(map),
             Ok(_) => {
                 let err = CallError::BadRequest("`arguments` must be a JSON object".to_owned());
-                return self.deny(record, "request", "bad_request", err).await;
+                return Err(self.deny(record, "request", "bad_request", err).await);
             }
             Err(err) => {
                 let reason = match err {
@@ -266,19 +266,19 @@ impl App {
                     _ => "bad_request",
                 };
                 record.detail = Some(err.to_string());
-                return self.deny(record, "request", reason, err).await;
+                return Err(self.deny(record, "request", reason, err).await);
             }
         };
         if let Err(e) = tool.check_arguments(&arguments) {
             record.detail = Some(e.to_string());
-            return self
+            return Err(self
                 .deny(
                     record,
                     "arguments",
                     "invalid_arguments",
                     CallError::InvalidArguments(e),
                 )
-                .await;
+                .await);
         }
         let (redacted, was_redacted) = tool.redact(&arguments);
         record.arguments = Some(redacted);
@@ -299,25 +299,25 @@ impl App {
                     problems: vec![problem],
                 };
                 record.detail = Some(err.to_string());
-                return self
+                return Err(self
                     .deny(
                         record,
                         "arguments",
                         "argument_not_representable",
                         CallError::InvalidArguments(err),
                     )
-                    .await;
+                    .await);
             }
             Err(PolicyError::Request(message)) => {
                 record.detail = Some(message.clone());
-                return self
+                return Err(self
                     .deny(
                         record,
                         "policy",
                         "policy_error",
                         CallError::PolicyFailure(message),
                     )
-                    .await;
+                    .await);
             }
         };
         timer.lap(record, "policy");
@@ -325,7 +325,7 @@ impl App {
         let determining = decision.determining_policies.clone();
         record.policy = Some(decision);
         if !allowed {
-            return self
+            return Err(self
                 .deny(
                     record,
                     "policy",
@@ -334,7 +334,7 @@ impl App {
                         policies: determining,
                     },
                 )
-                .await;
+                .await);
         }
 
         record.stage = "policy".to_owned();
@@ -420,11 +420,13 @@ impl App {
         stage: &str,
         reason: &str,
         error: CallError,
-    ) -> Result<Option<Value>, CallError> {
+    ) -> CallError {
         record.stage = stage.to_owned();
         record.reason = reason.to_owned();
         record.decision = Verdict::Deny;
-        self.commit(record).await?;
+        if let Err(e) = self.commit(record).await {
+            return e;
+        }
         tracing::info!(
             decision = "deny",
             decision_id = %record.decision_id,
@@ -433,7 +435,49 @@ impl App {
             tool = record.tool.as_deref().unwrap_or(""),
             "decision recorded"
         );
-        Err(error)
+        error
+    }
+
+    /// Authenticates an admin-API call (admin audience and scope) and records the attempt,
+    /// allowed or not, as a decision with endpoint `admin` and the action as its tool.
+    pub async fn authorize_admin(
+        &self,
+        authorization: Option<&str>,
+        action: &str,
+    ) -> (String, Result<VerifiedToken, CallError>) {
+        let decision_id = uuid::Uuid::now_v7().to_string();
+        let mut record =
+            DecisionRecord::new(decision_id.clone(), request_id(None), "admin", now_ms());
+        record.tool = Some(action.to_owned());
+        let admin = &self.config.admin;
+        let verified = auth::bearer_token(authorization)
+            .and_then(|t| self.authenticator.verify_for_audience(t, &admin.audience));
+        let token = match verified {
+            Ok(t) => t,
+            Err(e) => {
+                let err = self
+                    .deny(&mut record, "auth", e.code(), CallError::Token(e))
+                    .await;
+                return (decision_id, Err(err));
+            }
+        };
+        record.set_token(&token);
+        if !token.scopes.contains(&admin.scope) {
+            let err = CallError::InsufficientScope {
+                scope: admin.scope.clone(),
+            };
+            let err = self
+                .deny(&mut record, "scope", "insufficient_scope", err)
+                .await;
+            return (decision_id, Err(err));
+        }
+        record.stage = "admin".to_owned();
+        record.reason = "allowed".to_owned();
+        record.decision = Verdict::Allow;
+        match self.commit(&record).await {
+            Ok(()) => (decision_id, Ok(token)),
+            Err(e) => (decision_id, Err(e)),
+        }
     }
 
     /// Lists the tools this caller may call (scopes held and some permit could apply), and
@@ -448,10 +492,10 @@ impl App {
         let token = match self.authenticate(authorization) {
             Ok(t) => t,
             Err(e) => {
-                let result = self
+                let err = self
                     .deny(&mut record, "auth", e.code(), CallError::Token(e))
                     .await;
-                return (decision_id, result.map(|_| Vec::new()));
+                return (decision_id, Err(err));
             }
         };
         record.set_token(&token);

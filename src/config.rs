@@ -88,6 +88,9 @@ pub struct Config {
     /// Registered tools.
     #[serde(default)]
     pub tools: Vec<ToolConfig>,
+    /// Who may call the admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Directory that relative paths resolve against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -177,6 +180,27 @@ fn default_max_lifetime() -> u64 {
 }
 fn default_groups_claim() -> String {
     "groups".to_owned()
+}
+
+/// `[admin]`: admin-API tokens come from the trusted issuers but carry a separate audience
+/// (never one of an issuer's agent `audiences`) and an admin scope, so no agent token can
+/// satisfy both.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The `aud` an admin token must carry.
+    pub audience: String,
+    /// The scope an admin token must carry.
+    pub scope: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            audience: "toolgate-admin".to_owned(),
+            scope: "toolgate:admin".to_owned(),
+        }
+    }
 }
 
 /// `[policy]`
@@ -394,6 +418,9 @@ impl Config {
                 "must leave room within `limits.max_header_bytes`",
             ));
         }
+        if self.admin.audience.is_empty() || self.admin.scope.is_empty() {
+            return Err(invalid("admin", "`audience` and `scope` must not be empty"));
+        }
         check_range("audit.max_batch", self.audit.max_batch, 1, 4096)?;
         check_range(
             "audit.busy_timeout_ms",
@@ -449,6 +476,15 @@ impl Config {
                 60,
                 86_400,
             )?;
+            if iss.audiences.contains(&self.admin.audience) {
+                return Err(invalid(
+                    key("audiences"),
+                    format!(
+                        "`{}` is the admin audience (`admin.audience`); agent audiences must differ",
+                        self.admin.audience
+                    ),
+                ));
+            }
             if iss.groups_claim.is_empty() {
                 return Err(invalid(key("groups_claim"), "must not be empty"));
             }

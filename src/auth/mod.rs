@@ -152,12 +152,25 @@ impl Authenticator {
         self.verify_at(token, unix_now())
     }
 
-    /// Verifies a compact JWT as of `now` (Unix seconds).
+    /// Verifies a compact JWT as of `now` (Unix seconds) for one of the issuer's audiences.
     pub fn verify_at(&self, token: &str, now: i64) -> Result<VerifiedToken, TokenError> {
         let parts = self.decode_parts(token)?;
         let issuer = self.issuer_for(&parts.claims)?;
         verify_signature(issuer, &parts, token)?;
-        check_claims(issuer, parts, token, now)
+        check_claims(issuer, parts, token, now, &issuer.config.audiences)
+    }
+
+    /// Verifies a token that must carry `audience` instead of the issuer's agent audiences
+    /// (admin tokens).
+    pub fn verify_for_audience(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<VerifiedToken, TokenError> {
+        let parts = self.decode_parts(token)?;
+        let issuer = self.issuer_for(&parts.claims)?;
+        verify_signature(issuer, &parts, token)?;
+        check_claims(issuer, parts, token, unix_now(), &[audience.to_owned()])
     }
 
     /// Checks only the signature and the algorithm-to-key binding, no claims: for diagnosing
@@ -334,6 +347,7 @@ fn check_claims(
     parts: TokenParts,
     token: &str,
     now: i64,
+    accepted_audiences: &[String],
 ) -> Result<VerifiedToken, TokenError> {
     let cfg = &issuer.config;
     let claims = parts.claims;
@@ -384,7 +398,7 @@ fn check_claims(
         Some(_) => return Err(TokenError::InvalidClaim("aud")),
         None => return Err(TokenError::MissingClaim("aud")),
     };
-    if !audiences.iter().any(|a| cfg.audiences.contains(a)) {
+    if !audiences.iter().any(|a| accepted_audiences.contains(a)) {
         return Err(TokenError::AudienceMismatch);
     }
 

@@ -1,5 +1,6 @@
 //! The HTTP API (the only module that knows axum): router, body and header bounds, handlers.
 
+pub mod admin;
 pub mod error;
 
 use std::future::Future;
@@ -29,6 +30,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tools", get(list_tools))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .nest("/admin", admin::router())
         .layer(middleware::from_fn_with_state(app.clone(), bound_headers))
         // The body is read by the handlers with their own limit, so that an oversized body
         // is still recorded as a decision; this is a backstop.
@@ -222,7 +224,7 @@ fn call_response(response: CallResponse) -> Response {
     }
 }
 
-fn error_with_id(id: &str, e: &CallError) -> Response {
+pub(crate) fn error_with_id(id: &str, e: &CallError) -> Response {
     let (status, headers, mut body) = error::error_response(e);
     if let CallError::Audit(_) = e {
         // No record holds this id: hand out no id that leads nowhere.

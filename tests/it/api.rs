@@ -531,3 +531,61 @@ async fn health_and_readiness() {
     assert_eq!(ready.body["checks"]["log_writable"], true);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn admin_api_needs_the_admin_audience_and_scope() {
+    let app = TestApp::spawn().await;
+    let mut admin = app.claims("ops", "toolgate:admin", &[]);
+    admin["aud"] = json!("toolgate-admin");
+    let admin = app.sign(&admin);
+    let reply = app.get("/admin/status", Some(&admin)).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.body["ready"], true);
+
+    // An agent token with the admin scope but the agent audience is refused...
+    let agent_with_scope = app.token("agent", "toolgate:admin", &[]);
+    assert_eq!(
+        app.get("/admin/status", Some(&agent_with_scope))
+            .await
+            .status,
+        401
+    );
+    // ...and an admin-audience token without the scope gets 403 insufficient_scope.
+    let mut no_scope = app.claims("ops", "", &[]);
+    no_scope["aud"] = json!("toolgate-admin");
+    let reply = app.get("/admin/status", Some(&app.sign(&no_scope))).await;
+    assert_eq!(reply.status, 403);
+    assert!(
+        reply
+            .header("www-authenticate")
+            .unwrap()
+            .contains("insufficient_scope")
+    );
+    // An admin token cannot call tools.
+    assert_eq!(
+        app.invoke(Some(&admin), "demo___echo", json!({ "message": "x" }))
+            .await
+            .status,
+        401
+    );
+
+    let reasons: Vec<(String, String)> = app
+        .decisions()
+        .iter()
+        .map(|r| {
+            (
+                r.record["endpoint"].as_str().unwrap().to_owned(),
+                r.reason.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("admin".to_owned(), "allowed".to_owned()),
+            ("admin".to_owned(), "audience_mismatch".to_owned()),
+            ("admin".to_owned(), "insufficient_scope".to_owned()),
+            ("invoke".to_owned(), "audience_mismatch".to_owned()),
+        ]
+    );
+}

@@ -1,0 +1,52 @@
+//! The admin API under `/admin`: operators' endpoints, guarded by an admin token (the admin
+//! audience and scope, which no agent token carries). Every admin call is recorded.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::app::App;
+use crate::auth::VerifiedToken;
+
+/// The admin routes, nested under `/admin` by [`super::router`].
+pub fn router() -> Router<Arc<App>> {
+    Router::new().route("/status", get(status))
+}
+
+/// Checks the admin token for `action`; on failure returns the response to send.
+pub async fn guard(
+    app: &App,
+    headers: &HeaderMap,
+    action: &str,
+) -> Result<(String, VerifiedToken), Response> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let (decision_id, result) = app.authorize_admin(authorization, action).await;
+    match result {
+        Ok(token) => Ok((decision_id, token)),
+        Err(e) => Err(super::error_with_id(&decision_id, &e)),
+    }
+}
+
+/// `GET /admin/status`: readiness, policy set and tool count.
+async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let (decision_id, _) = match guard(&app, &headers, "admin:status").await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    let readiness = app.readiness();
+    axum::Json(json!({
+        "decision_id": decision_id,
+        "ready": readiness.ready(),
+        "checks": readiness,
+        "tools": app.tools.len(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response()
+}
