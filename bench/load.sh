@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Load test: toolgate's /v1/authorize and /v1/tools/{tool}/invoke beside a bare axum endpoint,
+# at fixed concurrency for a fixed time, with wrk on the same machine. Prints requests/s,
+# latency percentiles, server CPU per request (from /proc) and the ratio toolgate / baseline.
+# Usage: bench/load.sh [DURATION_S=10] [CONNECTIONS=32]. Traffic stays on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+CONNS=${2:-32}
+BASE_PORT=${BASE_PORT:-9400}
+BROKER_PORT=${BROKER_PORT:-9401}
+
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk (Debian package)" >&2
+  (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null
+fi
+command -v openssl >/dev/null || { echo "openssl is required" >&2; exit 1; }
+
+cargo build --release -q --bin toolgate --example bare_baseline --example bench_setup
+WORK=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+openssl genrsa -traditional 2048 2>/dev/null | openssl rsa -traditional -outform DER -out "$WORK/rsa.der" 2>/dev/null
+target/release/examples/bench_setup "$WORK" "http://127.0.0.1:$BASE_PORT/echo" "127.0.0.1:$BROKER_PORT" >/dev/null
+
+target/release/examples/bare_baseline "127.0.0.1:$BASE_PORT" & pids+=($!); BASE_PID=$!
+RUST_LOG=warn target/release/toolgate serve --config "$WORK/toolgate.toml" 2>"$WORK/broker.log" & pids+=($!); BROKER_PID=$!
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$BROKER_PORT/readyz" >/dev/null && break; sleep 0.2; done
+curl -sf "http://127.0.0.1:$BROKER_PORT/readyz" >/dev/null || { cat "$WORK/broker.log"; exit 1; }
+
+TOKEN=$(cat "$WORK/token")
+cat > "$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+wrk.body = io.open(os.getenv("BODY")):read("*a")
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT rps=%.0f p50_us=%d p99_us=%d p999_us=%d errors=%d\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
+    latency:percentile(99.9), summary.errors.status + summary.errors.connect + summary.errors.timeout))
+end
+LUA
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TCK=$(getconf CLK_TCK)
+
+# run NAME PID URL BODY
+run() {
+  local name=$1 pid=$2 url=$3 body=$4 before after out rps reqs
+  before=$(cpu_ticks "$pid")
+  out=$(BODY="$body" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$WORK/post.lua" "$url" | grep RESULT)
+  after=$(cpu_ticks "$pid")
+  rps=$(sed -E 's/.*rps=([0-9]+).*/\1/' <<<"$out")
+  reqs=$((rps * DURATION))
+  local cpu_us=$(( (after - before) * 1000000 / TCK / (reqs > 0 ? reqs : 1) ))
+  echo "$name $out cpu_us_per_req=$cpu_us"
+  eval "RPS_$name=$rps"
+}
+
+echo "machine: $(nproc) cores; ${DURATION}s per run, $CONNS connections, wrk -t1 on the same machine"
+run baseline "$BASE_PID" "http://127.0.0.1:$BASE_PORT/baseline" "$WORK/authorize.json"
+run authorize "$BROKER_PID" "http://127.0.0.1:$BROKER_PORT/v1/authorize" "$WORK/authorize.json"
+run invoke "$BROKER_PID" "http://127.0.0.1:$BROKER_PORT/v1/tools/bench___echo/invoke" "$WORK/invoke.json"
+awk -v a="$RPS_authorize" -v i="$RPS_invoke" -v b="$RPS_baseline" \
+  'BEGIN { printf "ratio authorize/baseline=%.3f invoke/baseline=%.3f\n", a / b, i / b }'
+echo "decision records: $(sqlite3 "$WORK/state/decisions.db" 'select count(*) from decisions' 2>/dev/null || echo '?')"
