@@ -408,3 +408,15 @@ fn load_credential(
     }
     Ok(Some(Credential(value.to_owned())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_debug_is_redacted() {
+        let c = Credential("s3cret-value".to_owned());
+        assert_eq!(format!("{c:?}"), "Credential([redacted])");
+        assert_eq!(c.expose(), "s3cret-value");
+    }
+}
