@@ -81,6 +81,9 @@ pub enum AssertionError {
     /// The body received is not the body the broker signed for.
     #[error("request body does not match the assertion's hash")]
     BodyMismatch,
+    /// The broker's JWKS could not be fetched.
+    #[error("cannot fetch the broker's jwks: {0}")]
+    Jwks(String),
 }
 
 /// What the verifying backend expects.
@@ -164,6 +167,84 @@ pub fn verify_assertion(
         return Err(AssertionError::BodyMismatch);
     }
     Ok(claims)
+}
+
+/// Largest JWKS document a backend accepts from the broker.
+const MAX_JWKS_BYTES: usize = 64 * 1024;
+
+/// A backend's view of the broker's JWKS: fetched once, refetched when an assertion names an
+/// unknown `kid` (the broker rotated), but at most once per `min_refetch` so that forged
+/// `kid`s cannot make the backend hammer the broker.
+pub struct RemoteJwks {
+    url: String,
+    client: reqwest::Client,
+    min_refetch: std::time::Duration,
+    cache: tokio::sync::Mutex<(JwkSet, std::time::Instant)>,
+}
+
+impl std::fmt::Debug for RemoteJwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteJwks")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteJwks {
+    /// Fetches the JWKS at `url` (the broker's `/.well-known/jwks.json`).
+    pub async fn fetch(
+        url: &str,
+        min_refetch: std::time::Duration,
+    ) -> Result<Self, AssertionError> {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| AssertionError::Jwks(e.to_string()))?;
+        let set = fetch_jwks(&client, url).await?;
+        Ok(Self {
+            url: url.to_owned(),
+            client,
+            min_refetch,
+            cache: tokio::sync::Mutex::new((set, std::time::Instant::now())),
+        })
+    }
+
+    /// [`verify_assertion`] against the cached keys, refetching once on an unknown `kid`.
+    pub async fn verify(
+        &self,
+        token: &str,
+        expected: &Expected<'_>,
+    ) -> Result<AssertionClaims, AssertionError> {
+        let mut cache = self.cache.lock().await;
+        let result = verify_assertion(token, &cache.0, expected);
+        if !matches!(result, Err(AssertionError::UnknownKey(_)))
+            || cache.1.elapsed() < self.min_refetch
+        {
+            return result;
+        }
+        let fresh = fetch_jwks(&self.client, &self.url).await?;
+        *cache = (fresh, std::time::Instant::now());
+        verify_assertion(token, &cache.0, expected)
+    }
+}
+
+async fn fetch_jwks(client: &reqwest::Client, url: &str) -> Result<JwkSet, AssertionError> {
+    let error = |e: String| AssertionError::Jwks(e);
+    let mut response = client
+        .get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| error(e.to_string()))?;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| error(e.to_string()))? {
+        if bytes.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(error(format!("larger than {MAX_JWKS_BYTES} bytes")));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&bytes).map_err(|e| error(e.to_string()))
 }
 
 #[cfg(test)]

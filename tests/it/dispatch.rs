@@ -18,7 +18,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use toolgate::signing::SigningKey;
 use toolgate::tools::assertion::{
-    ASSERTION_HEADER, ASSERTION_TYP, AssertionClaims, AssertionError, Expected, verify_assertion,
+    ASSERTION_HEADER, ASSERTION_TYP, AssertionClaims, AssertionError, Expected, RemoteJwks,
+    verify_assertion,
 };
 
 use crate::support::{Options, Received, TestApp};
@@ -242,21 +243,78 @@ async fn idempotent_tools_retry_connection_errors_and_others_do_not() {
     );
 }
 
-#[tokio::test]
-async fn retries_on_a_non_idempotent_tool_are_a_config_error() {
+#[test]
+fn backend_config_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let text = tool("x", "http://127.0.0.1:9/x", false, ", retries = 1");
-    let err = toolgate::config::Config::from_toml_str(
-        &text,
-        Path::new("t.toml"),
-        dir.path(),
-        Vec::<(String, String)>::new(),
-    )
-    .unwrap_err();
+    let cases = [
+        (
+            tool("x", "http://127.0.0.1:9/x", false, ", retries = 1"),
+            "tools[0].backend.retries",
+        ),
+        (
+            tool("x", "http://127.0.0.1:9/x", true, ", retries = 9"),
+            "tools[0].backend.retries",
+        ),
+        (
+            tool("x", "http://127.0.0.1:9/x", false, ", max_concurrent = 0"),
+            "tools[0].backend.max_concurrent",
+        ),
+        (
+            tool("x", "http://127.0.0.1:9/x", false, ", circuit_failures = 0"),
+            "tools[0].backend.circuit_failures",
+        ),
+        (
+            tool(
+                "x",
+                "http://127.0.0.1:9/x",
+                false,
+                ", credential_env = \"A\", credential_file = \"b\"",
+            ),
+            "tools[0].backend.credential_env",
+        ),
+        (
+            tool("x", "http://user:pw@127.0.0.1:9/x", false, ""),
+            "tools[0].backend.url",
+        ),
+    ];
+    for (text, key) in cases {
+        let err = toolgate::config::Config::from_toml_str(
+            &text,
+            Path::new("t.toml"),
+            dir.path(),
+            Vec::<(String, String)>::new(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains(key), "{key}: {err}");
+    }
+}
+
+#[test]
+fn a_missing_credential_is_a_registry_error_naming_the_source_not_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |extra: &str| {
+        let text = tool("x", "http://127.0.0.1:9/x", false, extra);
+        let config = toolgate::config::Config::from_toml_str(
+            &text,
+            Path::new("t.toml"),
+            dir.path(),
+            Vec::<(String, String)>::new(),
+        )
+        .unwrap();
+        toolgate::tools::Registry::from_config(&config, None)
+    };
+    let err = load(", credential_env = \"TOOLGATE_TEST_SURELY_UNSET_VAR\"").unwrap_err();
     assert!(
-        err.to_string().contains("tools[0].backend.retries"),
+        err.to_string()
+            .contains("env `TOOLGATE_TEST_SURELY_UNSET_VAR`"),
         "{err}"
     );
+    std::fs::write(dir.path().join("empty"), "\n").unwrap();
+    let err = load(", credential_file = \"empty\"").unwrap_err();
+    assert!(err.to_string().contains("is empty"), "{err}");
+    std::fs::write(dir.path().join("spaced"), "two words").unwrap();
+    let err = load(", credential_file = \"spaced\"").unwrap_err();
+    assert!(!err.to_string().contains("two words"), "{err}");
 }
 
 #[tokio::test]
@@ -539,6 +597,25 @@ async fn backend_verifies_the_brokers_assertion_and_refuses_forgeries() {
     ));
     // The agent's token itself is not an assertion either.
     assert!(verify_assertion(&token, &jwks, &expected).is_err());
+
+    // The example backend's path (`RemoteJwks`) agrees, refetching on the unknown kid first.
+    let remote = RemoteJwks::fetch(&app.url("/.well-known/jwks.json"), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        remote.verify(&assertion, &expected).await.unwrap(),
+        verified
+    );
+    assert_eq!(
+        remote.verify(&forged, &expected).await,
+        Err(AssertionError::BadSignature)
+    );
+    assert!(matches!(
+        remote
+            .verify(&stranger.sign(ASSERTION_TYP, &good).unwrap(), &expected)
+            .await,
+        Err(AssertionError::UnknownKey(_))
+    ));
 }
 
 #[tokio::test]
@@ -605,6 +682,10 @@ async fn jwks_is_served_and_key_rotation_publishes_then_switches() {
     let jwks = broker_jwks(&app).await;
     assert_eq!(jwks.keys.len(), 1);
     let first_kid = broker_key(&app).kid().to_owned();
+    // A backend's JWKS cache, fetched before the rotation: it must pick up the new key.
+    let remote = RemoteJwks::fetch(&app.url("/.well-known/jwks.json"), Duration::ZERO)
+        .await
+        .unwrap();
     assert_eq!(
         jwks.keys[0].common.key_id.as_deref(),
         Some(first_kid.as_str())
@@ -659,6 +740,8 @@ async fn jwks_is_served_and_key_rotation_publishes_then_switches() {
         body: &received.body,
     };
     verify_assertion(assertion, &jwks, &expected).unwrap();
+    let claims = remote.verify(assertion, &expected).await.unwrap();
+    assert_eq!(claims.tool, "test___rot");
 }
 
 #[tokio::test]
