@@ -96,6 +96,8 @@ pub struct CallResponse {
     pub decision_id: String,
     /// The backend result (`None` for authorize-only), or why the call failed.
     pub outcome: Result<Option<Value>, CallError>,
+    /// The tool answered with this 4xx status: `outcome` holds its error result.
+    pub tool_error: Option<u16>,
 }
 
 /// A tool as listed to a caller.
@@ -207,10 +209,14 @@ impl App {
             endpoint.as_str(),
             now_ms(),
         );
-        let outcome = self.run(endpoint, request, &mut record).await;
+        let mut tool_error = None;
+        let outcome = self
+            .run(endpoint, request, &mut record, &mut tool_error)
+            .await;
         CallResponse {
             decision_id,
             outcome,
+            tool_error,
         }
     }
 
@@ -219,6 +225,7 @@ impl App {
         endpoint: Endpoint,
         request: CallRequest<'_>,
         record: &mut DecisionRecord,
+        tool_error: &mut Option<u16>,
     ) -> Result<Option<Value>, CallError> {
         let mut timer = Timer(Instant::now());
         record.tool = Some(request.tool.chars().take(200).collect());
@@ -356,7 +363,7 @@ impl App {
         // The allow record is durable: only now may the backend be called.
         let (result, duration) = self
             .dispatcher
-            .call(&tool, &arguments, &record.decision_id)
+            .call(&tool, &arguments, &record.decision_id, (&token).into())
             .await;
         let mut outcome = record.clone();
         outcome.kind = RecordKind::Dispatch;
@@ -373,7 +380,7 @@ impl App {
                 status: Some(o.status),
                 duration_us: duration.as_micros() as u64,
                 bytes: o.bytes,
-                error_class: None,
+                error_class: o.is_error.then(|| "tool_error".to_owned()),
             },
             Err(e) => DispatchFacts {
                 status: match e {
@@ -386,6 +393,7 @@ impl App {
             },
         });
         outcome.reason = match &result {
+            Ok(o) if o.is_error => "tool_error".to_owned(),
             Ok(_) => "dispatched".to_owned(),
             Err(e) => e.class().to_owned(),
         };
@@ -394,7 +402,12 @@ impl App {
             tracing::error!(decision_id = %record.decision_id, error = %e, "dispatch outcome could not be recorded");
         }
         match result {
-            Ok(o) => Ok(Some(o.result)),
+            Ok(o) => {
+                if o.is_error {
+                    *tool_error = Some(o.status);
+                }
+                Ok(Some(o.result))
+            }
             Err(e) => {
                 tracing::warn!(decision_id = %record.decision_id, tool = %tool.id, error = %e, "dispatch failed");
                 Err(CallError::Dispatch(e))

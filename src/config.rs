@@ -104,6 +104,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Directory for the decision log, dev keys and other state.
     pub state_dir: PathBuf,
+    /// `iss` of the assertions the broker signs for tool backends.
+    pub broker_issuer: String,
 }
 
 impl Default for ServerConfig {
@@ -111,6 +113,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             state_dir: PathBuf::from(".toolgate"),
+            broker_issuer: "toolgate".to_owned(),
         }
     }
 }
@@ -313,6 +316,23 @@ pub enum BackendConfig {
         /// Largest response body accepted, in bytes.
         #[serde(default = "default_max_response_bytes")]
         max_response_bytes: usize,
+        /// Most calls in flight to this backend; more are refused with 503.
+        #[serde(default = "default_max_concurrent")]
+        max_concurrent: usize,
+        /// Consecutive failures that open the circuit breaker.
+        #[serde(default = "default_circuit_failures")]
+        circuit_failures: u32,
+        /// How long an open circuit refuses calls before letting one probe through, in ms.
+        #[serde(default = "default_circuit_cooldown_ms")]
+        circuit_cooldown_ms: u64,
+        /// Retries on connection errors; only idempotent tools may retry (default 1 for them).
+        retries: Option<u32>,
+        /// Environment variable holding a static credential sent as `Authorization: Bearer`.
+        credential_env: Option<String>,
+        /// File holding a static credential sent as `Authorization: Bearer`.
+        credential_file: Option<PathBuf>,
+        /// `aud` of the broker's assertions for this backend (default: the URL's origin).
+        audience: Option<String>,
     },
     /// One of the built-in demo backends; only with `serve --dev`.
     Demo {
@@ -327,6 +347,18 @@ fn default_timeout_ms() -> u64 {
 fn default_max_response_bytes() -> usize {
     1024 * 1024
 }
+fn default_max_concurrent() -> usize {
+    64
+}
+fn default_circuit_failures() -> u32 {
+    5
+}
+fn default_circuit_cooldown_ms() -> u64 {
+    30_000
+}
+
+/// Most retries a tool may be configured with: each one is another call the backend must absorb.
+pub const MAX_RETRIES: u32 = 5;
 
 impl Config {
     /// Reads, overrides from the environment, parses and validates `path`.
@@ -417,6 +449,9 @@ impl Config {
                 "limits.max_token_bytes",
                 "must leave room within `limits.max_header_bytes`",
             ));
+        }
+        if self.server.broker_issuer.is_empty() {
+            return Err(invalid("server.broker_issuer", "must not be empty"));
         }
         if self.admin.audience.is_empty() || self.admin.scope.is_empty() {
             return Err(invalid("admin", "`audience` and `scope` must not be empty"));
@@ -522,6 +557,13 @@ impl Config {
                     url,
                     timeout_ms,
                     max_response_bytes,
+                    max_concurrent,
+                    circuit_failures,
+                    circuit_cooldown_ms,
+                    retries,
+                    credential_env,
+                    credential_file,
+                    audience,
                 } => {
                     let parsed = reqwest::Url::parse(url)
                         .map_err(|e| invalid(key("backend.url"), format!("`{url}`: {e}")))?;
@@ -535,6 +577,48 @@ impl Config {
                         1,
                         64 * 1024 * 1024,
                     )?;
+                    check_range(&key("backend.max_concurrent"), *max_concurrent, 1, 10_000)?;
+                    check_range(
+                        &key("backend.circuit_failures"),
+                        *circuit_failures as usize,
+                        1,
+                        1_000,
+                    )?;
+                    check_range(
+                        &key("backend.circuit_cooldown_ms"),
+                        *circuit_cooldown_ms as usize,
+                        1,
+                        3_600_000,
+                    )?;
+                    if let Some(n) = retries {
+                        check_range(
+                            &key("backend.retries"),
+                            *n as usize,
+                            0,
+                            MAX_RETRIES as usize,
+                        )?;
+                        if *n > 0 && tool.annotations.idempotent != Some(true) {
+                            return Err(invalid(
+                                key("backend.retries"),
+                                "only tools annotated `idempotent = true` may retry",
+                            ));
+                        }
+                    }
+                    if credential_env.is_some() && credential_file.is_some() {
+                        return Err(invalid(
+                            key("backend.credential_env"),
+                            "give `credential_env` or `credential_file`, not both",
+                        ));
+                    }
+                    if parsed.username() != "" || parsed.password().is_some() {
+                        return Err(invalid(
+                            key("backend.url"),
+                            "must not carry credentials; use `credential_env` or `credential_file`",
+                        ));
+                    }
+                    if audience.as_ref().is_some_and(String::is_empty) {
+                        return Err(invalid(key("backend.audience"), "must not be empty"));
+                    }
                 }
                 BackendConfig::Demo { name } => {
                     if !matches!(name.as_str(), "echo" | "files") {

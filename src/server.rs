@@ -12,6 +12,7 @@ use crate::audit::{AuditLog, AuditOptions, AuditWriterHandle};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::policy::PolicyEngine;
+use crate::tools::broker_keys::BrokerKeys;
 use crate::tools::{DemoUrls, Dispatcher, Registry};
 
 /// A built app and the handle that drains its decision log on shutdown.
@@ -43,7 +44,10 @@ pub fn build(config: Config, demo: Option<&DemoUrls>) -> anyhow::Result<Built> {
         max_batch: config.audit.max_batch,
     })
     .with_context(|| format!("opening the decision log `{}`", config.audit_db().display()))?;
-    let dispatcher = Dispatcher::new().context("building the HTTP client")?;
+    let broker_keys = BrokerKeys::load_or_create(&config.state_dir())
+        .context("loading the broker signing keys")?;
+    let dispatcher = Dispatcher::new(Arc::new(broker_keys), config.server.broker_issuer.clone())
+        .context("building the HTTP client")?;
     let app = App {
         config,
         authenticator,

@@ -1,4 +1,8 @@
-//! The command line: `serve`, `token mint|verify`, `policy validate`, `schema print`.
+//! The command line: `serve`, `token mint|verify`, `policy validate`, `schema print`,
+//! `tools list`, `keys rotate|jwks`.
+
+pub mod keys;
+pub mod tools;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -64,6 +68,51 @@ pub enum Command {
         /// The schema action.
         #[command(subcommand)]
         action: SchemaCommand,
+    },
+    /// Inspect the tool registry.
+    Tools {
+        /// The tools action.
+        #[command(subcommand)]
+        action: ToolsCommand,
+    },
+    /// Manage the broker's own signing keys.
+    Keys {
+        /// The keys action.
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+}
+
+/// `tools` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ToolsCommand {
+    /// Print every registered tool: id, backend URL, annotations, scopes (one JSON per line).
+    List {
+        /// The config file.
+        #[arg(long, default_value = "toolgate.toml")]
+        config: PathBuf,
+    },
+}
+
+/// `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new broker key: published now, signing after `--delay-seconds`, the old key
+    /// retired once its assertions have expired.
+    Rotate {
+        /// The config file.
+        #[arg(long, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// Seconds between publishing the new key and signing with it (at least the JWKS
+        /// cache lifetime, so verifiers know the key before they see it).
+        #[arg(long, default_value_t = crate::tools::broker_keys::DEFAULT_ROTATION_DELAY_SECS)]
+        delay_seconds: u64,
+    },
+    /// Print the broker's JWKS as served at `/.well-known/jwks.json`.
+    Jwks {
+        /// The config file.
+        #[arg(long, default_value = "toolgate.toml")]
+        config: PathBuf,
     },
 }
 
@@ -171,6 +220,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.tools.len(),
                 &snapshot.policy_set_hash[..16]
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tools {
+            action: ToolsCommand::List { config },
+        } => {
+            tools::list(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys { action } => {
+            match action {
+                KeysCommand::Rotate {
+                    config,
+                    delay_seconds,
+                } => keys::rotate(&config, delay_seconds)?,
+                KeysCommand::Jwks { config } => keys::jwks(&config)?,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema {

@@ -50,10 +50,18 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
             let status = match e {
                 DispatchError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 DispatchError::Unreachable
+                | DispatchError::Interrupted
                 | DispatchError::Status(_)
                 | DispatchError::ResponseTooLarge(_)
                 | DispatchError::InvalidResponse => StatusCode::BAD_GATEWAY,
+                DispatchError::Saturated(_) | DispatchError::CircuitOpen { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                DispatchError::Signing => StatusCode::INTERNAL_SERVER_ERROR,
             };
+            if let Some(secs) = e.retry_after_secs() {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
             (status, e.class(), "allow")
         }
     };

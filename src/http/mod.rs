@@ -30,6 +30,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tools", get(list_tools))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/.well-known/jwks.json", get(jwks))
         .nest("/admin", admin::router())
         .layer(middleware::from_fn_with_state(app.clone(), bound_headers))
         // The body is read by the handlers with their own limit, so that an oversized body
@@ -149,6 +150,16 @@ async fn list_tools(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
     }
 }
 
+/// The broker's public keys, for backends verifying its assertions.
+async fn jwks(State(app): State<Arc<App>>) -> Response {
+    let mut response = axum::Json(app.dispatcher.jwks()).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(crate::tools::broker_keys::JWKS_CACHE_CONTROL),
+    );
+    response
+}
+
 async fn healthz() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
@@ -210,7 +221,25 @@ pub fn json_depth(value: &Value) -> usize {
 
 fn call_response(response: CallResponse) -> Response {
     let id = response.decision_id;
-    match response.outcome {
+    match (response.outcome, response.tool_error) {
+        // The tool's own error: the call was carried out, so 200 with an MCP-style `is_error`.
+        (Ok(Some(result)), Some(status)) => with_decision_id(
+            &id,
+            axum::Json(json!({
+                "decision_id": id,
+                "decision": "allow",
+                "is_error": true,
+                "status": status,
+                "result": result,
+            }))
+            .into_response(),
+        ),
+        (outcome, _) => plain_call_response(id, outcome),
+    }
+}
+
+fn plain_call_response(id: String, outcome: Result<Option<Value>, CallError>) -> Response {
+    match outcome {
         Ok(Some(result)) => with_decision_id(
             &id,
             axum::Json(json!({ "decision_id": id, "decision": "allow", "result": result }))

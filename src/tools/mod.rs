@@ -2,6 +2,9 @@
 //!
 //! A tool's public id is `<server>___<name>`; the same id names its Cedar action and resource.
 
+pub mod assertion;
+pub mod breaker;
+pub mod broker_keys;
 pub mod dispatch;
 
 use std::collections::BTreeMap;
@@ -11,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-pub use dispatch::{DispatchError, DispatchOutcome, Dispatcher};
+pub use dispatch::{Caller, DispatchError, DispatchOutcome, Dispatcher};
 
 use crate::config::{BackendConfig, Config, ToolConfig};
 
@@ -37,6 +40,24 @@ pub enum RegistryError {
         /// The tool id.
         tool: String,
         /// What the validator said.
+        reason: String,
+    },
+    /// A backend URL could not be parsed.
+    #[error("tool `{tool}`: invalid backend url: {reason}")]
+    BackendUrl {
+        /// The tool id.
+        tool: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// The backend credential could not be read.
+    #[error("tool `{tool}`: backend credential from {source_name}: {reason}")]
+    Credential {
+        /// The tool id.
+        tool: String,
+        /// `env `NAME`` or `file `PATH``.
+        source_name: String,
+        /// What went wrong (never the credential itself).
         reason: String,
     },
     /// A demo backend outside dev mode, or an unknown one.
@@ -81,17 +102,50 @@ pub struct Annotations {
 }
 
 /// Where a tool's calls go.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Backend {
     /// An HTTP endpoint receiving the arguments as a JSON POST body.
-    Http {
-        /// The endpoint.
-        url: reqwest::Url,
-        /// Total time allowed for one call.
-        timeout: Duration,
-        /// Largest response body accepted.
-        max_response_bytes: usize,
-    },
+    Http(HttpBackend),
+}
+
+/// An HTTP tool backend with its limits and its own concurrency limit and circuit breaker.
+#[derive(Debug)]
+pub struct HttpBackend {
+    /// The endpoint.
+    pub url: reqwest::Url,
+    /// Total time allowed for one call, retries included.
+    pub timeout: Duration,
+    /// Largest response body accepted.
+    pub max_response_bytes: usize,
+    /// Retries after a connection error (0 unless the tool is idempotent).
+    pub retries: u32,
+    /// `aud` of the broker's assertions for this backend.
+    pub audience: String,
+    /// A static credential the broker presents to this backend.
+    pub credential: Option<Credential>,
+    /// Calls in flight are bounded by this semaphore's permits.
+    pub concurrency: Arc<tokio::sync::Semaphore>,
+    /// Most calls in flight.
+    pub max_concurrent: usize,
+    /// Fails calls fast while the backend is down.
+    pub breaker: breaker::CircuitBreaker,
+}
+
+/// A static secret the broker presents to a backend; never printed, logged or stored.
+#[derive(Clone)]
+pub struct Credential(String);
+
+impl Credential {
+    /// The secret, for the `Authorization` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential([redacted])")
+    }
 }
 
 /// A registered tool.
@@ -232,19 +286,43 @@ fn build_tool(
             tool: id.clone(),
             reason: e.to_string(),
         })?;
+    let idempotent = tc.annotations.idempotent.unwrap_or(false);
     let backend = match &tc.backend {
         BackendConfig::Http {
             url,
             timeout_ms,
             max_response_bytes,
-        } => Backend::Http {
-            url: reqwest::Url::parse(url).map_err(|e| RegistryError::InvalidSchema {
+            max_concurrent,
+            circuit_failures,
+            circuit_cooldown_ms,
+            retries,
+            credential_env,
+            credential_file,
+            audience,
+        } => {
+            let url = reqwest::Url::parse(url).map_err(|e| RegistryError::BackendUrl {
                 tool: id.clone(),
-                reason: format!("backend url: {e}"),
-            })?,
-            timeout: Duration::from_millis(*timeout_ms),
-            max_response_bytes: *max_response_bytes,
-        },
+                reason: e.to_string(),
+            })?;
+            let credential = load_credential(config, &id, credential_env, credential_file)?;
+            HttpBackend {
+                audience: audience
+                    .clone()
+                    .unwrap_or_else(|| url.origin().ascii_serialization()),
+                url,
+                timeout: Duration::from_millis(*timeout_ms),
+                max_response_bytes: *max_response_bytes,
+                // Config validation refuses retries on non-idempotent tools; this keeps it so.
+                retries: if idempotent { retries.unwrap_or(1) } else { 0 },
+                credential,
+                concurrency: Arc::new(tokio::sync::Semaphore::new(*max_concurrent)),
+                max_concurrent: *max_concurrent,
+                breaker: breaker::CircuitBreaker::new(
+                    *circuit_failures,
+                    Duration::from_millis(*circuit_cooldown_ms),
+                ),
+            }
+        }
         BackendConfig::Demo { name } => {
             let demo_error = || RegistryError::DemoBackend {
                 tool: id.clone(),
@@ -256,13 +334,21 @@ fn build_tool(
                 "files" => &urls.files,
                 _ => return Err(demo_error()),
             };
-            Backend::Http {
-                url: base.join(&tc.name).map_err(|_| demo_error())?,
+            let url = base.join(&tc.name).map_err(|_| demo_error())?;
+            HttpBackend {
+                audience: url.origin().ascii_serialization(),
+                url,
                 timeout: Duration::from_secs(5),
                 max_response_bytes: 1024 * 1024,
+                retries: 0,
+                credential: None,
+                concurrency: Arc::new(tokio::sync::Semaphore::new(64)),
+                max_concurrent: 64,
+                breaker: breaker::CircuitBreaker::new(5, Duration::from_secs(5)),
             }
         }
     };
+    let backend = Backend::Http(backend);
     let a = &tc.annotations;
     Ok(Tool {
         id,
@@ -281,4 +367,56 @@ fn build_tool(
         },
         backend,
     })
+}
+
+/// Reads a backend's static credential from the environment or a file, trimming one
+/// trailing newline. Errors name the source, never the value.
+fn load_credential(
+    config: &Config,
+    tool: &str,
+    env: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+) -> Result<Option<Credential>, RegistryError> {
+    let (source_name, value) = match (env, file) {
+        (Some(var), _) => (
+            format!("env `{var}`"),
+            std::env::var(var).map_err(|e| e.to_string()),
+        ),
+        (None, Some(path)) => {
+            let path = config.resolve(path);
+            (
+                format!("file `{}`", path.display()),
+                std::fs::read_to_string(&path).map_err(|e| e.to_string()),
+            )
+        }
+        (None, None) => return Ok(None),
+    };
+    let error = |reason: String| RegistryError::Credential {
+        tool: tool.to_owned(),
+        source_name: source_name.clone(),
+        reason,
+    };
+    let value = value.map_err(error)?;
+    let value = value.strip_suffix('\n').unwrap_or(&value);
+    let value = value.strip_suffix('\r').unwrap_or(value);
+    if value.is_empty() {
+        return Err(error("is empty".to_owned()));
+    }
+    // It goes into a header: refuse anything that is not a visible ASCII token.
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(error("must be visible ASCII without spaces".to_owned()));
+    }
+    Ok(Some(Credential(value.to_owned())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_debug_is_redacted() {
+        let c = Credential("s3cret-value".to_owned());
+        assert_eq!(format!("{c:?}"), "Credential([redacted])");
+        assert_eq!(c.expose(), "s3cret-value");
+    }
 }
