@@ -165,6 +165,12 @@ pub struct IssuerConfig {
     /// Require the RFC 9068 `typ: at+jwt` header (turn off only for IdPs that do not send it).
     #[serde(default = "default_true")]
     pub require_at_jwt_typ: bool,
+    /// Refuse tokens without a `jti`.
+    #[serde(default)]
+    pub require_jti: bool,
+    /// Accept each `jti` once (implies `require_jti`); a second use is `token_replayed`.
+    #[serde(default)]
+    pub jti_single_use: bool,
 }
 
 fn default_true() -> bool {

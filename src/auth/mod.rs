@@ -7,7 +7,9 @@
 //! choose which issuer's keys to try.
 
 mod error;
+mod json;
 pub mod keys;
+pub mod revocation;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 pub use error::TokenError;
 pub use keys::{KeySet, KeySetError};
+pub use revocation::{RevocationError, RevocationStore};
 
 use crate::config::{Config, IssuerConfig};
 
@@ -103,6 +106,8 @@ struct Issuer {
 pub struct Authenticator {
     issuers: Vec<Issuer>,
     max_token_bytes: usize,
+    /// Revocations and seen single-use `jti`s; absent in offline tools (`token verify`).
+    revocations: Option<Arc<RevocationStore>>,
 }
 
 impl Authenticator {
@@ -127,7 +132,19 @@ impl Authenticator {
         Ok(Self {
             issuers,
             max_token_bytes: config.limits.max_token_bytes,
+            revocations: None,
         })
+    }
+
+    /// Checks revocations and single-use `jti`s in `store` as the last verification step.
+    pub fn with_revocations(mut self, store: Arc<RevocationStore>) -> Self {
+        self.revocations = Some(store);
+        self
+    }
+
+    /// The revocation store, if one is attached.
+    pub fn revocations(&self) -> Option<&RevocationStore> {
+        self.revocations.as_deref()
     }
 
     /// Re-reads every issuer's JWKS file; a file that fails keeps its last good key set.
@@ -157,7 +174,9 @@ impl Authenticator {
         let parts = self.decode_parts(token)?;
         let issuer = self.issuer_for(&parts.claims)?;
         verify_signature(issuer, &parts, token)?;
-        check_claims(issuer, parts, token, now, &issuer.config.audiences)
+        let verified = check_claims(issuer, parts, token, now, &issuer.config.audiences)?;
+        self.check_revocation(issuer, &verified, now)?;
+        Ok(verified)
     }
 
     /// Verifies a token that must carry `audience` instead of the issuer's agent audiences
@@ -170,7 +189,54 @@ impl Authenticator {
         let parts = self.decode_parts(token)?;
         let issuer = self.issuer_for(&parts.claims)?;
         verify_signature(issuer, &parts, token)?;
-        check_claims(issuer, parts, token, unix_now(), &[audience.to_owned()])
+        let now = unix_now();
+        let verified = check_claims(issuer, parts, token, now, &[audience.to_owned()])?;
+        self.check_revocation(issuer, &verified, now)?;
+        Ok(verified)
+    }
+
+    /// Step 5: revoked `jti`, subject or issuer cut-off, then single-use `jti`. Runs last, so
+    /// only tokens that are otherwise valid are recorded as used. A state database that cannot
+    /// answer refuses the token (fail closed).
+    fn check_revocation(
+        &self,
+        issuer: &Issuer,
+        token: &VerifiedToken,
+        now: i64,
+    ) -> Result<(), TokenError> {
+        let Some(store) = &self.revocations else {
+            return Ok(());
+        };
+        let unavailable = |e: RevocationError| {
+            tracing::error!(error = %e, "revocation check failed; token refused");
+            TokenError::StateUnavailable
+        };
+        if store
+            .is_revoked(
+                &token.issuer,
+                &token.subject,
+                token.jti.as_deref(),
+                token.issued_at,
+                now,
+            )
+            .map_err(unavailable)?
+        {
+            return Err(TokenError::Revoked);
+        }
+        if issuer.config.jti_single_use {
+            let jti = token
+                .jti
+                .as_deref()
+                .ok_or(TokenError::MissingClaim("jti"))?;
+            let until = token.expires_at + issuer.config.leeway_seconds as i64;
+            if !store
+                .first_use(&token.issuer, jti, until, now)
+                .map_err(unavailable)?
+            {
+                return Err(TokenError::Replayed);
+            }
+        }
+        Ok(())
     }
 
     /// Checks only the signature and the algorithm-to-key binding, no claims: for diagnosing
@@ -252,7 +318,8 @@ struct TokenParts {
     claims: Map<String, Value>,
     /// Byte length of `header.payload`, the signed message.
     signed_len: usize,
-    signature_b64: usize,
+    /// The decoded signature.
+    signature: Vec<u8>,
 }
 
 fn decode_parts(token: &str) -> Result<TokenParts, TokenError> {
@@ -266,6 +333,10 @@ fn decode_parts(token: &str) -> Result<TokenParts, TokenError> {
         return Err(TokenError::Malformed("empty signature"));
     }
     let header = decode_json_object(header_b64, "header")?;
+    // The signature must be canonical base64url too: no padding, no stray bits, no garbage.
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature_b64.as_bytes())
+        .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
     let claims = decode_json_object(payload_b64, "claims")?;
     for name in KEY_LOCATING_HEADERS {
         if header.contains_key(*name) {
@@ -296,26 +367,33 @@ fn decode_parts(token: &str) -> Result<TokenParts, TokenError> {
         typ,
         claims,
         signed_len: header_b64.len() + 1 + payload_b64.len(),
-        signature_b64: header_b64.len() + payload_b64.len() + 2,
+        signature,
     })
 }
 
 fn decode_json_object(part: &str, what: &'static str) -> Result<Map<String, Value>, TokenError> {
+    let header = what == "header";
     // The URL-safe no-padding engine rejects padding and non-canonical trailing bits.
     let bytes = URL_SAFE_NO_PAD.decode(part.as_bytes()).map_err(|_| {
-        TokenError::Malformed(if what == "header" {
+        TokenError::Malformed(if header {
             "header is not base64url"
         } else {
             "claims are not base64url"
         })
     })?;
-    match serde_json::from_slice::<Value>(&bytes) {
+    match json::parse(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        _ => Err(TokenError::Malformed(if what == "header" {
+        Ok(_) | Err(json::StrictJsonError::Syntax) => Err(TokenError::Malformed(if header {
             "header is not a JSON object"
         } else {
             "claims are not a JSON object"
         })),
+        Err(json::StrictJsonError::DuplicateKey) => {
+            Err(TokenError::Malformed("duplicate JSON member name"))
+        }
+        Err(json::StrictJsonError::TooDeep | json::StrictJsonError::TooManyEntries) => Err(
+            TokenError::Malformed("JSON nesting or member count over the limit"),
+        ),
     }
 }
 
@@ -335,10 +413,10 @@ fn verify_signature(issuer: &Issuer, parts: &TokenParts, token: &str) -> Result<
         return Err(TokenError::KeyMismatch);
     }
     let message = &token.as_bytes()[..parts.signed_len];
-    let signature = &token[parts.signature_b64..];
-    match jsonwebtoken::crypto::verify(signature, message, key.decoding_key(), alg) {
-        Ok(true) => Ok(()),
-        Ok(false) | Err(_) => Err(TokenError::BadSignature),
+    if key.verify(alg, message, &parts.signature) {
+        Ok(())
+    } else {
+        Err(TokenError::BadSignature)
     }
 }
 
@@ -458,6 +536,9 @@ fn check_claims(
     };
     let client_id = optional_string("client_id")?;
     let jti = optional_string("jti")?;
+    if jti.is_none() && (cfg.require_jti || cfg.jti_single_use) {
+        return Err(TokenError::MissingClaim("jti"));
+    }
     let actors = delegation_chain(claims.get("act"))?;
 
     Ok(VerifiedToken {

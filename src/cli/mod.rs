@@ -1,4 +1,6 @@
-//! The command line: `serve`, `token mint|verify`, `policy validate`, `schema print`.
+//! The command line: `serve`, `token mint|verify`, `revoke`, `policy validate`, `schema print`.
+
+pub mod revoke;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -59,6 +61,8 @@ pub enum Command {
         #[command(subcommand)]
         action: PolicyCommand,
     },
+    /// Revoke tokens (by `jti`, subject or issuer) or list revocations.
+    Revoke(revoke::RevokeArgs),
     /// Print the generated Cedar schema.
     Schema {
         /// The schema action.
@@ -160,6 +164,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { action } => token(action),
+        Command::Revoke(args) => revoke::run(args),
         Command::Policy {
             action: PolicyCommand::Validate { config },
         } => {
@@ -323,6 +328,8 @@ fn standalone_config(jwks: PathBuf, issuer: String, audience: String) -> anyhow:
             max_lifetime_seconds: 3600,
             groups_claim: "groups".to_owned(),
             require_at_jwt_typ: false,
+            require_jti: false,
+            jti_single_use: false,
         }],
         policy: Default::default(),
         audit: Default::default(),
