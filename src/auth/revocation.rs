@@ -122,7 +122,7 @@ pub struct Revocation {
     pub issuer: Option<String>,
     /// The `jti` or subject (`None` for an issuer-wide revocation).
     pub value: Option<String>,
-    /// Tokens issued (`iat`) before this Unix time are revoked (subject and issuer kinds).
+    /// Tokens issued (`iat`) at or before this Unix time are revoked (subject and issuer kinds).
     pub before: i64,
     /// When it was recorded.
     pub created_at: i64,
@@ -334,8 +334,10 @@ impl RevocationStore {
         Ok(out)
     }
 
-    /// Whether a token is revoked. A token without `iat` counts as issued before any cut-off
-    /// of its subject or issuer: we cannot show it was issued after, so we fail closed.
+    /// Whether a token is revoked. `iat` is in whole seconds, so a token issued in the very
+    /// second of the cut-off counts as before it (fail closed; the client just gets a new
+    /// token). A token without `iat` counts as issued before any cut-off of its subject or
+    /// issuer: we cannot show it was issued after.
     pub fn is_revoked(
         &self,
         issuer: &str,
@@ -349,8 +351,8 @@ impl RevocationStore {
             "SELECT EXISTS (SELECT 1 FROM revocations
                WHERE expires_at >= ?1 AND (issuer IS NULL OR issuer = ?2) AND (
                     (kind = 'jti' AND value = ?3)
-                 OR (kind = 'subject' AND value = ?4 AND ?5 < before)
-                 OR (kind = 'issuer' AND ?5 < before)))",
+                 OR (kind = 'subject' AND value = ?4 AND ?5 <= before)
+                 OR (kind = 'issuer' AND ?5 <= before)))",
             params![now, issuer, jti, subject, iat.unwrap_or(i64::MIN)],
             |r| r.get::<_, bool>(0),
         )
