@@ -223,7 +223,7 @@ impl App {
         let mut timer = Timer(Instant::now());
         record.tool = Some(request.tool.chars().take(200).collect());
 
-        let token = match self.authenticate(request.authorization) {
+        let token = match self.authenticate(request.authorization).await {
             Ok(token) => token,
             Err(e) => {
                 return Err(self
@@ -402,9 +402,9 @@ impl App {
         }
     }
 
-    fn authenticate(&self, authorization: Option<&str>) -> Result<VerifiedToken, TokenError> {
+    async fn authenticate(&self, authorization: Option<&str>) -> Result<VerifiedToken, TokenError> {
         let token = auth::bearer_token(authorization)?;
-        self.authenticator.verify(token)
+        self.authenticator.verify_fresh(token).await
     }
 
     async fn commit(&self, record: &DecisionRecord) -> Result<(), CallError> {
@@ -450,8 +450,14 @@ impl App {
             DecisionRecord::new(decision_id.clone(), request_id(None), "admin", now_ms());
         record.tool = Some(action.to_owned());
         let admin = &self.config.admin;
-        let verified = auth::bearer_token(authorization)
-            .and_then(|t| self.authenticator.verify_for_audience(t, &admin.audience));
+        let verified = match auth::bearer_token(authorization) {
+            Ok(t) => {
+                self.authenticator
+                    .verify_for_audience_fresh(t, &admin.audience)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         let token = match verified {
             Ok(t) => t,
             Err(e) => {
@@ -489,7 +495,7 @@ impl App {
         let decision_id = uuid::Uuid::now_v7().to_string();
         let mut record =
             DecisionRecord::new(decision_id.clone(), request_id(None), "list", now_ms());
-        let token = match self.authenticate(authorization) {
+        let token = match self.authenticate(authorization).await {
             Ok(t) => t,
             Err(e) => {
                 let err = self

@@ -70,6 +70,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let Built { app, audit_writer } = built;
+    app.authenticator.start_refresh();
     crate::http::serve(listener, app.clone(), shutdown)
         .await
         .context("serving HTTP")?;

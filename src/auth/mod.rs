@@ -9,6 +9,7 @@
 mod error;
 mod json;
 pub mod keys;
+pub mod remote;
 pub mod revocation;
 
 use std::collections::BTreeSet;
@@ -48,6 +49,14 @@ pub enum AuthSetupError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// A remote key source could not be set up.
+    #[error("remote keys for issuer `{issuer}`: {source}")]
+    Remote {
+        /// The issuer.
+        issuer: String,
+        /// What was wrong.
+        source: remote::RemoteKeysError,
     },
     /// A JWKS file has no usable key.
     #[error("JWKS file `{path}` for issuer `{issuer}`: {source}")]
@@ -98,8 +107,13 @@ pub struct VerifiedToken {
 struct Issuer {
     config: IssuerConfig,
     algorithms: Vec<Algorithm>,
-    jwks_path: PathBuf,
-    keys: ArcSwap<KeySet>,
+    source: KeySource,
+    keys: Arc<ArcSwap<KeySet>>,
+}
+
+enum KeySource {
+    File(PathBuf),
+    Remote(Arc<remote::RemoteKeys>),
 }
 
 /// Verifies bearer tokens against the configured issuers.
@@ -115,8 +129,22 @@ impl Authenticator {
     pub fn from_config(config: &Config) -> Result<Self, AuthSetupError> {
         let mut issuers = Vec::new();
         for iss in &config.issuers {
-            let jwks_path = config.resolve(&iss.jwks_file);
-            let keys = load_key_set(&iss.issuer, &jwks_path)?;
+            let keys = Arc::new(ArcSwap::from_pointee(KeySet::default()));
+            let source = match &iss.jwks_file {
+                Some(file) => {
+                    let path = config.resolve(file);
+                    keys.store(Arc::new(load_key_set(&iss.issuer, &path)?));
+                    KeySource::File(path)
+                }
+                None => KeySource::Remote(Arc::new(
+                    remote::RemoteKeys::new(iss, keys.clone()).map_err(|source| {
+                        AuthSetupError::Remote {
+                            issuer: iss.issuer.clone(),
+                            source,
+                        }
+                    })?,
+                )),
+            };
             let algorithms = iss
                 .algorithms
                 .iter()
@@ -125,8 +153,8 @@ impl Authenticator {
             issuers.push(Issuer {
                 config: iss.clone(),
                 algorithms,
-                jwks_path,
-                keys: ArcSwap::from_pointee(keys),
+                source,
+                keys,
             });
         }
         Ok(Self {
@@ -151,7 +179,10 @@ impl Authenticator {
     pub fn reload_keys(&self) -> Vec<AuthSetupError> {
         let mut errors = Vec::new();
         for issuer in &self.issuers {
-            match load_key_set(&issuer.config.issuer, &issuer.jwks_path) {
+            let KeySource::File(path) = &issuer.source else {
+                continue;
+            };
+            match load_key_set(&issuer.config.issuer, path) {
                 Ok(keys) => issuer.keys.store(Arc::new(keys)),
                 Err(e) => errors.push(e),
             }
@@ -159,9 +190,80 @@ impl Authenticator {
         errors
     }
 
-    /// Whether every issuer has at least one key.
+    /// Starts the background refresh of every remote key source (needs a Tokio runtime).
+    /// Each loop ends by itself once the authenticator is dropped.
+    pub fn start_refresh(&self) {
+        for issuer in &self.issuers {
+            if let KeySource::Remote(remote) = &issuer.source {
+                remote.spawn_refresh_loop();
+            }
+        }
+    }
+
+    /// Fetches every remote key set once, now (for one-shot tools like `token verify`).
+    pub async fn refresh_remote(&self) {
+        for issuer in &self.issuers {
+            if let KeySource::Remote(remote) = &issuer.source {
+                remote.refresh().await;
+            }
+        }
+    }
+
+    /// Whether every issuer has at least one key, and remote ones a fresh enough set.
     pub fn ready(&self) -> bool {
-        !self.issuers.is_empty() && self.issuers.iter().all(|i| !i.keys.load().is_empty())
+        let now = unix_now();
+        !self.issuers.is_empty()
+            && self.issuers.iter().all(|i| {
+                !i.keys.load().is_empty()
+                    && match &i.source {
+                        KeySource::File(_) => true,
+                        KeySource::Remote(r) => r.fresh(now),
+                    }
+            })
+    }
+
+    /// [`Self::verify`], but an unknown `kid` or missing keys of a remote issuer first
+    /// trigger a (rate-limited, single-flight) refetch and one retry.
+    pub async fn verify_fresh(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        self.with_refetch(token, || self.verify(token)).await
+    }
+
+    /// [`Self::verify_for_audience`] with the same refetch-on-unknown-`kid` as
+    /// [`Self::verify_fresh`].
+    pub async fn verify_for_audience_fresh(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<VerifiedToken, TokenError> {
+        self.with_refetch(token, || self.verify_for_audience(token, audience))
+            .await
+    }
+
+    async fn with_refetch<T>(
+        &self,
+        token: &str,
+        attempt: impl Fn() -> Result<T, TokenError>,
+    ) -> Result<T, TokenError> {
+        match attempt() {
+            Err(e @ (TokenError::UnknownKid | TokenError::KeysUnavailable)) => {
+                // Only a well-formed token naming a remote issuer gets here; the refetch is
+                // rate-limited per issuer, so a stream of invented kids costs the IdP at most
+                // one fetch per interval.
+                let remote = self
+                    .decode_parts(token)
+                    .ok()
+                    .and_then(|parts| self.issuer_for(&parts.claims).ok())
+                    .and_then(|issuer| match &issuer.source {
+                        KeySource::Remote(r) => Some(r.clone()),
+                        KeySource::File(_) => None,
+                    });
+                match remote {
+                    Some(r) if r.refetch_on_demand().await => attempt(),
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Verifies a compact JWT at the current time.
@@ -404,7 +506,13 @@ fn verify_signature(issuer: &Issuer, parts: &TokenParts, token: &str) -> Result<
         .ok()
         .filter(|a| issuer.algorithms.contains(a))
         .ok_or_else(|| TokenError::AlgorithmNotAllowed(parts.alg.chars().take(16).collect()))?;
-    let keys = issuer.keys.load_full();
+    if let KeySource::Remote(remote) = &issuer.source
+        && !remote.fresh(unix_now())
+    {
+        // The IdP has been unreachable longer than the allowed staleness: fail closed.
+        return Err(TokenError::KeysUnavailable);
+    }
+    let keys = issuer.keys.load();
     if keys.is_empty() {
         return Err(TokenError::KeysUnavailable);
     }

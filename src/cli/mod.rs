@@ -273,6 +273,12 @@ fn token(action: TokenCommand) -> anyhow::Result<ExitCode> {
                 _ => load_config(&config)?,
             };
             let authenticator = Authenticator::from_config(&config)?;
+            // Remote key sets are fetched once; file ones are already loaded.
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(authenticator.refresh_remote());
             let result = if signature_only {
                 authenticator
                     .verify_signature_only(&token)
@@ -319,7 +325,10 @@ fn standalone_config(jwks: PathBuf, issuer: String, audience: String) -> anyhow:
         issuers: vec![IssuerConfig {
             issuer,
             audiences: vec![audience],
-            jwks_file: jwks,
+            jwks_file: Some(jwks),
+            jwks_url: None,
+            discovery: false,
+            remote_keys: Default::default(),
             algorithms: crate::config::ASYMMETRIC_ALGORITHMS
                 .iter()
                 .map(|s| (*s).to_owned())

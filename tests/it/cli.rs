@@ -47,7 +47,9 @@ async fn token_verify_prints_claims_or_the_reason() {
     let (other_key, _) = toolgate::signing::SigningKey::generate().unwrap();
     let foreign = {
         // Another key's signature under our kid.
-        let t = other_key.sign("at+jwt", &app.claims("agent", "", &[])).unwrap();
+        let t = other_key
+            .sign("at+jwt", &app.claims("agent", "", &[]))
+            .unwrap();
         let (_, rest) = t.split_once('.').unwrap();
         let head = good.split('.').next().unwrap();
         format!("{head}.{rest}")
@@ -56,7 +58,11 @@ async fn token_verify_prints_claims_or_the_reason() {
     let standalone = ["--jwks", jwks, "--issuer", ISSUER, "--audience", AUDIENCE];
     for args in [vec!["--config", config], standalone.to_vec()] {
         let (out, json) = verify(&[args.clone(), vec![good.as_str()]].concat(), None);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(json["claims"]["sub"], "agent");
         assert_eq!(json["header"]["typ"], "at+jwt");
         assert_eq!(json["verified"]["issuer"], ISSUER);
@@ -80,13 +86,24 @@ async fn token_verify_prints_claims_or_the_reason() {
         assert_eq!(json["reason"], "bad_signature");
 
         // `-` reads the token from standard input.
-        let (out, json) = verify(&[args.clone(), vec!["-"]].concat(), Some(&format!("{good}\n")));
+        let (out, json) = verify(
+            &[args.clone(), vec!["-"]].concat(),
+            Some(&format!("{good}\n")),
+        );
         assert!(out.status.success());
         assert_eq!(json["claims"]["sub"], "agent");
     }
     // A wrong audience in standalone mode.
     let (out, json) = verify(
-        &["--jwks", jwks, "--issuer", ISSUER, "--audience", "elsewhere", good.as_str()],
+        &[
+            "--jwks",
+            jwks,
+            "--issuer",
+            ISSUER,
+            "--audience",
+            "elsewhere",
+            good.as_str(),
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(2));

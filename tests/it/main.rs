@@ -5,5 +5,6 @@
 mod api;
 mod cli;
 mod revocation;
+mod rotation;
 mod support;
 mod tokens;
