@@ -56,6 +56,9 @@ pub enum CallError {
     /// The backend failed.
     #[error("{0}")]
     Dispatch(DispatchError),
+    /// The state database (revocations) could not be read or written.
+    #[error("the revocation store is unavailable")]
+    StateUnavailable,
 }
 
 /// Which API entry point a call came through.

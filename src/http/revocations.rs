@@ -83,13 +83,5 @@ pub async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
 }
 
 fn unavailable(decision_id: &str) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(json!({
-            "decision_id": decision_id,
-            "error": "state_unavailable",
-            "message": "the revocation store is unavailable",
-        })),
-    )
-        .into_response()
+    super::error_with_id(decision_id, &CallError::StateUnavailable)
 }
