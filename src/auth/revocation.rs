@@ -408,3 +408,89 @@ impl RevocationStore {
 pub fn state_db_path(config: &Config) -> PathBuf {
     config.state_dir().join("state.db")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::from_toml_str(
+            r#"
+[[issuers]]
+issuer = "https://idp.test"
+audiences = ["a"]
+jwks_file = "jwks.json"
+algorithms = ["EdDSA"]
+max_lifetime_seconds = 600
+leeway_seconds = 10
+"#,
+            Path::new("t.toml"),
+            Path::new("/base"),
+            std::iter::empty(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn revocations_match_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RevocationStore::open(&dir.path().join("state.db")).unwrap();
+        let config = config();
+        let now = 1_000_000;
+        let subject = RevocationRequest {
+            subject: Some("alice".to_owned()),
+            ..Default::default()
+        };
+        let rev = store.revoke(&config, &subject, now).unwrap();
+        assert_eq!(rev.expires_at, now + 600 + 20);
+        let iss = "https://idp.test";
+        // Issued at or before the cut-off, or with no `iat`: revoked. After: not.
+        assert!(
+            store
+                .is_revoked(iss, "alice", None, Some(now), now)
+                .unwrap()
+        );
+        assert!(store.is_revoked(iss, "alice", None, None, now).unwrap());
+        assert!(
+            !store
+                .is_revoked(iss, "alice", None, Some(now + 1), now)
+                .unwrap()
+        );
+        assert!(
+            !store
+                .is_revoked(iss, "bob", None, Some(now - 5), now)
+                .unwrap()
+        );
+        // Once every affected token has expired the entry no longer matches or lists.
+        let later = rev.expires_at + 1;
+        assert!(
+            !store
+                .is_revoked(iss, "alice", None, Some(now), later)
+                .unwrap()
+        );
+        assert!(store.list(later).unwrap().is_empty());
+        assert_eq!(store.list(now).unwrap(), vec![rev]);
+
+        let jti = RevocationRequest {
+            jti: Some("j1".to_owned()),
+            issuer: Some("https://other.test".to_owned()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            store.revoke(&config, &jti, now),
+            Err(RevocationError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn single_use_jti_is_seen_once_until_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RevocationStore::open(&dir.path().join("state.db")).unwrap();
+        assert!(store.first_use("i", "j", 100, 50).unwrap());
+        assert!(!store.first_use("i", "j", 100, 60).unwrap());
+        assert!(store.first_use("other", "j", 100, 60).unwrap());
+        // After its expiry the entry is replaced (the old token is expired anyway).
+        assert!(store.first_use("i", "j", 300, 101).unwrap());
+        assert!(!store.first_use("i", "j", 300, 102).unwrap());
+    }
+}

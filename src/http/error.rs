@@ -48,7 +48,11 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
         }
         CallError::StateUnavailable => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            (StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", "error")
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state_unavailable",
+                "error",
+            )
         }
         CallError::Dispatch(e) => {
             let status = match e {
