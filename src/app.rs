@@ -56,6 +56,9 @@ pub enum CallError {
     /// The backend failed.
     #[error("{0}")]
     Dispatch(DispatchError),
+    /// The state database (revocations) could not be read or written.
+    #[error("the revocation store is unavailable")]
+    StateUnavailable,
 }
 
 /// Which API entry point a call came through.
@@ -230,7 +233,7 @@ impl App {
         let mut timer = Timer(Instant::now());
         record.tool = Some(request.tool.chars().take(200).collect());
 
-        let token = match self.authenticate(request.authorization) {
+        let token = match self.authenticate(request.authorization).await {
             Ok(token) => token,
             Err(e) => {
                 return Err(self
@@ -415,9 +418,9 @@ impl App {
         }
     }
 
-    fn authenticate(&self, authorization: Option<&str>) -> Result<VerifiedToken, TokenError> {
+    async fn authenticate(&self, authorization: Option<&str>) -> Result<VerifiedToken, TokenError> {
         let token = auth::bearer_token(authorization)?;
-        self.authenticator.verify(token)
+        self.authenticator.verify_fresh(token).await
     }
 
     async fn commit(&self, record: &DecisionRecord) -> Result<(), CallError> {
@@ -463,8 +466,14 @@ impl App {
             DecisionRecord::new(decision_id.clone(), request_id(None), "admin", now_ms());
         record.tool = Some(action.to_owned());
         let admin = &self.config.admin;
-        let verified = auth::bearer_token(authorization)
-            .and_then(|t| self.authenticator.verify_for_audience(t, &admin.audience));
+        let verified = match auth::bearer_token(authorization) {
+            Ok(t) => {
+                self.authenticator
+                    .verify_for_audience_fresh(t, &admin.audience)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         let token = match verified {
             Ok(t) => t,
             Err(e) => {
@@ -502,7 +511,7 @@ impl App {
         let decision_id = uuid::Uuid::now_v7().to_string();
         let mut record =
             DecisionRecord::new(decision_id.clone(), request_id(None), "list", now_ms());
-        let token = match self.authenticate(authorization) {
+        let token = match self.authenticate(authorization).await {
             Ok(t) => t,
             Err(e) => {
                 let err = self

@@ -152,8 +152,19 @@ pub struct IssuerConfig {
     pub issuer: String,
     /// Accepted `aud` values; at least one is mandatory.
     pub audiences: Vec<String>,
-    /// A JWKS file holding the issuer's public keys.
-    pub jwks_file: PathBuf,
+    /// A JWKS file holding the issuer's public keys (one of `jwks_file`, `jwks_url`,
+    /// `discovery`).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL, fetched and refreshed in the background.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Find the JWKS URL by OIDC discovery (`{issuer}/.well-known/openid-configuration`).
+    #[serde(default)]
+    pub discovery: bool,
+    /// How remote keys are fetched and refreshed.
+    #[serde(default)]
+    pub remote_keys: RemoteKeysConfig,
     /// Accepted signature algorithms (asymmetric only).
     pub algorithms: Vec<String>,
     /// Clock-skew tolerance for `exp`, `nbf` and `iat`, in seconds.
@@ -168,10 +179,51 @@ pub struct IssuerConfig {
     /// Require the RFC 9068 `typ: at+jwt` header (turn off only for IdPs that do not send it).
     #[serde(default = "default_true")]
     pub require_at_jwt_typ: bool,
+    /// Refuse tokens without a `jti`.
+    #[serde(default)]
+    pub require_jti: bool,
+    /// Accept each `jti` once (implies `require_jti`); a second use is `token_replayed`.
+    #[serde(default)]
+    pub jti_single_use: bool,
 }
 
 fn default_true() -> bool {
     true
+}
+
+/// `[issuers.remote_keys]`: refresh and fetch bounds for `jwks_url` and `discovery`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteKeysConfig {
+    /// Shortest refresh interval, whatever `Cache-Control` says.
+    pub min_refresh_seconds: u64,
+    /// Longest refresh interval; also used when the response has no `max-age`.
+    pub max_refresh_seconds: u64,
+    /// Least time between two refetches caused by an unknown `kid`: attacker-chosen `kid`s
+    /// cannot make us fetch more often than this.
+    pub unknown_kid_min_interval_seconds: u64,
+    /// How long the last good key set keeps serving while the IdP is unreachable; after
+    /// that the issuer fails closed (`keys_unavailable`).
+    pub max_staleness_seconds: u64,
+    /// Total time allowed for one fetch.
+    pub fetch_timeout_ms: u64,
+    /// Largest discovery document or JWKS accepted, in bytes.
+    pub max_response_bytes: usize,
+}
+
+impl Default for RemoteKeysConfig {
+    fn default() -> Self {
+        Self {
+            min_refresh_seconds: 60,
+            max_refresh_seconds: 3600,
+            unknown_kid_min_interval_seconds: 10,
+            // Long enough to ride out an IdP outage, short enough that a key removed for
+            // compromise stops working within the day even if we cannot reach the IdP.
+            max_staleness_seconds: 6 * 3600,
+            fetch_timeout_ms: 5000,
+            max_response_bytes: 256 * 1024,
+        }
+    }
 }
 
 fn default_leeway() -> u64 {
@@ -523,6 +575,58 @@ impl Config {
             if iss.groups_claim.is_empty() {
                 return Err(invalid(key("groups_claim"), "must not be empty"));
             }
+            let sources = usize::from(iss.jwks_file.is_some())
+                + usize::from(iss.jwks_url.is_some())
+                + usize::from(iss.discovery);
+            if sources != 1 {
+                return Err(invalid(
+                    key("jwks_file"),
+                    "give exactly one key source: `jwks_file`, `jwks_url` or `discovery = true`",
+                ));
+            }
+            if let Some(url) = &iss.jwks_url {
+                check_http_url(&key("jwks_url"), url)?;
+            }
+            if iss.discovery {
+                check_http_url(&key("issuer"), &iss.issuer)?;
+            }
+            let r = &iss.remote_keys;
+            check_range(
+                &key("remote_keys.min_refresh_seconds"),
+                r.min_refresh_seconds as usize,
+                1,
+                86_400,
+            )?;
+            check_range(
+                &key("remote_keys.max_refresh_seconds"),
+                r.max_refresh_seconds as usize,
+                r.min_refresh_seconds as usize,
+                86_400,
+            )?;
+            check_range(
+                &key("remote_keys.unknown_kid_min_interval_seconds"),
+                r.unknown_kid_min_interval_seconds as usize,
+                1,
+                3600,
+            )?;
+            check_range(
+                &key("remote_keys.max_staleness_seconds"),
+                r.max_staleness_seconds as usize,
+                r.min_refresh_seconds as usize,
+                7 * 86_400,
+            )?;
+            check_range(
+                &key("remote_keys.fetch_timeout_ms"),
+                r.fetch_timeout_ms as usize,
+                100,
+                60_000,
+            )?;
+            check_range(
+                &key("remote_keys.max_response_bytes"),
+                r.max_response_bytes,
+                1024,
+                4 * 1024 * 1024,
+            )?;
         }
 
         let mut ids = BTreeSet::new();
@@ -653,6 +757,14 @@ fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
             key,
             format!("`{name}` must not contain `___`, the server/tool separator"),
         ));
+    }
+    Ok(())
+}
+
+fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(key, format!("`{url}`: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(key, format!("`{url}` is not an http or https URL")));
     }
     Ok(())
 }

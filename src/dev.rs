@@ -85,7 +85,11 @@ impl DevIssuer {
             .context("dev mode needs at least one `[[issuers]]` entry: the dev issuer")?;
         let key_path = config.state_dir().join(DEV_KEY_FILE);
         let (key, created) = SigningKey::load_or_create(&key_path).context("dev issuer key")?;
-        let jwks_path: PathBuf = config.resolve(&issuer.jwks_file);
+        let jwks_file = issuer
+            .jwks_file
+            .as_ref()
+            .context("the dev issuer needs a `jwks_file` key source")?;
+        let jwks_path: PathBuf = config.resolve(jwks_file);
         if let Some(dir) = jwks_path.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating `{}`", dir.display()))?;

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::audit::{AuditLog, AuditOptions, AuditWriterHandle};
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, RevocationStore};
 use crate::config::Config;
 use crate::policy::PolicyEngine;
 use crate::tools::broker_keys::BrokerKeys;
@@ -25,7 +25,10 @@ pub struct Built {
 
 /// Loads every stage from `config`; demo backends resolve only when `demo` is given.
 pub fn build(config: Config, demo: Option<&DemoUrls>) -> anyhow::Result<Built> {
-    let authenticator = Authenticator::from_config(&config).context("loading issuer keys")?;
+    let revocations = RevocationStore::open_for(&config).context("opening the state database")?;
+    let authenticator = Authenticator::from_config(&config)
+        .context("loading issuer keys")?
+        .with_revocations(Arc::new(revocations));
     let tools = Registry::from_config(&config, demo).context("loading the tool registry")?;
     let schema_stub = config.resolve(&config.policy.schema);
     let policies_dir = config.resolve(&config.policy.dir);
@@ -71,6 +74,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let Built { app, audit_writer } = built;
+    app.authenticator.start_refresh();
     crate::http::serve(listener, app.clone(), shutdown)
         .await
         .context("serving HTTP")?;

@@ -66,6 +66,15 @@ pub enum TokenError {
     /// The issuer's keys are not available.
     #[error("issuer keys are unavailable")]
     KeysUnavailable,
+    /// The token, its subject or its issuer was revoked.
+    #[error("token has been revoked")]
+    Revoked,
+    /// A single-use `jti` was presented again.
+    #[error("token has already been used")]
+    Replayed,
+    /// The revocation state could not be read; the token is refused.
+    #[error("revocation state is unavailable")]
+    StateUnavailable,
 }
 
 impl TokenError {
@@ -91,6 +100,9 @@ impl TokenError {
             TokenError::InvalidClaim(_) => "invalid_claim",
             TokenError::DelegationTooDeep => "delegation_too_deep",
             TokenError::KeysUnavailable => "keys_unavailable",
+            TokenError::Revoked => "token_revoked",
+            TokenError::Replayed => "token_replayed",
+            TokenError::StateUnavailable => "revocation_unavailable",
         }
     }
 

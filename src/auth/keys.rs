@@ -2,6 +2,7 @@
 
 use std::str::FromStr;
 
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
@@ -34,17 +35,22 @@ pub enum KeySetError {
 pub struct VerificationKey {
     /// The key id, if the JWK had one.
     pub kid: Option<String>,
-    /// The parsed key.
+    /// The key as jsonwebtoken parsed it (validates the JWK; kept for comparison benches).
     key: DecodingKey,
-    /// Algorithms this key may verify: from its `alg`, else from its type and curve.
-    algorithms: Vec<Algorithm>,
+    /// Algorithms this key may verify (from its `alg`, else from its type and curve), each
+    /// with the key pre-parsed by aws-lc-rs for that algorithm, so verifying a token parses
+    /// and allocates no key material.
+    verifiers: Vec<(Algorithm, ParsedPublicKey)>,
 }
 
 impl std::fmt::Debug for VerificationKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VerificationKey")
             .field("kid", &self.kid)
-            .field("algorithms", &self.algorithms)
+            .field(
+                "algorithms",
+                &self.verifiers.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -57,7 +63,16 @@ impl VerificationKey {
 
     /// Whether this key may verify `alg`.
     pub fn allows(&self, alg: Algorithm) -> bool {
-        self.algorithms.contains(&alg)
+        self.verifiers.iter().any(|(a, _)| *a == alg)
+    }
+
+    /// Whether `signature` over `message` verifies with this key under `alg` (false when the
+    /// key may not verify `alg`). aws-lc-rs does the work on the pre-parsed key.
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.verifiers
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .is_some_and(|(_, key)| key.verify_sig(message, signature).is_ok())
     }
 }
 
@@ -177,9 +192,57 @@ fn parse_key(entry: &serde_json::Value) -> Result<VerificationKey, String> {
         None => by_type,
     };
     let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key material: {e}"))?;
+    let verifiers = algorithms
+        .into_iter()
+        .map(|alg| Ok((alg, parse_for(&jwk.algorithm, alg)?)))
+        .collect::<Result<Vec<_>, String>>()?;
     Ok(VerificationKey {
         kid,
         key,
-        algorithms,
+        verifiers,
     })
+}
+
+/// Parses the public key once for `alg` (whose fit with the key type is already checked).
+fn parse_for(params: &AlgorithmParameters, alg: Algorithm) -> Result<ParsedPublicKey, String> {
+    let decode = |field: &str, value: &str| {
+        URL_SAFE_NO_PAD
+            .decode(value.as_bytes())
+            .map_err(|_| format!("`{field}` is not base64url"))
+    };
+    let rejected = |e: aws_lc_rs::error::KeyRejected| format!("unusable key material: {e}");
+    match params {
+        AlgorithmParameters::RSA(rsa) => {
+            let components = RsaPublicKeyComponents {
+                n: decode("n", &rsa.n)?,
+                e: decode("e", &rsa.e)?,
+            };
+            let params: &'static sig::RsaParameters = match alg {
+                Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+                Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+                Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+                Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+                Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+                Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+                other => return Err(format!("`{other:?}` does not fit an RSA key")),
+            };
+            components.to_parsed_public_key(params).map_err(rejected)
+        }
+        AlgorithmParameters::EllipticCurve(ec) => {
+            let algorithm: &'static dyn sig::VerificationAlgorithm = match alg {
+                Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+                Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+                other => return Err(format!("`{other:?}` does not fit an EC key")),
+            };
+            // SEC1 uncompressed point: 0x04 || x || y.
+            let mut point = vec![0x04];
+            point.extend(decode("x", &ec.x)?);
+            point.extend(decode("y", &ec.y)?);
+            ParsedPublicKey::new(algorithm, point).map_err(rejected)
+        }
+        AlgorithmParameters::OctetKeyPair(okp) if alg == Algorithm::EdDSA => {
+            ParsedPublicKey::new(&sig::ED25519, decode("x", &okp.x)?).map_err(rejected)
+        }
+        _ => Err("unsupported key type".to_owned()),
+    }
 }

@@ -7,7 +7,10 @@
 //! choose which issuer's keys to try.
 
 mod error;
+mod json;
 pub mod keys;
+pub mod remote;
+pub mod revocation;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -24,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 pub use error::TokenError;
 pub use keys::{KeySet, KeySetError};
+pub use revocation::{RevocationError, RevocationStore};
 
 use crate::config::{Config, IssuerConfig};
 
@@ -45,6 +49,14 @@ pub enum AuthSetupError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// A remote key source could not be set up.
+    #[error("remote keys for issuer `{issuer}`: {source}")]
+    Remote {
+        /// The issuer.
+        issuer: String,
+        /// What was wrong.
+        source: remote::RemoteKeysError,
     },
     /// A JWKS file has no usable key.
     #[error("JWKS file `{path}` for issuer `{issuer}`: {source}")]
@@ -95,14 +107,21 @@ pub struct VerifiedToken {
 struct Issuer {
     config: IssuerConfig,
     algorithms: Vec<Algorithm>,
-    jwks_path: PathBuf,
-    keys: ArcSwap<KeySet>,
+    source: KeySource,
+    keys: Arc<ArcSwap<KeySet>>,
+}
+
+enum KeySource {
+    File(PathBuf),
+    Remote(Arc<remote::RemoteKeys>),
 }
 
 /// Verifies bearer tokens against the configured issuers.
 pub struct Authenticator {
     issuers: Vec<Issuer>,
     max_token_bytes: usize,
+    /// Revocations and seen single-use `jti`s; absent in offline tools (`token verify`).
+    revocations: Option<Arc<RevocationStore>>,
 }
 
 impl Authenticator {
@@ -110,8 +129,22 @@ impl Authenticator {
     pub fn from_config(config: &Config) -> Result<Self, AuthSetupError> {
         let mut issuers = Vec::new();
         for iss in &config.issuers {
-            let jwks_path = config.resolve(&iss.jwks_file);
-            let keys = load_key_set(&iss.issuer, &jwks_path)?;
+            let keys = Arc::new(ArcSwap::from_pointee(KeySet::default()));
+            let source = match &iss.jwks_file {
+                Some(file) => {
+                    let path = config.resolve(file);
+                    keys.store(Arc::new(load_key_set(&iss.issuer, &path)?));
+                    KeySource::File(path)
+                }
+                None => KeySource::Remote(Arc::new(
+                    remote::RemoteKeys::new(iss, keys.clone()).map_err(|source| {
+                        AuthSetupError::Remote {
+                            issuer: iss.issuer.clone(),
+                            source,
+                        }
+                    })?,
+                )),
+            };
             let algorithms = iss
                 .algorithms
                 .iter()
@@ -120,21 +153,36 @@ impl Authenticator {
             issuers.push(Issuer {
                 config: iss.clone(),
                 algorithms,
-                jwks_path,
-                keys: ArcSwap::from_pointee(keys),
+                source,
+                keys,
             });
         }
         Ok(Self {
             issuers,
             max_token_bytes: config.limits.max_token_bytes,
+            revocations: None,
         })
+    }
+
+    /// Checks revocations and single-use `jti`s in `store` as the last verification step.
+    pub fn with_revocations(mut self, store: Arc<RevocationStore>) -> Self {
+        self.revocations = Some(store);
+        self
+    }
+
+    /// The revocation store, if one is attached.
+    pub fn revocations(&self) -> Option<&RevocationStore> {
+        self.revocations.as_deref()
     }
 
     /// Re-reads every issuer's JWKS file; a file that fails keeps its last good key set.
     pub fn reload_keys(&self) -> Vec<AuthSetupError> {
         let mut errors = Vec::new();
         for issuer in &self.issuers {
-            match load_key_set(&issuer.config.issuer, &issuer.jwks_path) {
+            let KeySource::File(path) = &issuer.source else {
+                continue;
+            };
+            match load_key_set(&issuer.config.issuer, path) {
                 Ok(keys) => issuer.keys.store(Arc::new(keys)),
                 Err(e) => errors.push(e),
             }
@@ -142,9 +190,80 @@ impl Authenticator {
         errors
     }
 
-    /// Whether every issuer has at least one key.
+    /// Starts the background refresh of every remote key source (needs a Tokio runtime).
+    /// Each loop ends by itself once the authenticator is dropped.
+    pub fn start_refresh(&self) {
+        for issuer in &self.issuers {
+            if let KeySource::Remote(remote) = &issuer.source {
+                remote.spawn_refresh_loop();
+            }
+        }
+    }
+
+    /// Fetches every remote key set once, now (for one-shot tools like `token verify`).
+    pub async fn refresh_remote(&self) {
+        for issuer in &self.issuers {
+            if let KeySource::Remote(remote) = &issuer.source {
+                remote.refresh().await;
+            }
+        }
+    }
+
+    /// Whether every issuer has at least one key, and remote ones a fresh enough set.
     pub fn ready(&self) -> bool {
-        !self.issuers.is_empty() && self.issuers.iter().all(|i| !i.keys.load().is_empty())
+        let now = unix_now();
+        !self.issuers.is_empty()
+            && self.issuers.iter().all(|i| {
+                !i.keys.load().is_empty()
+                    && match &i.source {
+                        KeySource::File(_) => true,
+                        KeySource::Remote(r) => r.fresh(now),
+                    }
+            })
+    }
+
+    /// [`Self::verify`], but an unknown `kid` or missing keys of a remote issuer first
+    /// trigger a (rate-limited, single-flight) refetch and one retry.
+    pub async fn verify_fresh(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        self.with_refetch(token, || self.verify(token)).await
+    }
+
+    /// [`Self::verify_for_audience`] with the same refetch-on-unknown-`kid` as
+    /// [`Self::verify_fresh`].
+    pub async fn verify_for_audience_fresh(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<VerifiedToken, TokenError> {
+        self.with_refetch(token, || self.verify_for_audience(token, audience))
+            .await
+    }
+
+    async fn with_refetch<T>(
+        &self,
+        token: &str,
+        attempt: impl Fn() -> Result<T, TokenError>,
+    ) -> Result<T, TokenError> {
+        match attempt() {
+            Err(e @ (TokenError::UnknownKid | TokenError::KeysUnavailable)) => {
+                // Only a well-formed token naming a remote issuer gets here; the refetch is
+                // rate-limited per issuer, so a stream of invented kids costs the IdP at most
+                // one fetch per interval.
+                let remote = self
+                    .decode_parts(token)
+                    .ok()
+                    .and_then(|parts| self.issuer_for(&parts.claims).ok())
+                    .and_then(|issuer| match &issuer.source {
+                        KeySource::Remote(r) => Some(r.clone()),
+                        KeySource::File(_) => None,
+                    });
+                match remote {
+                    Some(r) if r.refetch_on_demand().await => attempt(),
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Verifies a compact JWT at the current time.
@@ -157,7 +276,9 @@ impl Authenticator {
         let parts = self.decode_parts(token)?;
         let issuer = self.issuer_for(&parts.claims)?;
         verify_signature(issuer, &parts, token)?;
-        check_claims(issuer, parts, token, now, &issuer.config.audiences)
+        let verified = check_claims(issuer, parts, token, now, &issuer.config.audiences)?;
+        self.check_revocation(issuer, &verified, now)?;
+        Ok(verified)
     }
 
     /// Verifies a token that must carry `audience` instead of the issuer's agent audiences
@@ -170,7 +291,54 @@ impl Authenticator {
         let parts = self.decode_parts(token)?;
         let issuer = self.issuer_for(&parts.claims)?;
         verify_signature(issuer, &parts, token)?;
-        check_claims(issuer, parts, token, unix_now(), &[audience.to_owned()])
+        let now = unix_now();
+        let verified = check_claims(issuer, parts, token, now, &[audience.to_owned()])?;
+        self.check_revocation(issuer, &verified, now)?;
+        Ok(verified)
+    }
+
+    /// Step 5: revoked `jti`, subject or issuer cut-off, then single-use `jti`. Runs last, so
+    /// only tokens that are otherwise valid are recorded as used. A state database that cannot
+    /// answer refuses the token (fail closed).
+    fn check_revocation(
+        &self,
+        issuer: &Issuer,
+        token: &VerifiedToken,
+        now: i64,
+    ) -> Result<(), TokenError> {
+        let Some(store) = &self.revocations else {
+            return Ok(());
+        };
+        let unavailable = |e: RevocationError| {
+            tracing::error!(error = %e, "revocation check failed; token refused");
+            TokenError::StateUnavailable
+        };
+        if store
+            .is_revoked(
+                &token.issuer,
+                &token.subject,
+                token.jti.as_deref(),
+                token.issued_at,
+                now,
+            )
+            .map_err(unavailable)?
+        {
+            return Err(TokenError::Revoked);
+        }
+        if issuer.config.jti_single_use {
+            let jti = token
+                .jti
+                .as_deref()
+                .ok_or(TokenError::MissingClaim("jti"))?;
+            let until = token.expires_at + issuer.config.leeway_seconds as i64;
+            if !store
+                .first_use(&token.issuer, jti, until, now)
+                .map_err(unavailable)?
+            {
+                return Err(TokenError::Replayed);
+            }
+        }
+        Ok(())
     }
 
     /// Checks only the signature and the algorithm-to-key binding, no claims: for diagnosing
@@ -252,7 +420,8 @@ struct TokenParts {
     claims: Map<String, Value>,
     /// Byte length of `header.payload`, the signed message.
     signed_len: usize,
-    signature_b64: usize,
+    /// The decoded signature.
+    signature: Vec<u8>,
 }
 
 fn decode_parts(token: &str) -> Result<TokenParts, TokenError> {
@@ -266,6 +435,10 @@ fn decode_parts(token: &str) -> Result<TokenParts, TokenError> {
         return Err(TokenError::Malformed("empty signature"));
     }
     let header = decode_json_object(header_b64, "header")?;
+    // The signature must be canonical base64url too: no padding, no stray bits, no garbage.
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature_b64.as_bytes())
+        .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
     let claims = decode_json_object(payload_b64, "claims")?;
     for name in KEY_LOCATING_HEADERS {
         if header.contains_key(*name) {
@@ -296,26 +469,33 @@ fn decode_parts(token: &str) -> Result<TokenParts, TokenError> {
         typ,
         claims,
         signed_len: header_b64.len() + 1 + payload_b64.len(),
-        signature_b64: header_b64.len() + payload_b64.len() + 2,
+        signature,
     })
 }
 
 fn decode_json_object(part: &str, what: &'static str) -> Result<Map<String, Value>, TokenError> {
+    let header = what == "header";
     // The URL-safe no-padding engine rejects padding and non-canonical trailing bits.
     let bytes = URL_SAFE_NO_PAD.decode(part.as_bytes()).map_err(|_| {
-        TokenError::Malformed(if what == "header" {
+        TokenError::Malformed(if header {
             "header is not base64url"
         } else {
             "claims are not base64url"
         })
     })?;
-    match serde_json::from_slice::<Value>(&bytes) {
+    match json::parse(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        _ => Err(TokenError::Malformed(if what == "header" {
+        Ok(_) | Err(json::StrictJsonError::Syntax) => Err(TokenError::Malformed(if header {
             "header is not a JSON object"
         } else {
             "claims are not a JSON object"
         })),
+        Err(json::StrictJsonError::DuplicateKey) => {
+            Err(TokenError::Malformed("duplicate JSON member name"))
+        }
+        Err(json::StrictJsonError::TooDeep | json::StrictJsonError::TooManyEntries) => Err(
+            TokenError::Malformed("JSON nesting or member count over the limit"),
+        ),
     }
 }
 
@@ -326,7 +506,13 @@ fn verify_signature(issuer: &Issuer, parts: &TokenParts, token: &str) -> Result<
         .ok()
         .filter(|a| issuer.algorithms.contains(a))
         .ok_or_else(|| TokenError::AlgorithmNotAllowed(parts.alg.chars().take(16).collect()))?;
-    let keys = issuer.keys.load_full();
+    if let KeySource::Remote(remote) = &issuer.source
+        && !remote.fresh(unix_now())
+    {
+        // The IdP has been unreachable longer than the allowed staleness: fail closed.
+        return Err(TokenError::KeysUnavailable);
+    }
+    let keys = issuer.keys.load();
     if keys.is_empty() {
         return Err(TokenError::KeysUnavailable);
     }
@@ -335,10 +521,10 @@ fn verify_signature(issuer: &Issuer, parts: &TokenParts, token: &str) -> Result<
         return Err(TokenError::KeyMismatch);
     }
     let message = &token.as_bytes()[..parts.signed_len];
-    let signature = &token[parts.signature_b64..];
-    match jsonwebtoken::crypto::verify(signature, message, key.decoding_key(), alg) {
-        Ok(true) => Ok(()),
-        Ok(false) | Err(_) => Err(TokenError::BadSignature),
+    if key.verify(alg, message, &parts.signature) {
+        Ok(())
+    } else {
+        Err(TokenError::BadSignature)
     }
 }
 
@@ -458,6 +644,9 @@ fn check_claims(
     };
     let client_id = optional_string("client_id")?;
     let jti = optional_string("jti")?;
+    if jti.is_none() && (cfg.require_jti || cfg.jti_single_use) {
+        return Err(TokenError::MissingClaim("jti"));
+    }
     let actors = delegation_chain(claims.get("act"))?;
 
     Ok(VerifiedToken {

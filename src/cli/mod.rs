@@ -1,7 +1,8 @@
-//! The command line: `serve`, `token mint|verify`, `policy validate`, `schema print`,
+//! The command line: `serve`, `token mint|verify`, `revoke`, `policy validate`, `schema print`,
 //! `tools list`, `keys rotate|jwks`.
 
 pub mod keys;
+pub mod revoke;
 pub mod tools;
 
 use std::io::Read;
@@ -63,6 +64,8 @@ pub enum Command {
         #[command(subcommand)]
         action: PolicyCommand,
     },
+    /// Revoke tokens (by `jti`, subject or issuer) or list revocations.
+    Revoke(revoke::RevokeArgs),
     /// Print the generated Cedar schema.
     Schema {
         /// The schema action.
@@ -209,6 +212,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { action } => token(action),
+        Command::Revoke(args) => revoke::run(args),
         Command::Policy {
             action: PolicyCommand::Validate { config },
         } => {
@@ -333,6 +337,12 @@ fn token(action: TokenCommand) -> anyhow::Result<ExitCode> {
                 _ => load_config(&config)?,
             };
             let authenticator = Authenticator::from_config(&config)?;
+            // Remote key sets are fetched once; file ones are already loaded.
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(authenticator.refresh_remote());
             let result = if signature_only {
                 authenticator
                     .verify_signature_only(&token)
@@ -379,7 +389,10 @@ fn standalone_config(jwks: PathBuf, issuer: String, audience: String) -> anyhow:
         issuers: vec![IssuerConfig {
             issuer,
             audiences: vec![audience],
-            jwks_file: jwks,
+            jwks_file: Some(jwks),
+            jwks_url: None,
+            discovery: false,
+            remote_keys: Default::default(),
             algorithms: crate::config::ASYMMETRIC_ALGORITHMS
                 .iter()
                 .map(|s| (*s).to_owned())
@@ -388,6 +401,8 @@ fn standalone_config(jwks: PathBuf, issuer: String, audience: String) -> anyhow:
             max_lifetime_seconds: 3600,
             groups_claim: "groups".to_owned(),
             require_at_jwt_typ: false,
+            require_jti: false,
+            jti_single_use: false,
         }],
         policy: Default::default(),
         audit: Default::default(),

@@ -114,3 +114,34 @@ fn environment_overrides_apply_and_are_validated() {
     let err = parse(MINIMAL, &[("TOOLGATE__ISSUERS__5__LEEWAY_SECONDS", "1")]).unwrap_err();
     assert!(matches!(err, ConfigError::Env { .. }), "{err}");
 }
+
+#[test]
+fn issuer_needs_exactly_one_key_source() {
+    let without = MINIMAL.replace("jwks_file = \"jwks.json\"\n", "");
+    check_invalid(&without, "issuers[0].jwks_file", "exactly one key source");
+    let both = MINIMAL.replace(
+        "jwks_file = \"jwks.json\"\n",
+        "jwks_file = \"jwks.json\"\njwks_url = \"https://idp.example/jwks\"\n",
+    );
+    check_invalid(&both, "issuers[0].jwks_file", "exactly one key source");
+    let url = MINIMAL.replace(
+        "jwks_file = \"jwks.json\"\n",
+        "jwks_url = \"file:///etc/jwks\"\n",
+    );
+    check_invalid(&url, "issuers[0].jwks_url", "not an http or https URL");
+    let discovery = MINIMAL.replace("jwks_file = \"jwks.json\"\n", "discovery = true\n");
+    let config = parse(&discovery, &[]).unwrap();
+    assert_eq!(
+        config.issuers[0]
+            .remote_keys
+            .unknown_kid_min_interval_seconds,
+        10
+    );
+    let zero =
+        format!("{discovery}\n[issuers.remote_keys]\nunknown_kid_min_interval_seconds = 0\n");
+    check_invalid(
+        &zero,
+        "issuers[0].remote_keys.unknown_kid_min_interval_seconds",
+        "outside",
+    );
+}

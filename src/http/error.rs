@@ -46,6 +46,14 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
             };
             (StatusCode::SERVICE_UNAVAILABLE, code, "error")
         }
+        CallError::StateUnavailable => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state_unavailable",
+                "error",
+            )
+        }
         CallError::Dispatch(e) => {
             let status = match e {
                 DispatchError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod error;
+pub mod revocations;
 
 use std::future::Future;
 use std::sync::Arc;

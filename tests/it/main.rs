@@ -4,4 +4,8 @@
 
 mod api;
 mod dispatch;
+mod cli;
+mod revocation;
+mod rotation;
 mod support;
+mod tokens;

@@ -145,6 +145,22 @@ pub struct Options {
     pub extra_policies: Option<String>,
     /// Decision-log busy timeout in ms (default 2000).
     pub busy_timeout_ms: Option<u64>,
+    /// The test issuer's `algorithms` as a TOML array (default `["EdDSA"]`).
+    pub algorithms: Option<String>,
+    /// Extra TOML lines inside the test issuer's `[[issuers]]` table.
+    pub issuer_extra: String,
+    /// Extra JWKs added to the test issuer's `jwks.json`.
+    pub extra_jwks: Vec<Value>,
+    /// Files written into the temp dir before start (relative name, contents).
+    pub files: Vec<(String, String)>,
+    /// Restart on an existing dir with the same issuer key (from [`TestApp::stop_keep`]).
+    pub reuse: Option<Kept>,
+}
+
+/// A stopped broker's dir and issuer key, to start another on the same state.
+pub struct Kept {
+    dir: tempfile::TempDir,
+    pkcs8: Vec<u8>,
 }
 
 /// A running broker.
@@ -155,6 +171,7 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     /// The test issuer's key.
     pub issuer_key: SigningKey,
+    issuer_pkcs8: Vec<u8>,
     /// The tool backend.
     pub backend: Backend,
     /// The HTTP client.
@@ -171,14 +188,29 @@ impl TestApp {
 
     /// Starts a broker with extra config and policies.
     pub async fn spawn_with(options: Options) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (issuer_key, _) = SigningKey::generate().unwrap();
-        std::fs::write(dir.path().join("jwks.json"), issuer_key.jwks().to_string()).unwrap();
+        let (dir, issuer_key, issuer_pkcs8) = match options.reuse {
+            Some(Kept { dir, pkcs8 }) => {
+                let key = SigningKey::from_pkcs8(&pkcs8, "kept").unwrap();
+                (dir, key, pkcs8)
+            }
+            None => {
+                let (key, pkcs8) = SigningKey::generate().unwrap();
+                (tempfile::tempdir().unwrap(), key, pkcs8)
+            }
+        };
+        let mut jwks = issuer_key.jwks();
+        for extra in &options.extra_jwks {
+            jwks["keys"].as_array_mut().unwrap().push(extra.clone());
+        }
+        std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+        for (name, contents) in &options.files {
+            std::fs::write(dir.path().join(name), contents).unwrap();
+        }
         let backend = Backend::start().await;
         let dead = dead_url().await;
 
         let policies = dir.path().join("policies");
-        std::fs::create_dir(&policies).unwrap();
+        std::fs::create_dir_all(&policies).unwrap();
         for entry in std::fs::read_dir(repo().join("policies")).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "cedar") {
@@ -202,7 +234,8 @@ state_dir = "state"
 issuer = "{ISSUER}"
 audiences = ["{AUDIENCE}"]
 jwks_file = "jwks.json"
-algorithms = ["EdDSA"]
+algorithms = {algorithms}
+{issuer_extra}
 
 [policy]
 dir = "policies"
@@ -267,6 +300,8 @@ backend = {{ kind = "http", url = "{dead}down" }}
             tools = schemas.join("tools").display(),
             busy = options.busy_timeout_ms.unwrap_or(2000),
             extra = options.extra_config,
+            algorithms = options.algorithms.as_deref().unwrap_or(r#"["EdDSA"]"#),
+            issuer_extra = options.issuer_extra,
         );
         let config_path = dir.path().join("toolgate.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -282,6 +317,7 @@ backend = {{ kind = "http", url = "{dead}down" }}
             addr,
             dir,
             issuer_key,
+            issuer_pkcs8,
             backend,
             client: reqwest::Client::new(),
             shutdown: Some(tx),
@@ -395,6 +431,25 @@ backend = {{ kind = "http", url = "{dead}down" }}
             server.await.unwrap().unwrap();
         }
     }
+
+    /// Stops the server, keeping its dir and issuer key for [`Options::reuse`].
+    pub async fn stop_keep(mut self) -> Kept {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+        Kept {
+            dir: self.dir,
+            pkcs8: self.issuer_pkcs8,
+        }
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("toolgate.toml")
+    }
 }
 
 /// One decision-log row.
@@ -426,6 +481,11 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Reads a response whole.
+    pub async fn read(response: reqwest::Response) -> Self {
+        Self::from(response).await
+    }
+
     async fn from(response: reqwest::Response) -> Self {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
