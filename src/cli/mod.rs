@@ -1,4 +1,7 @@
-//! The command line: `serve`, `token mint|verify`, `policy validate`, `schema print`.
+//! The command line: `serve`, `token mint|verify`, `policy validate`, `schema print`,
+//! `log verify|archive|query|export`, `replay`.
+
+pub mod log;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -65,6 +68,14 @@ pub enum Command {
         #[command(subcommand)]
         action: SchemaCommand,
     },
+    /// Verify, archive, query or export the decision log.
+    Log {
+        /// The log action.
+        #[command(subcommand)]
+        action: log::LogCommand,
+    },
+    /// Re-evaluate recorded decisions against a policy set.
+    Replay(log::ReplayArgs),
 }
 
 /// `token` subcommands.
@@ -160,6 +171,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { action } => token(action),
+        Command::Log { action } => log::run(action),
+        Command::Replay(args) => log::replay(args),
         Command::Policy {
             action: PolicyCommand::Validate { config },
         } => {
