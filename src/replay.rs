@@ -231,9 +231,7 @@ pub fn read_log(path: &Path) -> Result<Vec<DecisionRecord>, ReplayError> {
         .extension()
         .is_some_and(|e| e == "jsonl" || e == "json");
     let logged = if jsonl {
-        verify::read_jsonl(path)
-            .map_err(|e| fail(e.to_string()))?
-            .0
+        verify::read_jsonl(path).map_err(|e| fail(e.to_string()))?.0
     } else {
         let conn = query::open_read_only(path).map_err(|e| fail(e.to_string()))?;
         let mut out = Vec::new();
@@ -248,7 +246,7 @@ pub fn read_log(path: &Path) -> Result<Vec<DecisionRecord>, ReplayError> {
         .map_err(|e| fail(e.to_string()))?;
         let text = String::from_utf8(out).map_err(|e| fail(e.to_string()))?;
         text.lines()
-            .map(|l| serde_json::from_str::<query::LoggedRecord>(l))
+            .map(serde_json::from_str::<query::LoggedRecord>)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| fail(e.to_string()))?
     };

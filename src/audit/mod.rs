@@ -191,7 +191,10 @@ impl AuditLog {
     }
 }
 
-pub(crate) fn open_connection(options: &AuditOptions, create: bool) -> Result<Connection, AuditError> {
+pub(crate) fn open_connection(
+    options: &AuditOptions,
+    create: bool,
+) -> Result<Connection, AuditError> {
     let unavailable = |e: rusqlite::Error| AuditError::Unavailable(e.to_string());
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
@@ -324,12 +327,7 @@ impl Writer {
             let next = match interval {
                 Some(every) if self.since_checkpoint > 0 => {
                     let wait = every.saturating_sub(self.last_checkpoint.elapsed());
-                    runtime.block_on(async {
-                        match tokio::time::timeout(wait, rx.recv()).await {
-                            Ok(job) => Some(job),
-                            Err(_) => None,
-                        }
-                    })
+                    runtime.block_on(async { tokio::time::timeout(wait, rx.recv()).await.ok() })
                 }
                 _ => Some(runtime.block_on(rx.recv())),
             };

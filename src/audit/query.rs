@@ -182,8 +182,7 @@ fn to_logged(
 /// One page of records matching `filter`, by ascending sequence number (keyset pagination).
 pub fn query(conn: &Connection, filter: &Filter) -> Result<Page, QueryError> {
     filter.validate()?;
-    let mut sql =
-        "SELECT seq, prev_hash, hash, record FROM decisions WHERE seq > ?1".to_owned();
+    let mut sql = "SELECT seq, prev_hash, hash, record FROM decisions WHERE seq > ?1".to_owned();
     let after = filter.after_seq.unwrap_or(0);
     let mut args: Vec<&dyn ToSql> = vec![&after];
     if let Some(v) = &filter.agent {

@@ -162,20 +162,16 @@ pub fn verify_db(path: &Path, keys: Option<&JwkSet>) -> Result<VerifyReport, Ver
     if !path.exists() {
         return Err(read_err(format!("`{}` does not exist", path.display())));
     }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(read_err)?;
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(read_err)?;
     // One read transaction: a consistent snapshot even while the broker appends.
     conn.execute_batch("BEGIN").map_err(read_err)?;
-    let anchor = match conn.query_row(
-        "SELECT seq, hash FROM chain_anchor WHERE id = 1",
-        [],
-        |r| {
-            Ok(Head {
-                seq: r.get(0)?,
-                hash: r.get(1)?,
-            })
-        },
-    ) {
+    let anchor = match conn.query_row("SELECT seq, hash FROM chain_anchor WHERE id = 1", [], |r| {
+        Ok(Head {
+            seq: r.get(0)?,
+            hash: r.get(1)?,
+        })
+    }) {
         Ok(a) => Some(a),
         Err(rusqlite::Error::QueryReturnedNoRows) => None,
         Err(e) => return Err(read_err(e)),
@@ -244,8 +240,8 @@ pub fn verify_jsonl(path: &Path, keys: Option<&JwkSet>) -> Result<VerifyReport, 
 
 /// Reads a JSONL file of records and checkpoint lines.
 pub fn read_jsonl(path: &Path) -> Result<(Vec<LoggedRecord>, Vec<StoredCheckpoint>), VerifyError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| read_err(format!("`{}`: {e}", path.display())))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| read_err(format!("`{}`: {e}", path.display())))?;
     let mut records = Vec::new();
     let mut checkpoints = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {

@@ -169,8 +169,8 @@ fn db_path(source: &LogSource) -> anyhow::Result<(PathBuf, Option<Config>)> {
 
 fn keys(jwks: Option<&Path>, config: Option<&Config>) -> anyhow::Result<Option<JwkSet>> {
     if let Some(path) = jwks {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading `{}`", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading `{}`", path.display()))?;
         return Ok(Some(
             serde_json::from_str(&text).with_context(|| format!("parsing `{}`", path.display()))?,
         ));
@@ -218,10 +218,7 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
             jwks,
         } => {
             let (db, config) = match &jsonl {
-                Some(_) => (
-                    PathBuf::new(),
-                    Config::load(&source.config).ok(),
-                ),
+                Some(_) => (PathBuf::new(), Config::load(&source.config).ok()),
                 None => db_path(&source)?,
             };
             let keys = keys(jwks.as_deref(), config.as_ref())?;
@@ -287,8 +284,8 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
                 QueryFormat::Table => {
                     writeln!(
                         stdout,
-                        "{:>6}  {:<24}  {:<8}  {:<5}  {:<9}  {:<22}  {:<24}  {}",
-                        "seq", "time", "kind", "dec", "stage", "reason", "agent", "tool"
+                        "{:>6}  {:<24}  {:<8}  {:<5}  {:<9}  {:<22}  {:<24}  tool",
+                        "seq", "time", "kind", "dec", "stage", "reason", "agent"
                     )?;
                     for r in &page.decisions {
                         let rec: crate::audit::DecisionRecord =

@@ -107,9 +107,7 @@ pub async fn get_one(
     .await
     .unwrap_or_else(|e| Err(QueryError::Unavailable(e.to_string())));
     match result {
-        Ok(records) => {
-            axum::Json(json!({ "decision_id": id, "records": records })).into_response()
-        }
+        Ok(records) => axum::Json(json!({ "decision_id": id, "records": records })).into_response(),
         Err(e) => super::error::query_error_response(&e),
     }
 }

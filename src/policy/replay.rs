@@ -59,7 +59,10 @@ fn token_expr(token: &Value) -> Result<RestrictedExpression, PolicyError> {
     ];
     for key in ["client_id", "jti"] {
         if let Some(v) = token.get(key).and_then(Value::as_str) {
-            pairs.push((key.to_owned(), RestrictedExpression::new_string(v.to_owned())));
+            pairs.push((
+                key.to_owned(),
+                RestrictedExpression::new_string(v.to_owned()),
+            ));
         }
     }
     RestrictedExpression::new_record(pairs).map_err(|e| bad(e.to_string()))
@@ -132,26 +135,16 @@ impl PolicySnapshot {
             ),
         ])
         .map_err(|e| bad(e.to_string()))?;
-        let cedar_request = Request::new(
-            principal,
-            action,
-            resource,
-            context,
-            Some(&self.schema),
-        )
-        .map_err(|e| bad(e.to_string()))?;
-        let per_request = request
-            .get("entities")
-            .and_then(Value::as_array)
-            .map(|items| {
-                items
-                    .iter()
-                    .map(|e| Entity::from_json_value(e.clone(), None))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()
-            .map_err(|e| bad(e.to_string()))?
-            .unwrap_or_default();
+        let cedar_request = Request::new(principal, action, resource, context, Some(&self.schema))
+            .map_err(|e| bad(e.to_string()))?;
+        let mut per_request = Vec::new();
+        if let Some(items) = request.get("entities").and_then(Value::as_array) {
+            for item in items {
+                per_request.push(
+                    Entity::from_json_value(item.clone(), None).map_err(|e| bad(e.to_string()))?,
+                );
+            }
+        }
         let entities = Entities::from_entities(
             self.static_entities.iter().cloned().chain(per_request),
             None,

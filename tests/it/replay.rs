@@ -35,12 +35,42 @@ async fn record_demo(app: &TestApp) {
     let outsider = app.token("outsider-agent", "files:read files:write", &[]);
     let calls: &[(&str, &str, Value, u16)] = &[
         (&reporter, "demo___echo", json!({ "message": "hello" }), 200),
-        (&reporter, "files___read_file", json!({ "path": "/srv/reports/q3.txt" }), 200),
-        (&reporter, "files___read_file", json!({ "path": "/etc/passwd" }), 403),
-        (&reporter, "files___read_file", json!({ "path": "/srv/reports/../etc/passwd" }), 403),
-        (&outsider, "files___read_file", json!({ "path": "/srv/reports/q3.txt" }), 403),
-        (&outsider, "files___delete_file", json!({ "path": "/srv/reports/tmp/a.txt" }), 403),
-        (&outsider, "demo___echo", json!({ "message": "hi", "repeat": 2 }), 200),
+        (
+            &reporter,
+            "files___read_file",
+            json!({ "path": "/srv/reports/q3.txt" }),
+            200,
+        ),
+        (
+            &reporter,
+            "files___read_file",
+            json!({ "path": "/etc/passwd" }),
+            403,
+        ),
+        (
+            &reporter,
+            "files___read_file",
+            json!({ "path": "/srv/reports/../etc/passwd" }),
+            403,
+        ),
+        (
+            &outsider,
+            "files___read_file",
+            json!({ "path": "/srv/reports/q3.txt" }),
+            403,
+        ),
+        (
+            &outsider,
+            "files___delete_file",
+            json!({ "path": "/srv/reports/tmp/a.txt" }),
+            403,
+        ),
+        (
+            &outsider,
+            "demo___echo",
+            json!({ "message": "hi", "repeat": 2 }),
+            200,
+        ),
     ];
     for (token, tool, args, status) in calls {
         let reply = app.authorize(token, tool, args.clone()).await;
@@ -100,7 +130,11 @@ async fn recorded_decisions_replay_identically() {
         secret.record["policy"]["request"]["context"]["input"]["token"],
         "[redacted]"
     );
-    assert!(!app.records().iter().any(|r| r.record.to_string().contains("s3cr3t")));
+    assert!(
+        !app.records()
+            .iter()
+            .any(|r| r.record.to_string().contains("s3cr3t"))
+    );
 
     // From the SQLite log, against the policies that recorded it.
     let snapshot = replay::load_policies(&config, None, None).unwrap();
@@ -108,7 +142,7 @@ async fn recorded_decisions_replay_identically() {
     assert!(report.is_identical(), "{}", report.summary());
     assert_eq!(report.replayed, 8, "{}", report.summary());
     assert_eq!(report.same_policy_set, 8);
-    assert_eq!(report.not_exact, [secret.decision_id.clone()]);
+    assert_eq!(report.not_exact, std::slice::from_ref(&secret.decision_id));
 
     // The JSONL export round-trips: it verifies and replays the same.
     let text = export(&db);
@@ -159,14 +193,17 @@ fn candidate_policy_flip_is_reported_and_fails_unless_expected() {
     assert_eq!(report.changes.len(), 1, "{}", report.summary());
     let change = &report.changes[0];
     assert_eq!(
+        (change.change, change.agent.as_str(), change.tool.as_str()),
         (
-            change.change,
-            change.agent.as_str(),
-            change.tool.as_str()
-        ),
-        (ChangeKind::AllowToDeny, "reporting-agent", "files___read_file")
+            ChangeKind::AllowToDeny,
+            "reporting-agent",
+            "files___read_file"
+        )
     );
-    assert_eq!(change.before.determining_policies, ["reporting-reads-reports"]);
+    assert_eq!(
+        change.before.determining_policies,
+        ["reporting-reads-reports"]
+    );
     assert!(change.after.determining_policies.is_empty());
     let groups = report.by_policy_and_agent();
     assert_eq!(
@@ -183,17 +220,17 @@ fn candidate_policy_flip_is_reported_and_fails_unless_expected() {
     // The command: non-zero on an unexpected change, zero once it is expected.
     let bin = env!("CARGO_BIN_EXE_toolgate");
     let run = |extra: &[&str]| {
-        let mut args = vec![
-            "replay",
-            "--log",
-            fixture().to_str().unwrap().to_owned().leak(),
-            "--config",
-            config.to_str().unwrap().to_owned().leak(),
-            "--policies",
-            candidate.to_str().unwrap().to_owned().leak(),
-        ];
-        args.extend_from_slice(extra);
-        let out = std::process::Command::new(bin).args(&args).output().unwrap();
+        let out = std::process::Command::new(bin)
+            .arg("replay")
+            .arg("--log")
+            .arg(fixture())
+            .arg("--config")
+            .arg(&config)
+            .arg("--policies")
+            .arg(&candidate)
+            .args(extra)
+            .output()
+            .unwrap();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -213,7 +250,16 @@ fn candidate_policy_flip_is_reported_and_fails_unless_expected() {
         .arg("--config")
         .arg(&config)
         .output()
-        .map(|o| (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned()))
+        .map(|o| {
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+            )
+        })
         .unwrap();
-    assert_eq!(code, Some(0), "identical against the recording policies: {out}");
+    assert_eq!(
+        code,
+        Some(0),
+        "identical against the recording policies: {out}"
+    );
 }
