@@ -257,7 +257,8 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
             let (db, config) = db_path(&source)?;
             let config = config.context("`log archive` needs the config for the broker key")?;
             let before = query::parse_time(&before).map_err(|e| anyhow::anyhow!(e))?;
-            let key = checkpoint::broker_key(&config.state_dir())?;
+            // The key must exist already: a fresh one could not sign for the existing log.
+            let key = SigningKey::load(&config.state_dir().join(BROKER_KEY_FILE))?;
             let report = archive::archive(&db, before, &out, &key)?;
             println!(
                 "archived {} records to `{}`; the log now starts after record {} ({})",
