@@ -4,7 +4,10 @@
 //! One writer thread owns the connection and commits concurrent records in one transaction
 //! (group commit), so durability costs one fsync per batch rather than per request. Each
 //! record carries `prev_hash` and `hash = SHA-256(prev_hash || record JSON)`, chaining the log
-//! so that an edited, deleted, inserted or reordered record breaks verification.
+//! so that an edited, deleted, inserted or reordered record breaks verification. Records are
+//! numbered without gaps (`seq`), and the writer signs checkpoints of the head with the
+//! broker's key (see [`checkpoint`]) so that a truncated tail is detected too. Reading back:
+//! [`verify`], [`query`], [`archive`]; the format is documented in `docs/decision-log.md`.
 
 pub mod archive;
 pub mod checkpoint;
@@ -365,6 +368,8 @@ impl Writer {
         if self.since_checkpoint == 0 || self.options.checkpoints.is_none() {
             return;
         }
+        // Even when this attempt fails, the next one waits a full interval (no busy loop).
+        self.last_checkpoint = Instant::now();
         if let Err(e) = self.ensure_open() {
             tracing::error!(error = %e, "decision log checkpoint skipped");
             return;
@@ -374,10 +379,7 @@ impl Writer {
             return;
         };
         match checkpoint::store(conn, &options.key, &self.head, reason) {
-            Ok(()) => {
-                self.since_checkpoint = 0;
-                self.last_checkpoint = Instant::now();
-            }
+            Ok(()) => self.since_checkpoint = 0,
             Err(e) => {
                 self.conn = None;
                 tracing::error!(error = %e, "decision log checkpoint failed");

@@ -422,6 +422,8 @@ async fn log_cli_verifies_queries_and_exports() {
     for m in ["a", "b"] {
         app.invoke(Some(&token), "demo___echo", json!({ "message": m }))
             .await;
+        // Distinct milliseconds, so that `--before` below splits the two calls.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let config = app.dir.path().join("toolgate.toml");
     let db = app.db_path();
@@ -464,8 +466,49 @@ async fn log_cli_verifies_queries_and_exports() {
     assert_eq!(page["decisions"].as_array().unwrap().len(), 1);
     assert_eq!(page["next_cursor"], "1");
 
+    // Archive records 1 and 2 (before record 3's time), then both parts verify.
     let conn = Connection::open(&db).unwrap();
-    conn.execute("DELETE FROM decisions WHERE seq = 2", [])
+    let time_of = |seq: i64| -> i64 {
+        conn.query_row("SELECT time_ms FROM decisions WHERE seq = ?1", [seq], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    let before = time_of(3);
+    assert!(time_of(2) < before);
+    drop(conn);
+    let archive = app.dir.path().join("archive.jsonl");
+    let (code, out) = run(&[
+        "log",
+        "archive",
+        "--config",
+        config_arg,
+        "--before",
+        &before.to_string(),
+        "--out",
+        archive.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("archived 2 records"), "{out}");
+    let (code, out) = run(&["log", "verify", "--config", config_arg]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("2 records verified (records 3..=4)"), "{out}");
+    let (code, out) = run(&[
+        "log",
+        "verify",
+        "--config",
+        config_arg,
+        "--jsonl",
+        archive.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("2 records verified") && out.contains("valid signatures"),
+        "{out}"
+    );
+
+    let conn = Connection::open(&db).unwrap();
+    conn.execute("DELETE FROM decisions WHERE seq = 3", [])
         .unwrap();
     drop(conn);
     let (code, out) = run(&[
@@ -477,7 +520,7 @@ async fn log_cli_verifies_queries_and_exports() {
         config_arg,
     ]);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("records 2 to 2 are missing"), "{out}");
+    assert!(out.contains("records 3 to 3 are missing"), "{out}");
     app.stop().await;
 }
 
@@ -648,4 +691,52 @@ backend = {{ kind = "http", url = "{b}echo" }}
         SigningKey::load(&dir.path().join("state").join(checkpoint::BROKER_KEY_FILE)).unwrap();
     let report = verify::verify_db(&db, Some(&checkpoint::jwks_of(&key).unwrap())).unwrap();
     assert!(report.records as usize >= answered.len());
+}
+
+#[tokio::test]
+async fn a_quiet_log_gets_a_checkpoint_after_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.db");
+    let (key, _) = SigningKey::generate().unwrap();
+    let (log, writer) = AuditLog::open(AuditOptions {
+        path: path.clone(),
+        synchronous: Synchronous::Full,
+        busy_timeout: std::time::Duration::from_secs(2),
+        max_batch: 64,
+        checkpoints: Some(CheckpointOptions {
+            key: Arc::new(key),
+            every_records: 0,
+            interval: Some(std::time::Duration::from_millis(20)),
+        }),
+    })
+    .unwrap();
+    log.append(DecisionRecord::new("d1".into(), "r1".into(), "invoke", 1))
+        .await
+        .unwrap();
+    // Wait (bounded) for the writer's timer: no further record arrives to trigger it.
+    let mut found = Vec::new();
+    for _ in 0..500 {
+        let conn = Connection::open(&path).unwrap();
+        found = checkpoint::load_all(&conn).unwrap();
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        found.len(),
+        1,
+        "one periodic checkpoint while the log is quiet"
+    );
+    assert_eq!((found[0].seq, found[0].reason.as_str()), (1, "periodic"));
+    drop(log);
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .unwrap();
+    let conn = Connection::open(&path).unwrap();
+    assert_eq!(
+        checkpoint::load_all(&conn).unwrap().len(),
+        1,
+        "nothing new to cover at shutdown"
+    );
 }
