@@ -507,6 +507,21 @@ async fn log_cli_verifies_queries_and_exports() {
         "{out}"
     );
 
+    // Checkpoints signed by the broker do not verify against another key.
+    let (other, _) = SigningKey::generate().unwrap();
+    let other_jwks = app.dir.path().join("other-jwks.json");
+    std::fs::write(&other_jwks, other.jwks().to_string()).unwrap();
+    let (code, out) = run(&[
+        "log",
+        "verify",
+        "--config",
+        config_arg,
+        "--jwks",
+        other_jwks.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no key with id"), "{out}");
+
     let conn = Connection::open(&db).unwrap();
     conn.execute("DELETE FROM decisions WHERE seq = 3", [])
         .unwrap();
