@@ -465,6 +465,15 @@ async fn log_cli_verifies_queries_and_exports() {
     let page: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(page["decisions"].as_array().unwrap().len(), 1);
     assert_eq!(page["next_cursor"], "1");
+    let (code, out) = run(&["log", "query", "--config", config_arg, "--kind", "dispatch"]);
+    assert_eq!(code, Some(0));
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(
+        rows.iter()
+            .all(|r| r.contains("dispatched") && r.contains("cli-agent")),
+        "{out}"
+    );
 
     // Archive records 1 and 2 (before record 3's time), then both parts verify.
     let conn = Connection::open(&db).unwrap();
