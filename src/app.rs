@@ -333,6 +333,12 @@ impl App {
         timer.lap(record, "policy");
         let allowed = decision.allowed;
         let determining = decision.determining_policies.clone();
+        let mut decision = decision;
+        if record.redacted {
+            // The Cedar request holds the full arguments: redact it like `arguments`, so a
+            // sensitive value never reaches the log (replay reports such records as inexact).
+            decision.request["context"]["input"] = record.arguments.clone().unwrap_or_default();
+        }
         record.policy = Some(decision);
         if !allowed {
             return Err(self

@@ -289,6 +289,10 @@ pub struct AuditConfig {
     pub busy_timeout_ms: u64,
     /// Most records committed in one transaction.
     pub max_batch: usize,
+    /// A signed checkpoint after this many records (0: not by count).
+    pub checkpoint_every: u64,
+    /// A signed checkpoint after this many seconds with uncovered records (0: not by time).
+    pub checkpoint_interval_seconds: u64,
 }
 
 impl Default for AuditConfig {
@@ -298,6 +302,8 @@ impl Default for AuditConfig {
             synchronous: Synchronous::Full,
             busy_timeout_ms: 2000,
             max_batch: 256,
+            checkpoint_every: 1000,
+            checkpoint_interval_seconds: 60,
         }
     }
 }

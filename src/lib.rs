@@ -10,6 +10,7 @@
 //! - [`policy`]: Cedar schema generation, policy loading and decisions;
 //! - [`audit`]: the hash-chained SQLite decision log;
 //! - [`app`]: the pipeline that strings the stages together, with no HTTP types;
+//! - [`replay`]: re-evaluation of recorded decisions against a policy set;
 //! - [`server`]: start-up and shutdown; [`cli`]: the command line.
 
 pub mod app;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod dev;
 pub mod http;
 pub mod policy;
+pub mod replay;
 pub mod server;
 pub mod signing;
 pub mod tools;

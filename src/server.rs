@@ -40,11 +40,19 @@ pub fn build(config: Config, demo: Option<&DemoUrls>) -> anyhow::Result<Built> {
         tools = tools.len(),
         "policy set loaded and validated"
     );
+    let broker_key = crate::audit::checkpoint::broker_key(&config.state_dir())
+        .context("loading the broker signing key")?;
     let (audit, audit_writer) = AuditLog::open(AuditOptions {
         path: config.audit_db(),
         synchronous: config.audit.synchronous,
         busy_timeout: std::time::Duration::from_millis(config.audit.busy_timeout_ms),
         max_batch: config.audit.max_batch,
+        checkpoints: Some(crate::audit::CheckpointOptions {
+            key: Arc::new(broker_key),
+            every_records: config.audit.checkpoint_every,
+            interval: (config.audit.checkpoint_interval_seconds > 0)
+                .then(|| std::time::Duration::from_secs(config.audit.checkpoint_interval_seconds)),
+        }),
     })
     .with_context(|| format!("opening the decision log `{}`", config.audit_db().display()))?;
     let broker_keys = BrokerKeys::load_or_create(&config.state_dir())

@@ -4,19 +4,27 @@
 //! One writer thread owns the connection and commits concurrent records in one transaction
 //! (group commit), so durability costs one fsync per batch rather than per request. Each
 //! record carries `prev_hash` and `hash = SHA-256(prev_hash || record JSON)`, chaining the log
-//! so that an edited, deleted, inserted or reordered record breaks verification.
+//! so that an edited, deleted, inserted or reordered record breaks verification. Records are
+//! numbered without gaps (`seq`), and the writer signs checkpoints of the head with the
+//! broker's key (see [`checkpoint`]) so that a truncated tail is detected too. Reading back:
+//! [`verify`], [`query`], [`archive`]; the format is documented in `docs/decision-log.md`.
 
+pub mod archive;
+pub mod checkpoint;
+pub mod query;
 pub mod record;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, params};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
+pub use checkpoint::{CheckpointClaims, CheckpointOptions};
 pub use record::{DecisionRecord, DispatchFacts, PrincipalFacts, RecordKind, TokenFacts, Verdict};
 
 use crate::config::Synchronous;
@@ -55,6 +63,8 @@ pub struct AuditOptions {
     pub busy_timeout: Duration,
     /// Most records per transaction.
     pub max_batch: usize,
+    /// Signed checkpoints of the chain head; `None` writes none.
+    pub checkpoints: Option<CheckpointOptions>,
 }
 
 struct Job {
@@ -102,6 +112,22 @@ CREATE TABLE IF NOT EXISTS decisions (
 CREATE INDEX IF NOT EXISTS decisions_by_id ON decisions (decision_id);
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (time_ms);
 CREATE INDEX IF NOT EXISTS decisions_by_subject_tool ON decisions (subject, tool);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id          INTEGER PRIMARY KEY,
+    seq         INTEGER NOT NULL,
+    head        TEXT NOT NULL,
+    time_ms     INTEGER NOT NULL,
+    reason      TEXT NOT NULL,
+    kid         TEXT NOT NULL,
+    jws         TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chain_anchor (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    seq         INTEGER NOT NULL,
+    hash        TEXT NOT NULL,
+    time_ms     INTEGER NOT NULL,
+    archive     TEXT NOT NULL
+);
 ";
 
 impl AuditLog {
@@ -122,6 +148,8 @@ impl AuditLog {
             head,
             inode: inode_of(&options.path),
             healthy: healthy.clone(),
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("toolgate-audit".to_owned())
@@ -166,7 +194,10 @@ impl AuditLog {
     }
 }
 
-fn open_connection(options: &AuditOptions, create: bool) -> Result<Connection, AuditError> {
+pub(crate) fn open_connection(
+    options: &AuditOptions,
+    create: bool,
+) -> Result<Connection, AuditError> {
     let unavailable = |e: rusqlite::Error| AuditError::Unavailable(e.to_string());
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
@@ -187,20 +218,65 @@ fn open_connection(options: &AuditOptions, create: bool) -> Result<Connection, A
     Ok(conn)
 }
 
-fn chain_head(conn: &Connection) -> Result<String, AuditError> {
-    let head: Option<String> = conn
-        .query_row(
-            "SELECT hash FROM decisions ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            other => Err(other),
+/// The last record's position and hash: the newest row, else the archive anchor, else genesis.
+pub(crate) fn chain_head(conn: &Connection) -> Result<Head, AuditError> {
+    let unavailable = |e: rusqlite::Error| AuditError::Unavailable(e.to_string());
+    let row = |sql: &str| -> Result<Option<Head>, AuditError> {
+        match conn.query_row(sql, [], |r| {
+            Ok(Head {
+                seq: r.get(0)?,
+                hash: r.get(1)?,
+            })
+        }) {
+            Ok(h) => Ok(Some(h)),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    };
+    if let Some(head) = row("SELECT seq, hash FROM decisions ORDER BY seq DESC LIMIT 1")? {
+        return Ok(head);
+    }
+    if let Some(anchor) = row("SELECT seq, hash FROM chain_anchor WHERE id = 1")? {
+        return Ok(anchor);
+    }
+    Ok(Head {
+        seq: 0,
+        hash: GENESIS_HASH.to_owned(),
+    })
+}
+
+/// Where the chain restarts after archiving (the anchor), else genesis.
+pub(crate) fn chain_head_from_anchor(conn: &Connection) -> rusqlite::Result<Head> {
+    match conn.query_row("SELECT seq, hash FROM chain_anchor WHERE id = 1", [], |r| {
+        Ok(Head {
+            seq: r.get(0)?,
+            hash: r.get(1)?,
         })
-        .map_err(|e| AuditError::Unavailable(e.to_string()))?;
-    Ok(head.unwrap_or_else(|| GENESIS_HASH.to_owned()))
+    }) {
+        Ok(h) => Ok(h),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(Head {
+            seq: 0,
+            hash: GENESIS_HASH.to_owned(),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// A position in the chain: a record's sequence number and hash (seq 0 is genesis).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Sequence number; records are numbered 1, 2, 3... with no gaps.
+    pub seq: i64,
+    /// The record's chain hash.
+    pub hash: String,
+}
+
+/// Current Unix time in milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// The chain hash of a record: SHA-256 over the previous hash and the record's JSON text.
@@ -226,15 +302,47 @@ fn inode_of(path: &Path) -> Option<u64> {
 struct Writer {
     options: AuditOptions,
     conn: Option<Connection>,
-    head: String,
+    head: Head,
     inode: Option<u64>,
     healthy: Arc<AtomicBool>,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
 }
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        // A small runtime of its own lets the writer wait for records with a deadline, so a
+        // periodic checkpoint is written even when the log goes quiet.
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "decision log writer cannot start its timer");
+                self.healthy.store(false, Ordering::Relaxed);
+                return;
+            }
+        };
         let mut batch = Vec::with_capacity(self.options.max_batch);
-        while let Some(first) = rx.blocking_recv() {
+        loop {
+            let interval = self.options.checkpoints.as_ref().and_then(|c| c.interval);
+            let next = match interval {
+                Some(every) if self.since_checkpoint > 0 => {
+                    let wait = every.saturating_sub(self.last_checkpoint.elapsed());
+                    runtime.block_on(async { tokio::time::timeout(wait, rx.recv()).await.ok() })
+                }
+                _ => Some(runtime.block_on(rx.recv())),
+            };
+            let first = match next {
+                // The interval passed with no record: checkpoint what is there.
+                None => {
+                    self.checkpoint_now("periodic");
+                    continue;
+                }
+                Some(None) => break,
+                Some(Some(job)) => job,
+            };
             batch.push(first);
             while batch.len() < self.options.max_batch {
                 match rx.try_recv() {
@@ -251,9 +359,35 @@ impl Writer {
                 let _ = job.ack.send(result.clone());
             }
         }
+        // Every sender is gone and the queue is drained: seal the log with a checkpoint.
+        self.checkpoint_now("shutdown");
     }
 
-    fn commit(&mut self, batch: &[Job]) -> Result<(), AuditError> {
+    /// Writes a checkpoint of the current head, if there is anything new to cover.
+    fn checkpoint_now(&mut self, reason: &str) {
+        if self.since_checkpoint == 0 || self.options.checkpoints.is_none() {
+            return;
+        }
+        // Even when this attempt fails, the next one waits a full interval (no busy loop).
+        self.last_checkpoint = Instant::now();
+        if let Err(e) = self.ensure_open() {
+            tracing::error!(error = %e, "decision log checkpoint skipped");
+            return;
+        }
+        let (Some(conn), Some(options)) = (self.conn.as_mut(), self.options.checkpoints.as_ref())
+        else {
+            return;
+        };
+        match checkpoint::store(conn, &options.key, &self.head, reason) {
+            Ok(()) => self.since_checkpoint = 0,
+            Err(e) => {
+                self.conn = None;
+                tracing::error!(error = %e, "decision log checkpoint failed");
+            }
+        }
+    }
+
+    fn ensure_open(&mut self) -> Result<(), AuditError> {
         // A log file removed or replaced under us would take writes into an unlinked inode:
         // refuse instead, and reopen only a file that exists again.
         if inode_of(&self.options.path) != self.inode {
@@ -265,53 +399,75 @@ impl Writer {
             self.inode = inode_of(&self.options.path);
             self.conn = Some(conn);
         }
+        Ok(())
+    }
+
+    fn commit(&mut self, batch: &[Job]) -> Result<(), AuditError> {
+        self.ensure_open()?;
         let Some(conn) = self.conn.as_mut() else {
             return Err(AuditError::Closed);
         };
+        let checkpoint_due = self.options.checkpoints.as_ref().is_some_and(|c| {
+            c.every_records > 0 && self.since_checkpoint + batch.len() as u64 >= c.every_records
+        });
         let mut head = self.head.clone();
-        let result = (|| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
+        let result = (|| -> Result<(), AuditError> {
+            let sql = |e: rusqlite::Error| AuditError::Unavailable(e.to_string());
+            let tx = conn.transaction().map_err(sql)?;
             {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO decisions (decision_id, kind, time_ms, stage, reason, decision, subject, tool, record, prev_hash, hash)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )?;
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO decisions (seq, decision_id, kind, time_ms, stage, reason, decision, subject, tool, record, prev_hash, hash)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    )
+                    .map_err(sql)?;
                 for job in batch {
                     let r = &job.record;
                     let json = serde_json::to_string(r)
-                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                    let hash = chain_hash(&head, &json);
-                    let kind = match r.kind {
-                        RecordKind::Decision => "decision",
-                        RecordKind::Dispatch => "dispatch",
-                    };
-                    insert.execute(params![
-                        r.decision_id,
-                        kind,
-                        r.time_ms,
-                        r.stage,
-                        r.reason,
-                        r.decision.as_str(),
-                        r.principal.as_ref().map(|p| p.subject.as_str()),
-                        r.tool,
-                        json,
-                        head,
-                        hash,
-                    ])?;
-                    head = hash;
+                        .map_err(|e| AuditError::Unavailable(e.to_string()))?;
+                    let hash = chain_hash(&head.hash, &json);
+                    // The sequence number is explicit (not SQLite's rowid), so it keeps
+                    // counting from the archive anchor even when every row was archived.
+                    let seq = head.seq + 1;
+                    insert
+                        .execute(params![
+                            seq,
+                            r.decision_id,
+                            r.kind.as_str(),
+                            r.time_ms,
+                            r.stage,
+                            r.reason,
+                            r.decision.as_str(),
+                            r.principal.as_ref().map(|p| p.subject.as_str()),
+                            r.tool,
+                            json,
+                            head.hash,
+                            hash,
+                        ])
+                        .map_err(sql)?;
+                    head = Head { seq, hash };
                 }
             }
-            tx.commit()
+            if checkpoint_due && let Some(options) = self.options.checkpoints.as_ref() {
+                checkpoint::store(&tx, &options.key, &head, "periodic")?;
+            }
+            tx.commit().map_err(sql)
         })();
         match result {
             Ok(()) => {
                 self.head = head;
+                if checkpoint_due {
+                    self.since_checkpoint = 0;
+                    self.last_checkpoint = Instant::now();
+                } else {
+                    self.since_checkpoint += batch.len() as u64;
+                }
                 Ok(())
             }
             Err(e) => {
                 // Drop the connection: the next batch reopens it and re-reads the chain head.
                 self.conn = None;
-                Err(AuditError::Unavailable(e.to_string()))
+                Err(e)
             }
         }
     }

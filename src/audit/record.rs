@@ -18,6 +18,16 @@ pub enum RecordKind {
     Dispatch,
 }
 
+impl RecordKind {
+    /// `"decision"` or `"dispatch"`, as in the `kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Decision => "decision",
+            RecordKind::Dispatch => "dispatch",
+        }
+    }
+}
+
 /// Allow or deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

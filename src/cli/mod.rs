@@ -1,7 +1,8 @@
 //! The command line: `serve`, `token mint|verify`, `revoke`, `policy validate`, `schema print`,
-//! `tools list`, `keys rotate|jwks`.
+//! `tools list`, `keys rotate|jwks`, `log verify|archive|query|export`, `replay`.
 
 pub mod keys;
+pub mod log;
 pub mod revoke;
 pub mod tools;
 
@@ -84,6 +85,14 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// Verify, archive, query or export the decision log.
+    Log {
+        /// The log action.
+        #[command(subcommand)]
+        action: log::LogCommand,
+    },
+    /// Re-evaluate recorded decisions against a policy set.
+    Replay(log::ReplayArgs),
 }
 
 /// `tools` subcommands.
@@ -213,6 +222,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token { action } => token(action),
         Command::Revoke(args) => revoke::run(args),
+        Command::Log { action } => log::run(action),
+        Command::Replay(args) => log::replay(args),
         Command::Policy {
             action: PolicyCommand::Validate { config },
         } => {

@@ -15,10 +15,11 @@ use crate::auth::VerifiedToken;
 
 /// The admin routes, nested under `/admin` by [`super::router`].
 pub fn router() -> Router<Arc<App>> {
-    Router::new().route("/status", get(status)).route(
-        "/revocations",
-        get(super::revocations::list).post(super::revocations::create),
-    )
+    Router::new()
+        .route("/status", get(status))
+        .route("/revocations", get(super::revocations::list).post(super::revocations::create))
+        .route("/decisions", get(super::decisions::list))
+        .route("/decisions/{id}", get(super::decisions::get_one))
 }
 
 /// Checks the admin token for `action`; on failure returns the response to send.

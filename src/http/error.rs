@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use crate::app::CallError;
 use crate::audit::AuditError;
+use crate::audit::query::QueryError;
 use crate::auth::TokenError;
 use crate::tools::DispatchError;
 
@@ -86,6 +87,29 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
         body["problems"] = json!(e.problems);
     }
     (status, headers, body)
+}
+
+/// Status and body for a failed decision-log query (admin API).
+pub fn query_error_response(error: &QueryError) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (status, code) = match error {
+        QueryError::Invalid { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+        QueryError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        QueryError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "decision_log_unavailable"),
+    };
+    let message = match error {
+        // Internal detail (paths, SQLite messages) stays in the server log.
+        QueryError::Unavailable(detail) => {
+            tracing::error!(error = %detail, "decision log query failed");
+            "the decision log is unavailable".to_owned()
+        }
+        other => other.to_string(),
+    };
+    (
+        status,
+        axum::Json(json!({ "error": code, "message": message })),
+    )
+        .into_response()
 }
 
 /// RFC 6750 §3: a request without credentials gets a bare challenge; a bad token gets

@@ -6,6 +6,7 @@
 //! [`PolicyEngine::load`]; a decision reads the in-memory [`PolicySnapshot`].
 
 pub mod input;
+mod replay;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -7,5 +7,7 @@ mod dispatch;
 mod cli;
 mod revocation;
 mod rotation;
+mod audit;
+mod replay;
 mod support;
 mod tokens;

@@ -1,0 +1,343 @@
+//! Reading the decision log back: filtered, keyset-paginated queries for the admin API and
+//! `log query`, and the JSONL line format shared by `log export`, archives and replay.
+
+use std::io::Write;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, ToSql};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::checkpoint::StoredCheckpoint;
+
+/// Most records one query returns, whatever the caller asks for.
+pub const MAX_LIMIT: usize = 1000;
+
+/// Records per page when the caller does not say.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// Longest filter value accepted (agent, tool): bounds what an outsider can make us bind.
+pub const MAX_FILTER_LEN: usize = 256;
+
+/// Why a query could not be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// A filter value is malformed.
+    #[error("invalid `{name}`: {reason}")]
+    Invalid {
+        /// The parameter.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// No record with this decision id.
+    #[error("no decision `{0}`")]
+    NotFound(String),
+    /// The log could not be read.
+    #[error("decision log unreadable: {0}")]
+    Unavailable(String),
+}
+
+/// One record with its chain fields: a line of a JSONL export, an item of a query result.
+/// `record` is kept as the exact text that was hashed, so exports verify.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoggedRecord {
+    /// Sequence number in the chain.
+    pub seq: i64,
+    /// The previous record's hash.
+    pub prev_hash: String,
+    /// This record's hash: SHA-256 of `prev_hash`, a newline, and `record`'s text.
+    pub hash: String,
+    /// The decision record (see `docs/decision-log.md`).
+    pub record: Box<RawValue>,
+}
+
+/// A line of a JSONL file: a record or a checkpoint.
+#[derive(Debug, Clone)]
+pub enum LogLine {
+    /// A record.
+    Record(LoggedRecord),
+    /// A signed checkpoint (`{"checkpoint": {...}}`).
+    Checkpoint(StoredCheckpoint),
+}
+
+#[derive(Deserialize)]
+struct CheckpointLine {
+    checkpoint: StoredCheckpoint,
+}
+
+impl LogLine {
+    /// Parses one JSONL line.
+    pub fn parse(line: &str) -> Result<Self, serde_json::Error> {
+        if line.trim_start().starts_with("{\"checkpoint\"") {
+            let c: CheckpointLine = serde_json::from_str(line)?;
+            return Ok(LogLine::Checkpoint(c.checkpoint));
+        }
+        serde_json::from_str(line).map(LogLine::Record)
+    }
+}
+
+/// Filters of a query; every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// The principal's subject (`sub`).
+    pub agent: Option<String>,
+    /// The tool id (or admin action).
+    pub tool: Option<String>,
+    /// `allow` or `deny`.
+    pub decision: Option<String>,
+    /// `decision` or `dispatch`.
+    pub kind: Option<String>,
+    /// From this time, Unix ms, inclusive.
+    pub since_ms: Option<i64>,
+    /// Before this time, Unix ms, exclusive.
+    pub until_ms: Option<i64>,
+    /// Only records after this sequence number (the cursor).
+    pub after_seq: Option<i64>,
+    /// Page size (clamped to [`MAX_LIMIT`]).
+    pub limit: usize,
+}
+
+impl Filter {
+    /// Checks the values an outsider sent.
+    pub fn validate(&self) -> Result<(), QueryError> {
+        for (name, value) in [("agent", &self.agent), ("tool", &self.tool)] {
+            if value.as_ref().is_some_and(|v| v.len() > MAX_FILTER_LEN) {
+                return Err(QueryError::Invalid {
+                    name,
+                    reason: format!("longer than {MAX_FILTER_LEN} bytes"),
+                });
+            }
+        }
+        if let Some(d) = &self.decision
+            && !matches!(d.as_str(), "allow" | "deny")
+        {
+            return Err(QueryError::Invalid {
+                name: "decision",
+                reason: "expected `allow` or `deny`".to_owned(),
+            });
+        }
+        if let Some(k) = &self.kind
+            && !matches!(k.as_str(), "decision" | "dispatch")
+        {
+            return Err(QueryError::Invalid {
+                name: "kind",
+                reason: "expected `decision` or `dispatch`".to_owned(),
+            });
+        }
+        if self.limit == 0 || self.limit > MAX_LIMIT {
+            return Err(QueryError::Invalid {
+                name: "limit",
+                reason: format!("must be 1 to {MAX_LIMIT}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A page of results, oldest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    /// The records.
+    pub decisions: Vec<LoggedRecord>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> QueryError {
+    QueryError::Unavailable(e.to_string())
+}
+
+/// Opens the log read-only.
+pub fn open_read_only(path: &Path) -> Result<Connection, QueryError> {
+    if !path.exists() {
+        return Err(unavailable(format!("`{}` does not exist", path.display())));
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(unavailable)?;
+    conn.busy_timeout(std::time::Duration::from_secs(2))
+        .map_err(unavailable)?;
+    Ok(conn)
+}
+
+fn row_to_logged(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn to_logged(
+    (seq, prev_hash, hash, record): (i64, String, String, String),
+) -> Result<LoggedRecord, QueryError> {
+    Ok(LoggedRecord {
+        seq,
+        prev_hash,
+        hash,
+        record: RawValue::from_string(record).map_err(unavailable)?,
+    })
+}
+
+/// One page of records matching `filter`, by ascending sequence number (keyset pagination).
+pub fn query(conn: &Connection, filter: &Filter) -> Result<Page, QueryError> {
+    filter.validate()?;
+    let mut sql = "SELECT seq, prev_hash, hash, record FROM decisions WHERE seq > ?1".to_owned();
+    let after = filter.after_seq.unwrap_or(0);
+    let mut args: Vec<&dyn ToSql> = vec![&after];
+    if let Some(v) = &filter.agent {
+        args.push(v);
+        sql.push_str(&format!(" AND subject = ?{}", args.len()));
+    }
+    if let Some(v) = &filter.tool {
+        args.push(v);
+        sql.push_str(&format!(" AND tool = ?{}", args.len()));
+    }
+    if let Some(v) = &filter.decision {
+        args.push(v);
+        sql.push_str(&format!(" AND decision = ?{}", args.len()));
+    }
+    if let Some(v) = &filter.kind {
+        args.push(v);
+        sql.push_str(&format!(" AND kind = ?{}", args.len()));
+    }
+    if let Some(v) = &filter.since_ms {
+        args.push(v);
+        sql.push_str(&format!(" AND time_ms >= ?{}", args.len()));
+    }
+    if let Some(v) = &filter.until_ms {
+        args.push(v);
+        sql.push_str(&format!(" AND time_ms < ?{}", args.len()));
+    }
+    // One extra row tells whether there is a next page.
+    let fetch = (filter.limit + 1) as i64;
+    args.push(&fetch);
+    sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", args.len()));
+    let mut stmt = conn.prepare(&sql).map_err(unavailable)?;
+    let rows = stmt
+        .query_map(args.as_slice(), row_to_logged)
+        .map_err(unavailable)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(unavailable)?;
+    let more = rows.len() > filter.limit;
+    let decisions = rows
+        .into_iter()
+        .take(filter.limit)
+        .map(to_logged)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = if more {
+        decisions.last().map(|r| r.seq.to_string())
+    } else {
+        None
+    };
+    Ok(Page {
+        decisions,
+        next_cursor,
+    })
+}
+
+/// Every record of one decision: the decision and, for dispatched calls, its outcome.
+pub fn by_decision_id(conn: &Connection, id: &str) -> Result<Vec<LoggedRecord>, QueryError> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(QueryError::NotFound(id.chars().take(64).collect()));
+    }
+    let mut stmt = conn
+        .prepare(
+            "SELECT seq, prev_hash, hash, record FROM decisions WHERE decision_id = ?1 ORDER BY seq",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map([id], row_to_logged)
+        .map_err(unavailable)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(unavailable)?;
+    if rows.is_empty() {
+        return Err(QueryError::NotFound(id.to_owned()));
+    }
+    rows.into_iter().map(to_logged).collect()
+}
+
+/// Writes every record matching `filter` (any `limit`) as JSONL, one [`LoggedRecord`] per
+/// line, paging through the log so memory stays bounded. Returns the number written.
+pub fn export_jsonl(
+    conn: &Connection,
+    filter: &Filter,
+    out: &mut dyn Write,
+) -> Result<u64, QueryError> {
+    let mut page_filter = Filter {
+        limit: MAX_LIMIT,
+        ..filter.clone()
+    };
+    let mut written = 0;
+    loop {
+        let page = query(conn, &page_filter)?;
+        for r in &page.decisions {
+            let line = serde_json::to_string(r).map_err(unavailable)?;
+            writeln!(out, "{line}").map_err(unavailable)?;
+            written += 1;
+        }
+        match page.decisions.last() {
+            Some(last) if page.next_cursor.is_some() => page_filter.after_seq = Some(last.seq),
+            _ => break,
+        }
+    }
+    Ok(written)
+}
+
+/// Parses a time: Unix milliseconds (`1700000000000`) or RFC 3339 UTC
+/// (`2026-11-23T17:00:00Z`, optional fraction).
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    let bad = || format!("`{text}` is neither Unix milliseconds nor an RFC 3339 UTC time");
+    let t = text.strip_suffix('Z').ok_or_else(bad)?;
+    let (date, time) = t.split_once('T').ok_or_else(bad)?;
+    let d: Vec<&str> = date.split('-').collect();
+    let (time, frac) = time.split_once('.').unwrap_or((time, ""));
+    let h: Vec<&str> = time.split(':').collect();
+    if d.len() != 3 || h.len() != 3 {
+        return Err(bad());
+    }
+    let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
+    let (y, mo, da) = (num(d[0])?, num(d[1])?, num(d[2])?);
+    let (hh, mm, ss) = (num(h[0])?, num(h[1])?, num(h[2])?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || hh > 23 || mm > 59 || ss > 60 {
+        return Err(bad());
+    }
+    let ms = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().chain("000".chars()).take(3).collect();
+        num(&digits)?
+    };
+    let days = days_from_civil(y, mo, da);
+    Ok(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times_parse_as_unix_ms_or_rfc3339() {
+        assert_eq!(parse_time("1700000000000"), Ok(1_700_000_000_000));
+        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse_time("2023-11-14T22:13:20Z"), Ok(1_700_000_000_000));
+        assert_eq!(parse_time("2023-11-14T22:13:20.5Z"), Ok(1_700_000_000_500));
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("2023-13-14T22:13:20Z").is_err());
+    }
+}

@@ -1,0 +1,402 @@
+//! `log verify`: walks the hash chain and reports the first edited, deleted, inserted or
+//! reordered record, index columns that disagree with their record, and signed checkpoints
+//! the chain no longer matches (a truncated tail or a rewritten history).
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::Path;
+
+use jsonwebtoken::jwk::JwkSet;
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+
+use super::checkpoint::{self, StoredCheckpoint};
+use super::query::{LogLine, LoggedRecord};
+use super::{GENESIS_HASH, Head, chain_hash};
+use crate::audit::DecisionRecord;
+
+/// Why a log fails verification. The first problem found is reported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The log could not be read.
+    #[error("cannot read the log: {0}")]
+    Read(String),
+    /// A record's content does not hash to its stored hash.
+    #[error("record {seq}: content does not match its hash (the record was edited)")]
+    Edited {
+        /// The record.
+        seq: i64,
+    },
+    /// A record's `prev_hash` is not its predecessor's hash.
+    #[error(
+        "record {seq}: does not follow record {prev} (a record was deleted, inserted or reordered)"
+    )]
+    Link {
+        /// The record.
+        seq: i64,
+        /// The record before it.
+        prev: i64,
+    },
+    /// Sequence numbers skip.
+    #[error("records {from} to {to} are missing (deleted)")]
+    Missing {
+        /// First missing.
+        from: i64,
+        /// Last missing.
+        to: i64,
+    },
+    /// A sequence number goes backwards or repeats.
+    #[error("record {seq}: out of order after record {prev} (inserted or reordered)")]
+    Order {
+        /// The record.
+        seq: i64,
+        /// The record before it.
+        prev: i64,
+    },
+    /// An index column (outside the hash) disagrees with the record JSON.
+    #[error("record {seq}: column `{column}` disagrees with the record (the row was edited)")]
+    Column {
+        /// The record.
+        seq: i64,
+        /// The column.
+        column: &'static str,
+    },
+    /// The record text is not a decision record.
+    #[error("record {seq}: not a valid record: {message}")]
+    Malformed {
+        /// The record.
+        seq: i64,
+        /// What is wrong.
+        message: String,
+    },
+    /// A signed checkpoint covers more records than the log holds.
+    #[error(
+        "the log ends at record {last} but a signed checkpoint covers record {seq} (the tail was truncated)"
+    )]
+    Truncated {
+        /// Last record present.
+        last: i64,
+        /// The checkpoint's record.
+        seq: i64,
+    },
+    /// A checkpoint does not match the chain, or its signature does not verify.
+    #[error("checkpoint at record {seq} ({reason}): {problem}")]
+    Checkpoint {
+        /// The checkpoint's record.
+        seq: i64,
+        /// Its reason.
+        reason: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The archive anchor (where the chain restarts after archiving) is not covered by a
+    /// checkpoint, so the removal of old records cannot be told from a legitimate archive.
+    #[error("the chain starts at record {seq} but no checkpoint covers that anchor")]
+    Anchor {
+        /// The anchor's record.
+        seq: i64,
+    },
+}
+
+/// What a successful verification covered.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Records checked.
+    pub records: u64,
+    /// Where the chain starts: genesis (seq 0) or the archive anchor.
+    pub anchor_seq: i64,
+    /// The last record's sequence number and hash.
+    pub head_seq: i64,
+    /// The last record's hash.
+    pub head_hash: String,
+    /// Checkpoints matched against the chain.
+    pub checkpoints: usize,
+    /// Whether checkpoint signatures were checked (a key was available).
+    pub signatures_checked: bool,
+    /// Checkpoints about records archived before the anchor (not checkable here).
+    pub checkpoints_before_anchor: usize,
+}
+
+/// One row as read from the log, with the index columns when the source has them.
+#[derive(Debug, Clone)]
+pub struct ChainRow {
+    /// Sequence number.
+    pub seq: i64,
+    /// The predecessor's hash.
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+    /// The record JSON, exactly as hashed.
+    pub record: String,
+    /// The SQLite index columns, if any.
+    pub columns: Option<Columns>,
+}
+
+/// The index columns of a `decisions` row (outside the hash, so checked against the record).
+#[derive(Debug, Clone)]
+pub struct Columns {
+    /// `decision_id`.
+    pub decision_id: String,
+    /// `kind`.
+    pub kind: String,
+    /// `time_ms`.
+    pub time_ms: i64,
+    /// `stage`.
+    pub stage: String,
+    /// `reason`.
+    pub reason: String,
+    /// `decision`.
+    pub decision: String,
+    /// `subject`.
+    pub subject: Option<String>,
+    /// `tool`.
+    pub tool: Option<String>,
+}
+
+fn read_err(e: impl std::fmt::Display) -> VerifyError {
+    VerifyError::Read(e.to_string())
+}
+
+/// Verifies a SQLite decision log; `keys` checks checkpoint signatures when given.
+pub fn verify_db(path: &Path, keys: Option<&JwkSet>) -> Result<VerifyReport, VerifyError> {
+    if !path.exists() {
+        return Err(read_err(format!("`{}` does not exist", path.display())));
+    }
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(read_err)?;
+    // One read transaction: a consistent snapshot even while the broker appends.
+    conn.execute_batch("BEGIN").map_err(read_err)?;
+    let anchor = match conn.query_row("SELECT seq, hash FROM chain_anchor WHERE id = 1", [], |r| {
+        Ok(Head {
+            seq: r.get(0)?,
+            hash: r.get(1)?,
+        })
+    }) {
+        Ok(a) => Some(a),
+        Err(rusqlite::Error::QueryReturnedNoRows) => None,
+        Err(e) => return Err(read_err(e)),
+    };
+    let checkpoints = checkpoint::load_all(&conn).map_err(read_err)?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT seq, prev_hash, hash, record, decision_id, kind, time_ms, stage, reason, decision, subject, tool
+             FROM decisions ORDER BY seq",
+        )
+        .map_err(read_err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(ChainRow {
+                seq: r.get(0)?,
+                prev_hash: r.get(1)?,
+                hash: r.get(2)?,
+                record: r.get(3)?,
+                columns: Some(Columns {
+                    decision_id: r.get(4)?,
+                    kind: r.get(5)?,
+                    time_ms: r.get(6)?,
+                    stage: r.get(7)?,
+                    reason: r.get(8)?,
+                    decision: r.get(9)?,
+                    subject: r.get(10)?,
+                    tool: r.get(11)?,
+                }),
+            })
+        })
+        .map_err(read_err)?
+        .map(|r| r.map_err(read_err));
+    let required_anchor = anchor.is_some();
+    let start = anchor.unwrap_or(Head {
+        seq: 0,
+        hash: GENESIS_HASH.to_owned(),
+    });
+    verify_rows(start, required_anchor, rows, &checkpoints, keys)
+}
+
+/// Verifies a JSONL export or archive. The chain starts at the first record's `prev_hash`
+/// (genesis for a full archive); checkpoint lines in the file are checked too.
+pub fn verify_jsonl(path: &Path, keys: Option<&JwkSet>) -> Result<VerifyReport, VerifyError> {
+    let (records, checkpoints) = read_jsonl(path)?;
+    let start = match records.first() {
+        Some(first) => Head {
+            seq: first.seq - 1,
+            hash: first.prev_hash.clone(),
+        },
+        None => Head {
+            seq: 0,
+            hash: GENESIS_HASH.to_owned(),
+        },
+    };
+    let rows = records.into_iter().map(|r| {
+        Ok(ChainRow {
+            seq: r.seq,
+            prev_hash: r.prev_hash,
+            hash: r.hash,
+            record: r.record.get().to_owned(),
+            columns: None,
+        })
+    });
+    verify_rows(start, false, rows, &checkpoints, keys)
+}
+
+/// Reads a JSONL file of records and checkpoint lines.
+pub fn read_jsonl(path: &Path) -> Result<(Vec<LoggedRecord>, Vec<StoredCheckpoint>), VerifyError> {
+    let file =
+        std::fs::File::open(path).map_err(|e| read_err(format!("`{}`: {e}", path.display())))?;
+    let mut records = Vec::new();
+    let mut checkpoints = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(read_err)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match LogLine::parse(&line) {
+            Ok(LogLine::Record(r)) => records.push(r),
+            Ok(LogLine::Checkpoint(c)) => checkpoints.push(c),
+            Err(e) => return Err(read_err(format!("line {}: {e}", i + 1))),
+        }
+    }
+    Ok((records, checkpoints))
+}
+
+/// The chain walk shared by every source.
+pub fn verify_rows(
+    start: Head,
+    anchored: bool,
+    rows: impl Iterator<Item = Result<ChainRow, VerifyError>>,
+    checkpoints: &[StoredCheckpoint],
+    keys: Option<&JwkSet>,
+) -> Result<VerifyReport, VerifyError> {
+    // Hashes at the checkpointed positions, filled in during the walk.
+    let mut wanted: BTreeMap<i64, Option<String>> = checkpoints
+        .iter()
+        .filter(|c| c.seq > start.seq)
+        .map(|c| (c.seq, None))
+        .collect();
+    let mut prev = start.clone();
+    let mut count = 0u64;
+    for row in rows {
+        let row = row?;
+        if row.seq <= prev.seq {
+            return Err(VerifyError::Order {
+                seq: row.seq,
+                prev: prev.seq,
+            });
+        }
+        if row.seq > prev.seq + 1 {
+            return Err(VerifyError::Missing {
+                from: prev.seq + 1,
+                to: row.seq - 1,
+            });
+        }
+        if chain_hash(&row.prev_hash, &row.record) != row.hash {
+            return Err(VerifyError::Edited { seq: row.seq });
+        }
+        if row.prev_hash != prev.hash {
+            return Err(VerifyError::Link {
+                seq: row.seq,
+                prev: prev.seq,
+            });
+        }
+        check_columns(&row)?;
+        if let Some(slot) = wanted.get_mut(&row.seq) {
+            *slot = Some(row.hash.clone());
+        }
+        count += 1;
+        prev = Head {
+            seq: row.seq,
+            hash: row.hash,
+        };
+    }
+
+    let mut matched = 0;
+    let mut before_anchor = 0;
+    let mut anchor_covered = !anchored;
+    for cp in checkpoints {
+        let fail = |problem: String| VerifyError::Checkpoint {
+            seq: cp.seq,
+            reason: cp.reason.clone(),
+            problem,
+        };
+        if let Some(keys) = keys {
+            checkpoint::check_signature(cp, keys).map_err(fail)?;
+        }
+        if cp.seq < start.seq {
+            before_anchor += 1;
+            continue;
+        }
+        if cp.seq == start.seq {
+            if cp.head != start.hash {
+                return Err(fail("does not match the chain's starting point".to_owned()));
+            }
+            anchor_covered = true;
+            matched += 1;
+            continue;
+        }
+        if cp.seq > prev.seq {
+            return Err(VerifyError::Truncated {
+                last: prev.seq,
+                seq: cp.seq,
+            });
+        }
+        match wanted.get(&cp.seq) {
+            Some(Some(hash)) if *hash == cp.head => matched += 1,
+            _ => {
+                return Err(fail(
+                    "the record there has a different hash (history was rewritten)".to_owned(),
+                ));
+            }
+        }
+    }
+    if !anchor_covered {
+        return Err(VerifyError::Anchor { seq: start.seq });
+    }
+    Ok(VerifyReport {
+        records: count,
+        anchor_seq: start.seq,
+        head_seq: prev.seq,
+        head_hash: prev.hash,
+        checkpoints: matched,
+        signatures_checked: keys.is_some(),
+        checkpoints_before_anchor: before_anchor,
+    })
+}
+
+fn check_columns(row: &ChainRow) -> Result<(), VerifyError> {
+    let record: DecisionRecord =
+        serde_json::from_str(&row.record).map_err(|e| VerifyError::Malformed {
+            seq: row.seq,
+            message: e.to_string(),
+        })?;
+    let Some(c) = &row.columns else {
+        return Ok(());
+    };
+    let column = |column: &'static str| VerifyError::Column {
+        seq: row.seq,
+        column,
+    };
+    if c.decision_id != record.decision_id {
+        return Err(column("decision_id"));
+    }
+    if c.kind != record.kind.as_str() {
+        return Err(column("kind"));
+    }
+    if c.time_ms != record.time_ms {
+        return Err(column("time_ms"));
+    }
+    if c.stage != record.stage {
+        return Err(column("stage"));
+    }
+    if c.reason != record.reason {
+        return Err(column("reason"));
+    }
+    if c.decision != record.decision.as_str() {
+        return Err(column("decision"));
+    }
+    if c.subject.as_deref() != record.principal.as_ref().map(|p| p.subject.as_str()) {
+        return Err(column("subject"));
+    }
+    if c.tool != record.tool {
+        return Err(column("tool"));
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Re-deciding a recorded Cedar request (`policy.request` of a decision record) against a
+//! snapshot: the context is rebuilt with the same typed conversions as a live call, so a
+//! recorded decision replays identically under the policy set it was made with.
+
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityUid, Request,
+    RestrictedExpression,
+};
+use serde_json::Value;
+
+use super::{PolicyDecision, PolicyError, PolicySnapshot, uid};
+
+fn bad(message: impl Into<String>) -> PolicyError {
+    PolicyError::Request(message.into())
+}
+
+fn string_of<'a>(value: &'a Value, key: &str) -> Result<&'a str, PolicyError> {
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(format!("recorded request lacks `{key}`")))
+}
+
+fn long_of(value: &Value, key: &str) -> Result<i64, PolicyError> {
+    value
+        .get(key)
+        .and_then(Value::as_i64)
+        .ok_or_else(|| bad(format!("recorded request lacks `{key}`")))
+}
+
+fn strings(value: &Value, key: &str) -> RestrictedExpression {
+    let items = value
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|s| RestrictedExpression::new_string(s.to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    RestrictedExpression::new_set(items)
+}
+
+fn token_expr(token: &Value) -> Result<RestrictedExpression, PolicyError> {
+    let mut pairs = vec![
+        (
+            "iss".to_owned(),
+            RestrictedExpression::new_string(string_of(token, "iss")?.to_owned()),
+        ),
+        (
+            "sub".to_owned(),
+            RestrictedExpression::new_string(string_of(token, "sub")?.to_owned()),
+        ),
+        ("aud".to_owned(), strings(token, "aud")),
+        ("scopes".to_owned(), strings(token, "scopes")),
+    ];
+    for key in ["client_id", "jti"] {
+        if let Some(v) = token.get(key).and_then(Value::as_str) {
+            pairs.push((
+                key.to_owned(),
+                RestrictedExpression::new_string(v.to_owned()),
+            ));
+        }
+    }
+    RestrictedExpression::new_record(pairs).map_err(|e| bad(e.to_string()))
+}
+
+fn session_expr(session: &Value) -> Result<RestrictedExpression, PolicyError> {
+    let mut pairs = vec![
+        (
+            "request_time".to_owned(),
+            RestrictedExpression::new_long(long_of(session, "request_time")?),
+        ),
+        (
+            "request_id".to_owned(),
+            RestrictedExpression::new_string(string_of(session, "request_id")?.to_owned()),
+        ),
+        (
+            "hour_utc".to_owned(),
+            RestrictedExpression::new_long(long_of(session, "hour_utc")?),
+        ),
+        (
+            "weekday_utc".to_owned(),
+            RestrictedExpression::new_long(long_of(session, "weekday_utc")?),
+        ),
+        (
+            "delegation_depth".to_owned(),
+            RestrictedExpression::new_long(long_of(session, "delegation_depth")?),
+        ),
+    ];
+    if let Some(actor) = session.get("actor").and_then(Value::as_str) {
+        pairs.push((
+            "actor".to_owned(),
+            RestrictedExpression::new_entity_uid(uid("Agent", actor)?),
+        ));
+    }
+    RestrictedExpression::new_record(pairs).map_err(|e| bad(e.to_string()))
+}
+
+impl PolicySnapshot {
+    /// Decides a recorded Cedar request (the `policy.request` of a decision record) against
+    /// this snapshot. The recorded request is returned unchanged in the decision.
+    pub fn decide_recorded(&self, request: &Value) -> Result<PolicyDecision, PolicyError> {
+        let parse_uid = |key: &str| -> Result<EntityUid, PolicyError> {
+            EntityUid::from_str(string_of(request, key)?)
+                .map_err(|e| bad(format!("recorded `{key}`: {e}")))
+        };
+        let principal = parse_uid("principal")?;
+        let action = parse_uid("action")?;
+        let resource = parse_uid("resource")?;
+        let tool = action.id().unescaped().to_owned();
+        let input_type = self
+            .input_types
+            .get(&tool)
+            .ok_or_else(|| bad(format!("tool `{tool}` is not in the loaded schema")))?;
+        let context = request
+            .get("context")
+            .ok_or_else(|| bad("recorded request lacks `context`"))?;
+        let empty = Value::Object(Default::default());
+        let input = input_type
+            .to_cedar(context.get("input").unwrap_or(&empty), "")
+            .map_err(PolicyError::Argument)?;
+        let context = Context::from_pairs([
+            ("input".to_owned(), input),
+            (
+                "token".to_owned(),
+                token_expr(context.get("token").unwrap_or(&empty))?,
+            ),
+            (
+                "session".to_owned(),
+                session_expr(context.get("session").unwrap_or(&empty))?,
+            ),
+        ])
+        .map_err(|e| bad(e.to_string()))?;
+        let cedar_request = Request::new(principal, action, resource, context, Some(&self.schema))
+            .map_err(|e| bad(e.to_string()))?;
+        let mut per_request = Vec::new();
+        if let Some(items) = request.get("entities").and_then(Value::as_array) {
+            for item in items {
+                per_request.push(
+                    Entity::from_json_value(item.clone(), None).map_err(|e| bad(e.to_string()))?,
+                );
+            }
+        }
+        let entities = Entities::from_entities(
+            self.static_entities.iter().cloned().chain(per_request),
+            None,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        let response = Authorizer::new().is_authorized(&cedar_request, &self.policies, &entities);
+        Ok(PolicyDecision {
+            allowed: response.decision() == CedarDecision::Allow,
+            determining_policies: response
+                .diagnostics()
+                .reason()
+                .map(ToString::to_string)
+                .collect(),
+            errors: response
+                .diagnostics()
+                .errors()
+                .map(ToString::to_string)
+                .collect(),
+            policy_set_hash: self.policy_set_hash.clone(),
+            schema_hash: self.schema_hash.clone(),
+            request: request.clone(),
+        })
+    }
+}
