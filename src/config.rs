@@ -537,10 +537,12 @@ impl Config {
                     )?;
                 }
                 BackendConfig::Demo { name } => {
-                    if !matches!(name.as_str(), "echo" | "files") {
+                    if !matches!(name.as_str(), "echo" | "files" | "payments") {
                         return Err(invalid(
                             key("backend.name"),
-                            format!("unknown demo backend `{name}` (expected `echo` or `files`)"),
+                            format!(
+                                "unknown demo backend `{name}` (expected `echo`, `files` or `payments`)"
+                            ),
                         ));
                     }
                 }

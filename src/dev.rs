@@ -1,5 +1,5 @@
 //! Dev mode (`serve --dev`, `token mint`): a local token issuer whose key lives in the state
-//! directory, and two in-process demo tool backends on loopback. For trying toolgate out only.
+//! directory, and in-process demo tool backends on loopback. For trying toolgate out only.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -169,9 +169,22 @@ pub async fn start_demo_backends() -> anyhow::Result<DemoUrls> {
                     Json(json!({ "deleted": args.get("path") }))
                 }),
             );
+    // A pretend payment rail: it only acknowledges, nothing moves.
+    let payments = Router::new().route(
+        "/transfer",
+        post(|Json(args): Json<Value>| async move {
+            Json(json!({
+                "status": "accepted",
+                "transfer_id": uuid::Uuid::new_v4().to_string(),
+                "amount": args.get("amount"),
+                "currency": args.get("currency"),
+            }))
+        }),
+    );
     Ok(DemoUrls {
         echo: spawn_loopback(echo).await?,
         files: spawn_loopback(files).await?,
+        payments: spawn_loopback(payments).await?,
     })
 }
 

@@ -1,4 +1,6 @@
-//! The command line: `serve`, `token mint|verify`, `policy validate`, `schema print`.
+//! The command line: `serve`, `token mint|verify`, `policy validate|test`, `schema print`.
+
+mod policy_test;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -125,6 +127,21 @@ pub enum PolicyCommand {
         #[arg(long, default_value = "toolgate.toml")]
         config: PathBuf,
     },
+    /// Run policy test files (TOML, see docs/policy-tests.md); exits non-zero on a failure.
+    Test {
+        /// The config file (tools and schema stub).
+        #[arg(long, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// The policy directory (default: the config's `policy.dir`).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        /// Also fail when a policy never determined a decision.
+        #[arg(long)]
+        require_coverage: bool,
+        /// Test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// `schema` subcommands.
@@ -173,6 +190,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Policy {
+            action:
+                PolicyCommand::Test {
+                    config,
+                    policies,
+                    require_coverage,
+                    files,
+                },
+        } => policy_test::run(&config, policies, require_coverage, &files),
         Command::Schema {
             action: SchemaCommand::Print { config },
         } => {
@@ -191,16 +217,23 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 /// Loads the registry and policies as `serve` would. Demo backends get placeholder URLs,
 /// since only their schemas matter here.
 fn load_policies(config: &Config) -> anyhow::Result<crate::policy::PolicySnapshot> {
-    let placeholder = reqwest::Url::parse("http://127.0.0.1:9/")?;
-    let demo = DemoUrls {
-        echo: placeholder.clone(),
-        files: placeholder,
-    };
-    let tools = Registry::from_config(config, Some(&demo)).context("loading the tool registry")?;
+    let tools = check_registry(config)?;
     let stub = config.resolve(&config.policy.schema);
     let dir = config.resolve(&config.policy.dir);
     PolicyEngine::load(&stub, &dir, &tools)
         .with_context(|| format!("loading policies from `{}`", dir.display()))
+}
+
+/// The registry for offline checks: demo backends get placeholder URLs, since only the
+/// tools' schemas matter.
+fn check_registry(config: &Config) -> anyhow::Result<Registry> {
+    let placeholder = reqwest::Url::parse("http://127.0.0.1:9/")?;
+    let demo = DemoUrls {
+        echo: placeholder.clone(),
+        files: placeholder.clone(),
+        payments: placeholder,
+    };
+    Registry::from_config(config, Some(&demo)).context("loading the tool registry")
 }
 
 async fn serve(config_path: &Path, dev: bool) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@
 //! [`PolicyEngine::load`]; a decision reads the in-memory [`PolicySnapshot`].
 
 pub mod input;
+pub mod testing;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -158,6 +159,13 @@ impl PolicySnapshot {
     /// Number of policies.
     pub fn policy_count(&self) -> usize {
         self.policies.policies().count()
+    }
+
+    /// Every policy `@id`, sorted.
+    pub fn policy_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.policies.policies().map(|p| p.id().to_string()).collect();
+        ids.sort();
+        ids
     }
 
     /// The policy files this snapshot was loaded from, as (name, text).

@@ -167,6 +167,8 @@ pub struct DemoUrls {
     pub echo: reqwest::Url,
     /// The files backend's base URL.
     pub files: reqwest::Url,
+    /// The payments backend's base URL.
+    pub payments: reqwest::Url,
 }
 
 /// All registered tools, by id.
@@ -254,6 +256,7 @@ fn build_tool(
             let base = match name.as_str() {
                 "echo" => &urls.echo,
                 "files" => &urls.files,
+                "payments" => &urls.payments,
                 _ => return Err(demo_error()),
             };
             Backend::Http {

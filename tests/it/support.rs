@@ -235,6 +235,14 @@ annotations = {{ destructive = true }}
 backend = {{ kind = "http", url = "{b}echo" }}
 
 [[tools]]
+server = "payments"
+name = "transfer"
+input_schema_file = "{tools}/transfer.json"
+required_scopes = ["payments:write"]
+annotations = {{ read_only = false, destructive = false, idempotent = false }}
+backend = {{ kind = "http", url = "{b}echo" }}
+
+[[tools]]
 server = "test"
 name = "slow"
 input_schema = {{ type = "object" }}
