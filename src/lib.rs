@@ -20,6 +20,7 @@ pub mod config;
 pub mod dev;
 pub mod http;
 pub mod policy;
+pub mod reload;
 pub mod server;
 pub mod signing;
 pub mod tools;

@@ -15,7 +15,10 @@ use crate::auth::VerifiedToken;
 
 /// The admin routes, nested under `/admin` by [`super::router`].
 pub fn router() -> Router<Arc<App>> {
-    Router::new().route("/status", get(status))
+    Router::new().route("/status", get(status)).route(
+        "/policies/reload",
+        axum::routing::post(super::policy_admin::reload),
+    )
 }
 
 /// Checks the admin token for `action`; on failure returns the response to send.

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod error;
+mod policy_admin;
 
 use std::future::Future;
 use std::sync::Arc;

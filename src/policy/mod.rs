@@ -7,10 +7,11 @@
 
 pub mod input;
 pub mod testing;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use cedar_policy::{
@@ -24,6 +25,9 @@ use sha2::{Digest, Sha256};
 use crate::auth::VerifiedToken;
 use crate::tools::{ArgumentProblem, Registry, Tool};
 pub use input::{InputType, MappingError};
+
+/// Optional file of extra entities (groups hierarchy, ...) inside the policy directory.
+pub const ENTITIES_FILE: &str = "entities.json";
 
 /// The Cedar namespace of every toolgate entity and action.
 pub const NAMESPACE: &str = "Toolgate";
@@ -163,7 +167,11 @@ impl PolicySnapshot {
 
     /// Every policy `@id`, sorted.
     pub fn policy_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.policies.policies().map(|p| p.id().to_string()).collect();
+        let mut ids: Vec<String> = self
+            .policies
+            .policies()
+            .map(|p| p.id().to_string())
+            .collect();
         ids.sort();
         ids
     }
@@ -178,6 +186,33 @@ impl PolicySnapshot {
 pub struct PolicyEngine {
     current: ArcSwap<PolicySnapshot>,
     authorizer: Authorizer,
+    /// Serialises reloads, so that two concurrent reloads cannot swap in an older set last.
+    reload_lock: Mutex<()>,
+    status: Mutex<ReloadStatus>,
+}
+
+/// Counters and the last error of reloads since start, for `/readyz` and `/admin/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    /// Reloads that swapped in a new set.
+    pub reloads: u64,
+    /// Reloads rejected because the new set failed to load or validate.
+    pub rejected: u64,
+    /// Why the last reload was rejected; cleared by the next successful one.
+    pub last_error: Option<String>,
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadOutcome {
+    /// Whether the policy set or schema differs from the one it replaced.
+    pub changed: bool,
+    /// Number of policies now in force.
+    pub policy_count: usize,
+    /// Hash of the policy set now in force.
+    pub policy_set_hash: String,
+    /// Hash of the schema now in force.
+    pub schema_hash: String,
 }
 
 impl PolicyEngine {
@@ -186,7 +221,65 @@ impl PolicyEngine {
         Self {
             current: ArcSwap::from_pointee(snapshot),
             authorizer: Authorizer::new(),
+            reload_lock: Mutex::new(()),
+            status: Mutex::new(ReloadStatus::default()),
         }
+    }
+
+    /// Loads and validates a new set completely, then swaps it in atomically; an invalid set
+    /// is rejected (logged, counted, kept as the last error) and the current one keeps serving.
+    pub fn reload(
+        &self,
+        schema_stub: &Path,
+        policies_dir: &Path,
+        tools: &Registry,
+    ) -> Result<ReloadOutcome, PolicyLoadError> {
+        let _serial = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let result = load_snapshot(schema_stub, policies_dir, tools);
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match result {
+            Ok(snapshot) => {
+                let old = self.current.load();
+                let changed = old.policy_set_hash != snapshot.policy_set_hash
+                    || old.schema_hash != snapshot.schema_hash;
+                let outcome = ReloadOutcome {
+                    changed,
+                    policy_count: snapshot.policy_count(),
+                    policy_set_hash: snapshot.policy_set_hash.clone(),
+                    schema_hash: snapshot.schema_hash.clone(),
+                };
+                self.current.store(Arc::new(snapshot));
+                status.reloads += 1;
+                status.last_error = None;
+                tracing::info!(
+                    changed,
+                    policies = outcome.policy_count,
+                    policy_set_hash = %outcome.policy_set_hash,
+                    "policy set reloaded"
+                );
+                Ok(outcome)
+            }
+            Err(e) => {
+                status.rejected += 1;
+                status.last_error = Some(e.to_string());
+                tracing::error!(error = %e, dir = %policies_dir.display(), "policy reload rejected: the last good policy set keeps serving");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reload counters and the last rejection.
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Loads, generates the schema for `tools`, and validates; the result can be swapped in.

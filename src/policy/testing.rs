@@ -118,7 +118,20 @@ pub fn parse_utc(text: &str) -> Option<i64> {
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if !(1..=12).contains(&m) || d < 1 || d > month_days[(m - 1) as usize] {
         return None;
     }
@@ -506,7 +519,10 @@ pub fn run_case(
             outcome: Outcome::InvalidArguments,
             determining: Vec::new(),
             errors: Vec::new(),
-            detail: Some(format!("argument at `{}`: {}", problem.path, problem.message)),
+            detail: Some(format!(
+                "argument at `{}`: {}",
+                problem.path, problem.message
+            )),
         }),
         Err(e @ PolicyError::Request(_)) => Err(e.to_string()),
     }

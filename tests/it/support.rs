@@ -145,6 +145,8 @@ pub struct Options {
     pub extra_policies: Option<String>,
     /// Decision-log busy timeout in ms (default 2000).
     pub busy_timeout_ms: Option<u64>,
+    /// Policy directory watch interval in ms (default 0: off, so reload counts are exact).
+    pub watch_interval_ms: Option<u64>,
 }
 
 /// A running broker.
@@ -207,6 +209,7 @@ algorithms = ["EdDSA"]
 [policy]
 dir = "policies"
 schema = "{schema}"
+watch_interval_ms = {watch}
 
 [audit]
 busy_timeout_ms = {busy}
@@ -274,6 +277,7 @@ backend = {{ kind = "http", url = "{dead}down" }}
             schema = schemas.join("toolgate.cedarschema").display(),
             tools = schemas.join("tools").display(),
             busy = options.busy_timeout_ms.unwrap_or(2000),
+            watch = options.watch_interval_ms.unwrap_or(0),
             extra = options.extra_config,
         );
         let config_path = dir.path().join("toolgate.toml");
@@ -295,6 +299,24 @@ backend = {{ kind = "http", url = "{dead}down" }}
             shutdown: Some(tx),
             server: Some(server),
         }
+    }
+
+    /// The broker's policy directory (a copy of the repo's, plus the test policies).
+    pub fn policies_dir(&self) -> PathBuf {
+        self.dir.path().join("policies")
+    }
+
+    /// A valid admin token (admin audience and scope).
+    pub fn admin_token(&self) -> String {
+        let mut claims = self.claims("ops", "toolgate:admin", &[]);
+        claims["aud"] = json!("toolgate-admin");
+        self.sign(&claims)
+    }
+
+    /// `POST` a path with a token and an empty body.
+    pub async fn post(&self, path: &str, token: &str) -> Reply {
+        let request = self.client.post(self.url(path)).bearer_auth(token);
+        Reply::from(request.send().await.unwrap()).await
     }
 
     /// The decision log file.

@@ -66,5 +66,8 @@ principal = { sub = "alice", groups = ["finance"], actor = "payments-agent", cla
     )
     .unwrap();
     assert_eq!(ok.cases[0].arguments["amount"], serde_json::json!(499.99));
-    assert_eq!(ok.defaults.time.as_ref().map(TimeSpec::unix), Some(Ok(1_768_046_400)));
+    assert_eq!(
+        ok.defaults.time.as_ref().map(TimeSpec::unix),
+        Some(Ok(1_768_046_400))
+    );
 }
