@@ -600,6 +600,25 @@ fn token_expr(token: &VerifiedToken) -> Result<RestrictedExpression, PolicyError
     RestrictedExpression::new_record(pairs).map_err(|e| PolicyError::Request(e.to_string()))
 }
 
+/// The generated schema text of one tool's action (inside `namespace Toolgate`).
+pub fn action_declaration(tool_id: &str, input: &InputType) -> String {
+    format!(
+        "  action \"{}\" in [call_tool] appliesTo {{\n    principal: [Agent, User],\n    resource: [Tool],\n    context: {{ input: {}, token: TokenClaims, session: Session }}\n  }};\n",
+        tool_id.replace('\\', "\\\\").replace('"', "\\\""),
+        input.cedar_type()
+    )
+}
+
+/// Parses the schema stub text together with generated action declarations.
+pub fn schema_from_parts(stub: &str, actions: &str) -> Result<Schema, String> {
+    let generated = format!("namespace {NAMESPACE} {{\n{actions}}}\n");
+    let (stub_fragment, _) =
+        SchemaFragment::from_cedarschema_str(stub).map_err(|e| format!("schema stub: {e}"))?;
+    let (tools_fragment, _) = SchemaFragment::from_cedarschema_str(&generated)
+        .map_err(|e| format!("generated tool actions: {e}"))?;
+    Schema::from_schema_fragments([stub_fragment, tools_fragment]).map_err(|e| e.to_string())
+}
+
 fn load_snapshot(
     schema_stub: &Path,
     policies_dir: &Path,
@@ -625,11 +644,7 @@ fn load_snapshot(
                 source,
             }
         })?;
-        generated.push_str(&format!(
-            "  action \"{}\" in [call_tool] appliesTo {{\n    principal: [Agent, User],\n    resource: [Tool],\n    context: {{ input: {}, token: TokenClaims, session: Session }}\n  }};\n",
-            tool.id,
-            input.cedar_type()
-        ));
+        generated.push_str(&action_declaration(&tool.id, &input));
         input_types.insert(tool.id.clone(), input);
     }
     generated.push_str("}\n");
