@@ -93,6 +93,13 @@ pub enum PolicyLoadError {
         /// The file.
         file: String,
     },
+    /// `entities.json` is invalid: unreadable JSON, not matching the schema, a reserved
+    /// entity type, or a duplicate of a generated entity.
+    #[error("{ENTITIES_FILE}: {message}")]
+    Entities {
+        /// What is wrong.
+        message: String,
+    },
     /// Strict validation failed (errors and warnings alike).
     #[error("policy validation failed:\n{}", .0.join("\n"))]
     Validation(Vec<String>),
@@ -684,12 +691,22 @@ fn load_snapshot(
         .map_err(|e| schema_error(e.to_string()))?;
         static_entities.push(entity);
     }
-    // Check the static entities against the schema once, at load.
-    Entities::from_entities(static_entities.iter().cloned(), Some(&schema))
-        .map_err(|e| schema_error(e.to_string()))?;
+    let extra = load_extra_entities(policies_dir, &schema)?;
+    if let Some((_, entities)) = &extra {
+        static_entities.extend(entities.iter().cloned());
+    }
+    // Check the static entities against the schema once, at load (this also refuses an
+    // `entities.json` entity that duplicates a generated one).
+    Entities::from_entities(static_entities.iter().cloned(), Some(&schema)).map_err(|e| {
+        PolicyLoadError::Entities {
+            message: e.to_string(),
+        }
+    })?;
 
     let mut hasher = Sha256::new();
-    for (name, text) in &policy_sources {
+    // The extra entities decide calls too, so they are part of the policy set's hash.
+    let extra_source = extra.map(|(text, _)| (ENTITIES_FILE.to_owned(), text));
+    for (name, text) in policy_sources.iter().chain(extra_source.iter()) {
         hasher.update((name.len() as u64).to_be_bytes());
         hasher.update(name.as_bytes());
         hasher.update((text.len() as u64).to_be_bytes());
@@ -707,6 +724,67 @@ fn load_snapshot(
         policy_set_hash,
         schema_hash,
     })
+}
+
+/// Largest `entities.json` read.
+const MAX_ENTITIES_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Entity types `entities.json` may not define: principals come from the token, tools,
+/// servers and actions from the registry and the schema.
+const RESERVED_ENTITY_TYPES: &[&str] = &["Agent", "User", "Tool", "McpServer"];
+
+/// Reads `entities.json` of the policy directory, if present, validated against the schema.
+fn load_extra_entities(
+    dir: &Path,
+    schema: &Schema,
+) -> Result<Option<(String, Vec<Entity>)>, PolicyLoadError> {
+    let path = dir.join(ENTITIES_FILE);
+    let io = |source| PolicyLoadError::Io {
+        path: path.clone(),
+        source,
+    };
+    let len = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let entities_error = |message: String| PolicyLoadError::Entities { message };
+    if len > MAX_ENTITIES_BYTES {
+        return Err(entities_error(format!(
+            "larger than {MAX_ENTITIES_BYTES} bytes"
+        )));
+    }
+    let text = std::fs::read_to_string(&path).map_err(io)?;
+    let entities = Entities::from_json_str(&text, Some(schema))
+        .map_err(|e| entities_error(format!("{e}: {}", error_chain(&e))))?;
+    let mut out = Vec::new();
+    for entity in entities {
+        let uid = entity.uid();
+        let basename = uid.type_name().basename();
+        if basename == "Action" {
+            // Parsing with a schema adds the schema's action entities; they are already in
+            // the static set (and Cedar refuses an action that differs from the schema's).
+            continue;
+        }
+        if RESERVED_ENTITY_TYPES.contains(&basename) {
+            return Err(entities_error(format!(
+                "`{uid}`: entities of type `{basename}` come from tokens, the tool registry or the schema, not from `{ENTITIES_FILE}`"
+            )));
+        }
+        out.push(entity);
+    }
+    Ok(Some((text, out)))
+}
+
+/// The causes of an error, joined: Cedar's entity errors keep the useful part in `source`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        parts.push(c.to_string());
+        cause = c.source();
+    }
+    parts.join(": ")
 }
 
 fn tool_entity(tool: &Tool) -> Result<Entity, PolicyError> {

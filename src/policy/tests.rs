@@ -40,7 +40,8 @@ fn tool_names_with_hyphens_and_dots_become_string_action_ids() {
         when { context.input["issue-number"] > 3 && context.input has "repo.name" && context.input["repo.name"] like "tool*" };"#;
     assert_eq!(strict_errors(&schema, ok), Vec::<String>::new());
     // A policy naming the tool by another spelling is an unknown action.
-    let renamed = r#"permit (principal, action == Toolgate::Action::"git_hub_v2___get_issue_v1", resource);"#;
+    let renamed =
+        r#"permit (principal, action == Toolgate::Action::"git_hub_v2___get_issue_v1", resource);"#;
     assert!(!strict_errors(&schema, renamed).is_empty());
 }
 

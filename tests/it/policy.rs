@@ -185,6 +185,18 @@ async fn payments_limit_currency_and_delegation_through_the_api() {
         .status,
         403
     );
+    // `policies/entities.json` puts group finance-eu inside finance.
+    let nested_group = delegated("erika", &["finance-eu"], "payments-agent");
+    assert_eq!(
+        app.invoke(
+            Some(&nested_group),
+            "payments___transfer",
+            transfer(json!(250), "EUR")
+        )
+        .await
+        .status,
+        200
+    );
     let agent_alone = app.token("payments-agent", "payments:write", &["finance"]);
     assert_eq!(
         app.invoke(
@@ -209,8 +221,8 @@ async fn payments_limit_currency_and_delegation_through_the_api() {
     assert_eq!(determining[1], json!([]));
     assert_eq!(determining[3], json!(["payments-hard-cap"]));
     assert_eq!(decisions[4].reason, "argument_not_representable");
-    // The backend saw exactly the one allowed transfer.
-    assert_eq!(app.backend.calls("/echo").len(), 1);
+    // The backend saw exactly the two allowed transfers.
+    assert_eq!(app.backend.calls("/echo").len(), 2);
     app.stop().await;
 }
 
@@ -450,4 +462,123 @@ async fn sighup_reloads_the_policies() {
     .await;
     assert_eq!(echo_status(&app).await, 403);
     app.stop().await;
+}
+
+/// Loads a policy directory made of `files` against the repo's config and tools.
+fn load_dir(
+    files: &[(&str, &str)],
+) -> Result<toolgate::policy::PolicySnapshot, toolgate::policy::PolicyLoadError> {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let config = toolgate::config::Config::load(&repo().join("toolgate.toml")).unwrap();
+    let url = reqwest::Url::parse("http://127.0.0.1:9/").unwrap();
+    let demo = toolgate::tools::DemoUrls {
+        echo: url.clone(),
+        files: url.clone(),
+        payments: url,
+    };
+    let tools = toolgate::tools::Registry::from_config(&config, Some(&demo)).unwrap();
+    toolgate::policy::PolicyEngine::load(
+        &repo().join("schemas/toolgate.cedarschema"),
+        dir.path(),
+        &tools,
+    )
+}
+
+fn load_error(files: &[(&str, &str)]) -> String {
+    match load_dir(files) {
+        Ok(_) => panic!("the set {files:?} loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const ECHO_OK: &str =
+    "@id(\"echo\")\npermit (principal, action == Toolgate::Action::\"demo___echo\", resource);\n";
+
+#[test]
+fn invalid_sets_are_refused_naming_file_line_and_policy() {
+    assert!(load_dir(&[("a.cedar", ECHO_OK)]).is_ok());
+
+    let parse = load_error(&[(
+        "a.cedar",
+        "\n\n@id(\"x\")\npermit (principal, action, resource) when { ;\n",
+    )]);
+    assert!(parse.starts_with("a.cedar:4:"), "{parse}");
+
+    let missing = load_error(&[("a.cedar", "\npermit (principal, action, resource);\n")]);
+    assert_eq!(
+        missing,
+        "a.cedar:2: policy has no `@id(\"...\")` annotation"
+    );
+
+    let twice = load_error(&[("a.cedar", ECHO_OK), ("b.cedar", &format!("\n{ECHO_OK}"))]);
+    assert_eq!(
+        twice,
+        "policy id `echo` is used twice: in `a.cedar:1` and `b.cedar:2`"
+    );
+
+    let typo = load_error(&[(
+        "t.cedar",
+        "// comment\n@id(\"typo\")\npermit (principal, action == Toolgate::Action::\"files___read_file\", resource)\nwhen { context.input.pth like \"/srv/*\" };\n",
+    )]);
+    assert!(typo.contains("t.cedar:2: policy `typo`: error:"), "{typo}");
+    assert!(typo.contains("pth"), "{typo}");
+
+    let string_vs_long = load_error(&[(
+        "t.cedar",
+        "@id(\"types\")\npermit (principal, action == Toolgate::Action::\"demo___echo\", resource)\nwhen { context.input has repeat && context.input.repeat == \"2\" };\n",
+    )]);
+    assert!(
+        string_vs_long.contains("policy `types`"),
+        "{string_vs_long}"
+    );
+
+    // A policy ported from a single-action gateway can never match: a warning, refused.
+    let impossible = load_error(&[(
+        "p.cedar",
+        "@id(\"ported\")\npermit (principal, action == Toolgate::Action::\"call_tool\", resource);\n",
+    )]);
+    assert!(
+        impossible.contains("p.cedar:1: policy `ported`: warning treated as error"),
+        "{impossible}"
+    );
+}
+
+#[test]
+fn entities_json_is_validated_and_extends_the_groups() {
+    let nested = r#"[{"uid": {"type": "Toolgate::Group", "id": "a"}, "attrs": {}, "parents": [{"type": "Toolgate::Group", "id": "b"}]}]"#;
+    let with = load_dir(&[("a.cedar", ECHO_OK), ("entities.json", nested)]).unwrap();
+    let without = load_dir(&[("a.cedar", ECHO_OK)]).unwrap();
+    assert_ne!(
+        with.policy_set_hash, without.policy_set_hash,
+        "entities decide calls, so they are part of the set's hash"
+    );
+
+    let agent = r#"[{"uid": {"type": "Toolgate::Agent", "id": "x"}, "attrs": {"iss": "i", "sub": "x"}, "parents": [], "tags": {}}]"#;
+    let e = load_error(&[("a.cedar", ECHO_OK), ("entities.json", agent)]);
+    assert!(
+        e.starts_with("entities.json: `Toolgate::Agent::\"x\"`"),
+        "{e}"
+    );
+
+    let tool = r#"[{"uid": {"type": "Toolgate::Tool", "id": "demo___echo"}, "attrs": {"name": "echo", "server": "demo", "readOnly": true, "destructive": true, "idempotent": true, "openWorld": true}, "parents": []}]"#;
+    let e = load_error(&[("a.cedar", ECHO_OK), ("entities.json", tool)]);
+    assert!(e.contains("tool registry"), "{e}");
+
+    let unknown_type =
+        r#"[{"uid": {"type": "Toolgate::Team", "id": "x"}, "attrs": {}, "parents": []}]"#;
+    let e = load_error(&[("a.cedar", ECHO_OK), ("entities.json", unknown_type)]);
+    assert!(e.starts_with("entities.json:") && e.contains("Team"), "{e}");
+
+    let bad_attr = r#"[{"uid": {"type": "Toolgate::Group", "id": "x"}, "attrs": {"level": 3}, "parents": []}]"#;
+    let e = load_error(&[("a.cedar", ECHO_OK), ("entities.json", bad_attr)]);
+    assert!(
+        e.starts_with("entities.json:") && e.contains("level"),
+        "{e}"
+    );
+
+    let e = load_error(&[("a.cedar", ECHO_OK), ("entities.json", "{not json")]);
+    assert!(e.starts_with("entities.json:"), "{e}");
 }

@@ -183,7 +183,9 @@ impl TestApp {
         std::fs::create_dir(&policies).unwrap();
         for entry in std::fs::read_dir(repo().join("policies")).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "cedar") {
+            if path.extension().is_some_and(|e| e == "cedar")
+                || path.file_name().is_some_and(|n| n == "entities.json")
+            {
                 std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
             }
         }
