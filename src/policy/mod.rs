@@ -5,6 +5,7 @@
 //! Architecture invariant: nothing here does I/O on the request path. Files are read only by
 //! [`PolicyEngine::load`]; a decision reads the in-memory [`PolicySnapshot`].
 
+pub mod annotations;
 pub mod input;
 pub mod testing;
 pub mod watch;

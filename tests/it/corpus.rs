@@ -83,6 +83,20 @@ fn every_github_mcp_tool_is_typed_or_refused_with_its_path() {
     );
     assert_eq!(typed + refused.len(), 117);
 
+    // MCP annotations: read-only tools are never destructive; the rest keep their hints.
+    let annotated: Vec<_> = tools
+        .iter()
+        .map(|t| toolgate::policy::annotations::from_mcp(t.get("annotations")))
+        .collect();
+    let read_only = annotated.iter().filter(|a| a.read_only).count();
+    let expected_read_only = tools
+        .iter()
+        .filter(|t| t["annotations"]["readOnlyHint"] == true)
+        .count();
+    assert_eq!(read_only, expected_read_only);
+    assert!(read_only > 0 && read_only < 117);
+    assert!(annotated.iter().all(|a| !(a.read_only && a.destructive)));
+
     // The typed arguments are usable: `number` reads as Long, enums as strings, optional
     // fields need `has`, nested records and sets are reachable; a typo is a strict error.
     let schema = schema.unwrap();

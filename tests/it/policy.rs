@@ -209,7 +209,29 @@ async fn payments_limit_currency_and_delegation_through_the_api() {
         403
     );
 
-    let decisions = app.decisions();
+    // The listing shows the transfer tool to the finance user's delegated agent only.
+    let listed = |token: &str| {
+        let app = &app;
+        let token = token.to_owned();
+        async move {
+            let reply = app.get("/v1/tools", Some(&token)).await;
+            reply.body["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(&bob).await, ["demo___echo", "payments___transfer"]);
+    assert_eq!(listed(&outsider).await, ["demo___echo"]);
+    assert_eq!(listed(&agent_alone).await, ["demo___echo"]);
+
+    let decisions: Vec<_> = app
+        .decisions()
+        .into_iter()
+        .filter(|r| r.record["endpoint"] == "invoke")
+        .collect();
     let determining: Vec<Value> = decisions
         .iter()
         .map(|r| r.record["policy"]["determining_policies"].clone())
