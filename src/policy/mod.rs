@@ -154,8 +154,10 @@ pub struct PolicySnapshot {
     policies: PolicySet,
     policy_sources: Vec<(String, String)>,
     input_types: BTreeMap<String, InputType>,
-    /// Tool and server entities plus the schema's action entities.
-    static_entities: Vec<Entity>,
+    /// Per tool, the static entities a decision on it can reach: its action and the
+    /// `call_tool` group, the tool, its server, and the `entities.json` entities. Built once
+    /// per load, so a decision's cost does not grow with the number of tools.
+    request_entities: BTreeMap<String, Vec<Entity>>,
     /// SHA-256 over the policy files (names and contents).
     pub policy_set_hash: String,
     /// SHA-256 over the generated schema text.
@@ -171,6 +173,15 @@ impl PolicySnapshot {
     /// Number of policies.
     pub fn policy_count(&self) -> usize {
         self.policies.policies().count()
+    }
+
+    fn tool_entities(&self, tool_id: &str) -> Result<&[Entity], PolicyError> {
+        self.request_entities
+            .get(tool_id)
+            .map(Vec::as_slice)
+            .ok_or_else(|| {
+                PolicyError::Request(format!("tool `{tool_id}` is not in the loaded schema"))
+            })
     }
 
     /// Every policy `@id`, sorted.
@@ -350,7 +361,7 @@ impl PolicyEngine {
         let mut per_request = vec![principal.clone()];
         per_request.extend(actor.clone());
         let entities = Entities::from_entities(
-            snap.static_entities
+            snap.tool_entities(&call.tool.id)?
                 .iter()
                 .cloned()
                 .chain(per_request.iter().cloned()),
@@ -412,8 +423,11 @@ impl PolicyEngine {
             .action(action)
             .resource(resource)
             .build();
+        let Ok(static_entities) = snap.tool_entities(&tool.id) else {
+            return false;
+        };
         let Ok(entities) = Entities::from_entities(
-            snap.static_entities
+            static_entities
                 .iter()
                 .cloned()
                 .chain(std::iter::once(principal))
@@ -668,16 +682,21 @@ fn load_snapshot(
     let (policies, policy_sources) = load_policies(policies_dir)?;
     validate(&schema, &policies, &policy_sources)?;
 
-    let mut static_entities: Vec<Entity> = schema
+    let actions: Vec<Entity> = schema
         .action_entities()
         .map_err(|e| schema_error(e.to_string()))?
         .into_iter()
         .collect();
+    let mut static_entities: Vec<Entity> = actions.clone();
     let mut servers = BTreeMap::new();
+    let mut tool_entities = BTreeMap::new();
     for tool in tools.iter() {
-        static_entities.push(tool_entity(tool).map_err(|e| schema_error(e.to_string()))?);
+        let entity = tool_entity(tool).map_err(|e| schema_error(e.to_string()))?;
+        static_entities.push(entity.clone());
+        tool_entities.insert(tool.id.clone(), entity);
         servers.entry(tool.server.clone()).or_insert(());
     }
+    let mut server_entities = BTreeMap::new();
     for server in servers.keys() {
         let uid = uid("McpServer", server).map_err(|e| schema_error(e.to_string()))?;
         let entity = Entity::new(
@@ -690,7 +709,8 @@ fn load_snapshot(
             HashSet::new(),
         )
         .map_err(|e| schema_error(e.to_string()))?;
-        static_entities.push(entity);
+        static_entities.push(entity.clone());
+        server_entities.insert(server.clone(), entity);
     }
     let extra = load_extra_entities(policies_dir, &schema)?;
     if let Some((_, entities)) = &extra {
@@ -703,6 +723,24 @@ fn load_snapshot(
             message: e.to_string(),
         }
     })?;
+
+    let action_by_uid: BTreeMap<String, &Entity> =
+        actions.iter().map(|e| (e.uid().to_string(), e)).collect();
+    let call_tool = uid("Action", "call_tool").map_err(|e| schema_error(e.to_string()))?;
+    let mut request_entities = BTreeMap::new();
+    for tool in tools.iter() {
+        let action = uid("Action", &tool.id).map_err(|e| schema_error(e.to_string()))?;
+        let mut reachable: Vec<Entity> = [action, call_tool.clone()]
+            .iter()
+            .filter_map(|u| action_by_uid.get(&u.to_string()).map(|e| (*e).clone()))
+            .collect();
+        reachable.extend(tool_entities.get(&tool.id).cloned());
+        reachable.extend(server_entities.get(&tool.server).cloned());
+        if let Some((_, entities)) = &extra {
+            reachable.extend(entities.iter().cloned());
+        }
+        request_entities.insert(tool.id.clone(), reachable);
+    }
 
     let mut hasher = Sha256::new();
     // The extra entities decide calls too, so they are part of the policy set's hash.
@@ -721,7 +759,7 @@ fn load_snapshot(
         policies,
         policy_sources,
         input_types,
-        static_entities,
+        request_entities,
         policy_set_hash,
         schema_hash,
     })
