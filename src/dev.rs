@@ -225,6 +225,14 @@ pub fn banner(
         ttl,
         ..MintOptions::default()
     })?;
+    let payments = issuer.mint(&MintOptions {
+        sub: "bob".to_owned(),
+        scope: "payments:write".to_owned(),
+        ttl,
+        groups: vec!["finance".to_owned()],
+        act: Some("payments-agent".to_owned()),
+        ..MintOptions::default()
+    })?;
     let base = format!("http://{listen}");
     Ok(format!(
         r#"
@@ -236,6 +244,7 @@ pub fn banner(
   Tokens (valid {ttl} s; mint more with `cargo run -- token mint --sub NAME`):
     export REPORTING_TOKEN={reporting}
     export INTERN_TOKEN={intern}
+    export PAYMENTS_TOKEN={payments}   # payments-agent acting for bob (group finance)
 
   Allowed: the reporting agent reads a report
     curl -s -X POST {base}/v1/tools/files___read_file/invoke \
@@ -246,6 +255,11 @@ pub fn banner(
     curl -s -X POST {base}/v1/tools/files___read_file/invoke \
       -H "Authorization: Bearer $REPORTING_TOKEN" -H 'Content-Type: application/json' \
       -d '{{"arguments": {{"path": "/etc/passwd"}}}}'
+
+  Allowed below 500 EUR, denied from 500 (policies/payments.cedar):
+    curl -s -X POST {base}/v1/tools/payments___transfer/invoke \
+      -H "Authorization: Bearer $PAYMENTS_TOKEN" -H 'Content-Type: application/json' \
+      -d '{{"arguments": {{"amount": 120.50, "currency": "EUR", "to_account": "DE02120300000000202051"}}}}'
 
   The intern agent may only echo; its tool list shows that:
     curl -s {base}/v1/tools -H "Authorization: Bearer $INTERN_TOKEN"

@@ -126,6 +126,9 @@ pub enum PolicyCommand {
         /// The config file.
         #[arg(long, default_value = "toolgate.toml")]
         config: PathBuf,
+        /// The policy directory (default: the config's `policy.dir`).
+        #[arg(long)]
+        policies: Option<PathBuf>,
     },
     /// Run policy test files (TOML, see docs/policy-tests.md); exits non-zero on a failure.
     Test {
@@ -178,9 +181,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token { action } => token(action),
         Command::Policy {
-            action: PolicyCommand::Validate { config },
+            action: PolicyCommand::Validate { config, policies },
         } => {
-            let config = load_config(&config)?;
+            let mut config = load_config(&config)?;
+            if let Some(dir) = policies {
+                // Relative to the working directory, like every other command-line path.
+                config.policy.dir = std::path::absolute(&dir)
+                    .with_context(|| format!("resolving `{}`", dir.display()))?;
+            }
             let snapshot = load_policies(&config)?;
             println!(
                 "ok: {} policies valid against the schema for {} tools (policy set {})",

@@ -107,6 +107,36 @@ expect = "allow"
     ]);
     assert!(ok, "{out}");
     assert!(out.contains("coverage: 1 of 1 policies"), "{out}");
+
+    // `policy validate` checks a directory without starting anything.
+    let (ok, out) = toolgate(&[
+        "policy",
+        "validate",
+        "--policies",
+        policies.to_str().unwrap(),
+    ]);
+    assert!(ok && out.starts_with("ok: 1 policies valid"), "{out}");
+    std::fs::write(
+        policies.join("bad.cedar"),
+        "@id(\"bad\")\npermit (principal, action == Toolgate::Action::\"demo___echo\", resource)\nwhen { context.input.nope };\n",
+    )
+    .unwrap();
+    let (ok, out) = toolgate(&[
+        "policy",
+        "validate",
+        "--policies",
+        policies.to_str().unwrap(),
+    ]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("bad.cedar:1: policy `bad`: error"), "{out}");
+    let (ok, out) = toolgate(&[
+        "policy",
+        "test",
+        "--policies",
+        policies.to_str().unwrap(),
+        passing.to_str().unwrap(),
+    ]);
+    assert!(!ok && out.contains("bad.cedar:1"), "{out}");
 }
 
 #[tokio::test]
