@@ -59,6 +59,9 @@ pub enum CallError {
     /// The state database (revocations) could not be read or written.
     #[error("the revocation store is unavailable")]
     StateUnavailable,
+    /// An admin-requested policy reload was rejected; the last good set keeps serving.
+    #[error("policy reload rejected, the last good set keeps serving: {0}")]
+    PolicyReloadRejected(String),
 }
 
 /// Which API entry point a call came through.
@@ -130,12 +133,21 @@ pub struct Readiness {
     pub policy_count: usize,
     /// Hash of the policy set in force.
     pub policy_set_hash: String,
+    /// Why the last policy reload was rejected (`policies_valid` is then false and the last
+    /// good set keeps serving).
+    pub policy_error: Option<String>,
+    /// Policy reloads that swapped in a new set since start.
+    pub policy_reloads: u64,
+    /// Policy reloads rejected since start.
+    pub policy_reloads_rejected: u64,
 }
 
 impl Readiness {
-    /// Whether the broker can take calls.
+    /// Whether the broker can take calls. A rejected policy reload does not make it unready:
+    /// the last good set keeps serving, and a bad policy push must not take every replica
+    /// out of its load balancer; `policies_valid` and `policy_error` report it instead.
     pub fn ready(&self) -> bool {
-        self.keys_loaded && self.policies_valid && self.log_writable
+        self.keys_loaded && self.log_writable
     }
 }
 
@@ -552,12 +564,26 @@ impl App {
     /// Readiness of keys, policies and the log.
     pub fn readiness(&self) -> Readiness {
         let snapshot = self.policy.snapshot();
+        let reload = self.policy.reload_status();
         Readiness {
             keys_loaded: self.authenticator.ready(),
-            policies_valid: true,
+            policies_valid: reload.last_error.is_none(),
             log_writable: self.audit.healthy(),
             policy_count: snapshot.policy_count(),
             policy_set_hash: snapshot.policy_set_hash.clone(),
+            policy_error: reload.last_error,
+            policy_reloads: reload.reloads,
+            policy_reloads_rejected: reload.rejected,
         }
+    }
+
+    /// Reloads the policy set from `policies_dir` and `schema_stub` for the registered tools:
+    /// validated completely, then swapped in atomically; on error the last good set keeps
+    /// serving. Blocking (file reads and validation): call it off the async workers.
+    pub fn reload_policies(
+        &self,
+    ) -> Result<crate::policy::ReloadOutcome, crate::policy::PolicyLoadError> {
+        self.policy
+            .reload(&self.schema_stub, &self.policies_dir, &self.tools)
     }
 }

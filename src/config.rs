@@ -266,6 +266,9 @@ pub struct PolicyConfig {
     pub dir: PathBuf,
     /// The Cedar schema stub (entity types, common types, the `call_tool` group).
     pub schema: PathBuf,
+    /// How often the policy directory is checked for changes, in ms; `0` turns the watcher
+    /// off (SIGHUP and `POST /admin/policies/reload` still reload).
+    pub watch_interval_ms: u64,
 }
 
 impl Default for PolicyConfig {
@@ -273,6 +276,7 @@ impl Default for PolicyConfig {
         Self {
             dir: PathBuf::from("policies"),
             schema: PathBuf::from("schemas/toolgate.cedarschema"),
+            watch_interval_ms: 1000,
         }
     }
 }
@@ -502,6 +506,14 @@ impl Config {
             256 * 1024,
         )?;
         check_range("limits.max_token_bytes", l.max_token_bytes, 512, 64 * 1024)?;
+        if self.policy.watch_interval_ms != 0 {
+            check_range(
+                "policy.watch_interval_ms",
+                self.policy.watch_interval_ms as usize,
+                100,
+                3_600_000,
+            )?;
+        }
         if l.max_token_bytes + 64 > l.max_header_bytes {
             return Err(invalid(
                 "limits.max_token_bytes",
@@ -731,10 +743,12 @@ impl Config {
                     }
                 }
                 BackendConfig::Demo { name } => {
-                    if !matches!(name.as_str(), "echo" | "files") {
+                    if !matches!(name.as_str(), "echo" | "files" | "payments") {
                         return Err(invalid(
                             key("backend.name"),
-                            format!("unknown demo backend `{name}` (expected `echo` or `files`)"),
+                            format!(
+                                "unknown demo backend `{name}` (expected `echo`, `files` or `payments`)"
+                            ),
                         ));
                     }
                 }

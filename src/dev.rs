@@ -1,5 +1,5 @@
 //! Dev mode (`serve --dev`, `token mint`): a local token issuer whose key lives in the state
-//! directory, and two in-process demo tool backends on loopback. For trying toolgate out only.
+//! directory, and in-process demo tool backends on loopback. For trying toolgate out only.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -173,9 +173,22 @@ pub async fn start_demo_backends() -> anyhow::Result<DemoUrls> {
                     Json(json!({ "deleted": args.get("path") }))
                 }),
             );
+    // A pretend payment rail: it only acknowledges, nothing moves.
+    let payments = Router::new().route(
+        "/transfer",
+        post(|Json(args): Json<Value>| async move {
+            Json(json!({
+                "status": "accepted",
+                "transfer_id": uuid::Uuid::new_v4().to_string(),
+                "amount": args.get("amount"),
+                "currency": args.get("currency"),
+            }))
+        }),
+    );
     Ok(DemoUrls {
         echo: spawn_loopback(echo).await?,
         files: spawn_loopback(files).await?,
+        payments: spawn_loopback(payments).await?,
     })
 }
 
@@ -216,6 +229,14 @@ pub fn banner(
         ttl,
         ..MintOptions::default()
     })?;
+    let payments = issuer.mint(&MintOptions {
+        sub: "bob".to_owned(),
+        scope: "payments:write".to_owned(),
+        ttl,
+        groups: vec!["finance".to_owned()],
+        act: Some("payments-agent".to_owned()),
+        ..MintOptions::default()
+    })?;
     let base = format!("http://{listen}");
     Ok(format!(
         r#"
@@ -227,6 +248,7 @@ pub fn banner(
   Tokens (valid {ttl} s; mint more with `cargo run -- token mint --sub NAME`):
     export REPORTING_TOKEN={reporting}
     export INTERN_TOKEN={intern}
+    export PAYMENTS_TOKEN={payments}   # payments-agent acting for bob (group finance)
 
   Allowed: the reporting agent reads a report
     curl -s -X POST {base}/v1/tools/files___read_file/invoke \
@@ -237,6 +259,11 @@ pub fn banner(
     curl -s -X POST {base}/v1/tools/files___read_file/invoke \
       -H "Authorization: Bearer $REPORTING_TOKEN" -H 'Content-Type: application/json' \
       -d '{{"arguments": {{"path": "/etc/passwd"}}}}'
+
+  Allowed below 500 EUR, denied from 500 (policies/payments.cedar):
+    curl -s -X POST {base}/v1/tools/payments___transfer/invoke \
+      -H "Authorization: Bearer $PAYMENTS_TOKEN" -H 'Content-Type: application/json' \
+      -d '{{"arguments": {{"amount": 120.50, "currency": "EUR", "to_account": "DE02120300000000202051"}}}}'
 
   The intern agent may only echo; its tool list shows that:
     curl -s {base}/v1/tools -H "Authorization: Bearer $INTERN_TOKEN"

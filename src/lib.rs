@@ -22,6 +22,7 @@ pub mod dev;
 pub mod http;
 pub mod policy;
 pub mod replay;
+pub mod reload;
 pub mod server;
 pub mod signing;
 pub mod tools;

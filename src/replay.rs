@@ -266,11 +266,7 @@ pub fn load_policies(
 ) -> Result<PolicySnapshot, ReplayError> {
     let fail = |e: &dyn std::fmt::Display| ReplayError::Policies(e.to_string());
     let config = Config::load(config).map_err(|e| fail(&e))?;
-    let placeholder = reqwest::Url::parse("http://127.0.0.1:9/").map_err(|e| fail(&e))?;
-    let demo = DemoUrls {
-        echo: placeholder.clone(),
-        files: placeholder,
-    };
+    let demo = DemoUrls::placeholder().ok_or_else(|| fail(&"placeholder URLs"))?;
     let tools = Registry::from_config(&config, Some(&demo)).map_err(|e| fail(&e))?;
     let stub = schema
         .map(Path::to_owned)

@@ -83,9 +83,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let Built { app, audit_writer } = built;
     app.authenticator.start_refresh();
-    crate::http::serve(listener, app.clone(), shutdown)
-        .await
-        .context("serving HTTP")?;
+    let reloaders = crate::reload::spawn(&app);
+    let served = crate::http::serve(listener, app.clone(), shutdown).await;
+    for task in reloaders {
+        task.abort();
+        let _ = task.await;
+    }
+    served.context("serving HTTP")?;
     // Dropping the last App drops the log's sender; the writer then commits what is queued.
     drop(app);
     tokio::task::spawn_blocking(move || audit_writer.join())

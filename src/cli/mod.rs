@@ -1,8 +1,9 @@
-//! The command line: `serve`, `token mint|verify`, `revoke`, `policy validate`, `schema print`,
-//! `tools list`, `keys rotate|jwks`, `log verify|archive|query|export`, `replay`.
+//! The command line: `serve`, `token mint|verify`, `revoke`, `policy validate|test`,
+//! `schema print`, `tools list`, `keys rotate|jwks`, `log verify|archive|query|export`, `replay`.
 
 pub mod keys;
 pub mod log;
+mod policy_test;
 pub mod revoke;
 pub mod tools;
 
@@ -185,6 +186,24 @@ pub enum PolicyCommand {
         /// The config file.
         #[arg(long, default_value = "toolgate.toml")]
         config: PathBuf,
+        /// The policy directory (default: the config's `policy.dir`).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+    },
+    /// Run policy test files (TOML, see docs/policy-tests.md); exits non-zero on a failure.
+    Test {
+        /// The config file (tools and schema stub).
+        #[arg(long, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// The policy directory (default: the config's `policy.dir`).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        /// Also fail when a policy never determined a decision.
+        #[arg(long)]
+        require_coverage: bool,
+        /// Test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -225,9 +244,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Log { action } => log::run(action),
         Command::Replay(args) => log::replay(args),
         Command::Policy {
-            action: PolicyCommand::Validate { config },
+            action: PolicyCommand::Validate { config, policies },
         } => {
-            let config = load_config(&config)?;
+            let mut config = load_config(&config)?;
+            if let Some(dir) = policies {
+                // Relative to the working directory, like every other command-line path.
+                config.policy.dir = std::path::absolute(&dir)
+                    .with_context(|| format!("resolving `{}`", dir.display()))?;
+            }
             let snapshot = load_policies(&config)?;
             println!(
                 "ok: {} policies valid against the schema for {} tools (policy set {})",
@@ -253,6 +277,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Policy {
+            action:
+                PolicyCommand::Test {
+                    config,
+                    policies,
+                    require_coverage,
+                    files,
+                },
+        } => policy_test::run(&config, policies, require_coverage, &files),
         Command::Schema {
             action: SchemaCommand::Print { config },
         } => {
@@ -271,16 +304,18 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 /// Loads the registry and policies as `serve` would. Demo backends get placeholder URLs,
 /// since only their schemas matter here.
 fn load_policies(config: &Config) -> anyhow::Result<crate::policy::PolicySnapshot> {
-    let placeholder = reqwest::Url::parse("http://127.0.0.1:9/")?;
-    let demo = DemoUrls {
-        echo: placeholder.clone(),
-        files: placeholder,
-    };
-    let tools = Registry::from_config(config, Some(&demo)).context("loading the tool registry")?;
+    let tools = check_registry(config)?;
     let stub = config.resolve(&config.policy.schema);
     let dir = config.resolve(&config.policy.dir);
     PolicyEngine::load(&stub, &dir, &tools)
         .with_context(|| format!("loading policies from `{}`", dir.display()))
+}
+
+/// The registry for offline checks: demo backends get placeholder URLs, since only the
+/// tools' schemas matter.
+fn check_registry(config: &Config) -> anyhow::Result<Registry> {
+    let demo = DemoUrls::placeholder().context("placeholder URLs")?;
+    Registry::from_config(config, Some(&demo)).context("loading the tool registry")
 }
 
 async fn serve(config_path: &Path, dev: bool) -> anyhow::Result<()> {

@@ -11,11 +11,7 @@ use crate::tools::{Backend, DemoUrls, Registry};
 /// object per tool: id, backend URL (never a credential), annotations, scopes.
 pub fn list(config: &Path) -> anyhow::Result<()> {
     let config = super::load_config(config)?;
-    let placeholder = reqwest::Url::parse("http://demo.invalid/")?;
-    let demo = DemoUrls {
-        echo: placeholder.clone(),
-        files: placeholder,
-    };
+    let demo = DemoUrls::placeholder().context("placeholder URLs")?;
     let registry =
         Registry::from_config(&config, Some(&demo)).context("loading the tool registry")?;
     for line in listing(&registry) {

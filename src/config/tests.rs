@@ -145,3 +145,32 @@ fn issuer_needs_exactly_one_key_source() {
         "outside",
     );
 }
+
+#[test]
+fn policy_watch_interval_is_bounded_or_off() {
+    let config = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(config.policy.watch_interval_ms, 1000);
+    let off = parse(
+        &format!("{MINIMAL}\n[policy]\nwatch_interval_ms = 0\n"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(off.policy.watch_interval_ms, 0);
+    check_invalid(
+        &format!("{MINIMAL}\n[policy]\nwatch_interval_ms = 5\n"),
+        "policy.watch_interval_ms",
+        "",
+    );
+}
+
+#[test]
+fn demo_backends_include_payments() {
+    let tool = |name: &str| {
+        format!(
+            "{MINIMAL}\n[[tools]]\nserver = \"payments\"\nname = \"transfer\"\ninput_schema = {{ type = \"object\" }}\nbackend = {{ kind = \"demo\", name = \"{name}\" }}\n"
+        )
+    };
+    let parsed = parse(&tool("payments"), &[]);
+    assert!(parsed.is_ok(), "{parsed:?}");
+    check_invalid(&tool("bank"), "tools[0].backend.name", "`payments`");
+}

@@ -38,6 +38,11 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
         CallError::InvalidArguments(_) => (StatusCode::BAD_REQUEST, "invalid_arguments", "deny"),
         CallError::Denied { .. } => (StatusCode::FORBIDDEN, "denied", "deny"),
         CallError::PolicyFailure(_) => (StatusCode::INTERNAL_SERVER_ERROR, "policy_error", "deny"),
+        CallError::PolicyReloadRejected(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "policy_reload_rejected",
+            "error",
+        ),
         CallError::Audit(e) => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             let code = match e {

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod decisions;
 pub mod error;
 pub mod revocations;
+mod policy_admin;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -5,12 +5,15 @@
 //! Architecture invariant: nothing here does I/O on the request path. Files are read only by
 //! [`PolicyEngine::load`]; a decision reads the in-memory [`PolicySnapshot`].
 
+pub mod annotations;
 pub mod input;
 mod replay;
+pub mod testing;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use cedar_policy::{
@@ -24,6 +27,9 @@ use sha2::{Digest, Sha256};
 use crate::auth::VerifiedToken;
 use crate::tools::{ArgumentProblem, Registry, Tool};
 pub use input::{InputType, MappingError};
+
+/// Optional file of extra entities (groups hierarchy, ...) inside the policy directory.
+pub const ENTITIES_FILE: &str = "entities.json";
 
 /// The Cedar namespace of every toolgate entity and action.
 pub const NAMESPACE: &str = "Toolgate";
@@ -89,6 +95,13 @@ pub enum PolicyLoadError {
         /// The file.
         file: String,
     },
+    /// `entities.json` is invalid: unreadable JSON, not matching the schema, a reserved
+    /// entity type, or a duplicate of a generated entity.
+    #[error("{ENTITIES_FILE}: {message}")]
+    Entities {
+        /// What is wrong.
+        message: String,
+    },
     /// Strict validation failed (errors and warnings alike).
     #[error("policy validation failed:\n{}", .0.join("\n"))]
     Validation(Vec<String>),
@@ -142,8 +155,10 @@ pub struct PolicySnapshot {
     policies: PolicySet,
     policy_sources: Vec<(String, String)>,
     input_types: BTreeMap<String, InputType>,
-    /// Tool and server entities plus the schema's action entities.
-    static_entities: Vec<Entity>,
+    /// Per tool, the static entities a decision on it can reach: its action and the
+    /// `call_tool` group, the tool, its server, and the `entities.json` entities. Built once
+    /// per load, so a decision's cost does not grow with the number of tools.
+    request_entities: BTreeMap<String, Vec<Entity>>,
     /// SHA-256 over the policy files (names and contents).
     pub policy_set_hash: String,
     /// SHA-256 over the generated schema text.
@@ -161,6 +176,26 @@ impl PolicySnapshot {
         self.policies.policies().count()
     }
 
+    fn tool_entities(&self, tool_id: &str) -> Result<&[Entity], PolicyError> {
+        self.request_entities
+            .get(tool_id)
+            .map(Vec::as_slice)
+            .ok_or_else(|| {
+                PolicyError::Request(format!("tool `{tool_id}` is not in the loaded schema"))
+            })
+    }
+
+    /// Every policy `@id`, sorted.
+    pub fn policy_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .policies
+            .policies()
+            .map(|p| p.id().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// The policy files this snapshot was loaded from, as (name, text).
     pub fn policy_sources(&self) -> &[(String, String)] {
         &self.policy_sources
@@ -171,6 +206,33 @@ impl PolicySnapshot {
 pub struct PolicyEngine {
     current: ArcSwap<PolicySnapshot>,
     authorizer: Authorizer,
+    /// Serialises reloads, so that two concurrent reloads cannot swap in an older set last.
+    reload_lock: Mutex<()>,
+    status: Mutex<ReloadStatus>,
+}
+
+/// Counters and the last error of reloads since start, for `/readyz` and `/admin/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    /// Reloads that swapped in a new set.
+    pub reloads: u64,
+    /// Reloads rejected because the new set failed to load or validate.
+    pub rejected: u64,
+    /// Why the last reload was rejected; cleared by the next successful one.
+    pub last_error: Option<String>,
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadOutcome {
+    /// Whether the policy set or schema differs from the one it replaced.
+    pub changed: bool,
+    /// Number of policies now in force.
+    pub policy_count: usize,
+    /// Hash of the policy set now in force.
+    pub policy_set_hash: String,
+    /// Hash of the schema now in force.
+    pub schema_hash: String,
 }
 
 impl PolicyEngine {
@@ -179,7 +241,65 @@ impl PolicyEngine {
         Self {
             current: ArcSwap::from_pointee(snapshot),
             authorizer: Authorizer::new(),
+            reload_lock: Mutex::new(()),
+            status: Mutex::new(ReloadStatus::default()),
         }
+    }
+
+    /// Loads and validates a new set completely, then swaps it in atomically; an invalid set
+    /// is rejected (logged, counted, kept as the last error) and the current one keeps serving.
+    pub fn reload(
+        &self,
+        schema_stub: &Path,
+        policies_dir: &Path,
+        tools: &Registry,
+    ) -> Result<ReloadOutcome, PolicyLoadError> {
+        let _serial = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let result = load_snapshot(schema_stub, policies_dir, tools);
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match result {
+            Ok(snapshot) => {
+                let old = self.current.load();
+                let changed = old.policy_set_hash != snapshot.policy_set_hash
+                    || old.schema_hash != snapshot.schema_hash;
+                let outcome = ReloadOutcome {
+                    changed,
+                    policy_count: snapshot.policy_count(),
+                    policy_set_hash: snapshot.policy_set_hash.clone(),
+                    schema_hash: snapshot.schema_hash.clone(),
+                };
+                self.current.store(Arc::new(snapshot));
+                status.reloads += 1;
+                status.last_error = None;
+                tracing::info!(
+                    changed,
+                    policies = outcome.policy_count,
+                    policy_set_hash = %outcome.policy_set_hash,
+                    "policy set reloaded"
+                );
+                Ok(outcome)
+            }
+            Err(e) => {
+                status.rejected += 1;
+                status.last_error = Some(e.to_string());
+                tracing::error!(error = %e, dir = %policies_dir.display(), "policy reload rejected: the last good policy set keeps serving");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reload counters and the last rejection.
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Loads, generates the schema for `tools`, and validates; the result can be swapped in.
@@ -242,7 +362,7 @@ impl PolicyEngine {
         let mut per_request = vec![principal.clone()];
         per_request.extend(actor.clone());
         let entities = Entities::from_entities(
-            snap.static_entities
+            snap.tool_entities(&call.tool.id)?
                 .iter()
                 .cloned()
                 .chain(per_request.iter().cloned()),
@@ -304,8 +424,11 @@ impl PolicyEngine {
             .action(action)
             .resource(resource)
             .build();
+        let Ok(static_entities) = snap.tool_entities(&tool.id) else {
+            return false;
+        };
         let Ok(entities) = Entities::from_entities(
-            snap.static_entities
+            static_entities
                 .iter()
                 .cloned()
                 .chain(std::iter::once(principal))
@@ -500,6 +623,25 @@ fn token_expr(token: &VerifiedToken) -> Result<RestrictedExpression, PolicyError
     RestrictedExpression::new_record(pairs).map_err(|e| PolicyError::Request(e.to_string()))
 }
 
+/// The generated schema text of one tool's action (inside `namespace Toolgate`).
+pub fn action_declaration(tool_id: &str, input: &InputType) -> String {
+    format!(
+        "  action \"{}\" in [call_tool] appliesTo {{\n    principal: [Agent, User],\n    resource: [Tool],\n    context: {{ input: {}, token: TokenClaims, session: Session }}\n  }};\n",
+        tool_id.replace('\\', "\\\\").replace('"', "\\\""),
+        input.cedar_type()
+    )
+}
+
+/// Parses the schema stub text together with generated action declarations.
+pub fn schema_from_parts(stub: &str, actions: &str) -> Result<Schema, String> {
+    let generated = format!("namespace {NAMESPACE} {{\n{actions}}}\n");
+    let (stub_fragment, _) =
+        SchemaFragment::from_cedarschema_str(stub).map_err(|e| format!("schema stub: {e}"))?;
+    let (tools_fragment, _) = SchemaFragment::from_cedarschema_str(&generated)
+        .map_err(|e| format!("generated tool actions: {e}"))?;
+    Schema::from_schema_fragments([stub_fragment, tools_fragment]).map_err(|e| e.to_string())
+}
+
 fn load_snapshot(
     schema_stub: &Path,
     policies_dir: &Path,
@@ -525,11 +667,7 @@ fn load_snapshot(
                 source,
             }
         })?;
-        generated.push_str(&format!(
-            "  action \"{}\" in [call_tool] appliesTo {{\n    principal: [Agent, User],\n    resource: [Tool],\n    context: {{ input: {}, token: TokenClaims, session: Session }}\n  }};\n",
-            tool.id,
-            input.cedar_type()
-        ));
+        generated.push_str(&action_declaration(&tool.id, &input));
         input_types.insert(tool.id.clone(), input);
     }
     generated.push_str("}\n");
@@ -545,16 +683,21 @@ fn load_snapshot(
     let (policies, policy_sources) = load_policies(policies_dir)?;
     validate(&schema, &policies, &policy_sources)?;
 
-    let mut static_entities: Vec<Entity> = schema
+    let actions: Vec<Entity> = schema
         .action_entities()
         .map_err(|e| schema_error(e.to_string()))?
         .into_iter()
         .collect();
+    let mut static_entities: Vec<Entity> = actions.clone();
     let mut servers = BTreeMap::new();
+    let mut tool_entities = BTreeMap::new();
     for tool in tools.iter() {
-        static_entities.push(tool_entity(tool).map_err(|e| schema_error(e.to_string()))?);
+        let entity = tool_entity(tool).map_err(|e| schema_error(e.to_string()))?;
+        static_entities.push(entity.clone());
+        tool_entities.insert(tool.id.clone(), entity);
         servers.entry(tool.server.clone()).or_insert(());
     }
+    let mut server_entities = BTreeMap::new();
     for server in servers.keys() {
         let uid = uid("McpServer", server).map_err(|e| schema_error(e.to_string()))?;
         let entity = Entity::new(
@@ -567,14 +710,43 @@ fn load_snapshot(
             HashSet::new(),
         )
         .map_err(|e| schema_error(e.to_string()))?;
-        static_entities.push(entity);
+        static_entities.push(entity.clone());
+        server_entities.insert(server.clone(), entity);
     }
-    // Check the static entities against the schema once, at load.
-    Entities::from_entities(static_entities.iter().cloned(), Some(&schema))
-        .map_err(|e| schema_error(e.to_string()))?;
+    let extra = load_extra_entities(policies_dir, &schema)?;
+    if let Some((_, entities)) = &extra {
+        static_entities.extend(entities.iter().cloned());
+    }
+    // Check the static entities against the schema once, at load (this also refuses an
+    // `entities.json` entity that duplicates a generated one).
+    Entities::from_entities(static_entities.iter().cloned(), Some(&schema)).map_err(|e| {
+        PolicyLoadError::Entities {
+            message: e.to_string(),
+        }
+    })?;
+
+    let action_by_uid: BTreeMap<String, &Entity> =
+        actions.iter().map(|e| (e.uid().to_string(), e)).collect();
+    let call_tool = uid("Action", "call_tool").map_err(|e| schema_error(e.to_string()))?;
+    let mut request_entities = BTreeMap::new();
+    for tool in tools.iter() {
+        let action = uid("Action", &tool.id).map_err(|e| schema_error(e.to_string()))?;
+        let mut reachable: Vec<Entity> = [action, call_tool.clone()]
+            .iter()
+            .filter_map(|u| action_by_uid.get(&u.to_string()).map(|e| (*e).clone()))
+            .collect();
+        reachable.extend(tool_entities.get(&tool.id).cloned());
+        reachable.extend(server_entities.get(&tool.server).cloned());
+        if let Some((_, entities)) = &extra {
+            reachable.extend(entities.iter().cloned());
+        }
+        request_entities.insert(tool.id.clone(), reachable);
+    }
 
     let mut hasher = Sha256::new();
-    for (name, text) in &policy_sources {
+    // The extra entities decide calls too, so they are part of the policy set's hash.
+    let extra_source = extra.map(|(text, _)| (ENTITIES_FILE.to_owned(), text));
+    for (name, text) in policy_sources.iter().chain(extra_source.iter()) {
         hasher.update((name.len() as u64).to_be_bytes());
         hasher.update(name.as_bytes());
         hasher.update((text.len() as u64).to_be_bytes());
@@ -588,10 +760,71 @@ fn load_snapshot(
         policies,
         policy_sources,
         input_types,
-        static_entities,
+        request_entities,
         policy_set_hash,
         schema_hash,
     })
+}
+
+/// Largest `entities.json` read.
+const MAX_ENTITIES_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Entity types `entities.json` may not define: principals come from the token, tools,
+/// servers and actions from the registry and the schema.
+const RESERVED_ENTITY_TYPES: &[&str] = &["Agent", "User", "Tool", "McpServer"];
+
+/// Reads `entities.json` of the policy directory, if present, validated against the schema.
+fn load_extra_entities(
+    dir: &Path,
+    schema: &Schema,
+) -> Result<Option<(String, Vec<Entity>)>, PolicyLoadError> {
+    let path = dir.join(ENTITIES_FILE);
+    let io = |source| PolicyLoadError::Io {
+        path: path.clone(),
+        source,
+    };
+    let len = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let entities_error = |message: String| PolicyLoadError::Entities { message };
+    if len > MAX_ENTITIES_BYTES {
+        return Err(entities_error(format!(
+            "larger than {MAX_ENTITIES_BYTES} bytes"
+        )));
+    }
+    let text = std::fs::read_to_string(&path).map_err(io)?;
+    let entities = Entities::from_json_str(&text, Some(schema))
+        .map_err(|e| entities_error(format!("{e}: {}", error_chain(&e))))?;
+    let mut out = Vec::new();
+    for entity in entities {
+        let uid = entity.uid();
+        let basename = uid.type_name().basename();
+        if basename == "Action" {
+            // Parsing with a schema adds the schema's action entities; they are already in
+            // the static set (and Cedar refuses an action that differs from the schema's).
+            continue;
+        }
+        if RESERVED_ENTITY_TYPES.contains(&basename) {
+            return Err(entities_error(format!(
+                "`{uid}`: entities of type `{basename}` come from tokens, the tool registry or the schema, not from `{ENTITIES_FILE}`"
+            )));
+        }
+        out.push(entity);
+    }
+    Ok(Some((text, out)))
+}
+
+/// The causes of an error, joined: Cedar's entity errors keep the useful part in `source`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        parts.push(c.to_string());
+        cause = c.source();
+    }
+    parts.join(": ")
 }
 
 fn tool_entity(tool: &Tool) -> Result<Entity, PolicyError> {

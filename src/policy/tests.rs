@@ -1,4 +1,6 @@
-//! Unit tests for time helpers; policy behaviour is tested through the HTTP API in `tests/`.
+//! Unit tests for time helpers and the generated schema; policy behaviour is tested through the HTTP API in `tests/`.
+
+use serde_json::json;
 
 use super::*;
 
@@ -10,4 +12,79 @@ fn hour_and_weekday_of_known_dates() {
     assert_eq!(hour_and_weekday(1_795_452_137), (16, 1));
     // A Sunday 23:59:59 (2026-11-22).
     assert_eq!(hour_and_weekday(1_795_391_999), (23, 7));
+}
+
+const STUB: &str = include_str!("../../schemas/toolgate.cedarschema");
+
+fn strict_errors(schema: &Schema, policy: &str) -> Vec<String> {
+    let set: PolicySet = policy.parse().unwrap();
+    let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+    result
+        .validation_errors()
+        .map(ToString::to_string)
+        .chain(result.validation_warnings().map(ToString::to_string))
+        .collect()
+}
+
+#[test]
+fn tool_names_with_hyphens_and_dots_become_string_action_ids() {
+    let input = InputType::from_tool_schema(&json!({
+        "type": "object",
+        "properties": { "issue-number": { "type": "integer" }, "repo.name": { "type": "string" } },
+        "required": ["issue-number"]
+    }))
+    .unwrap();
+    let actions = action_declaration("git-hub.v2___get-issue.v1", &input);
+    let schema = schema_from_parts(STUB, &actions).unwrap();
+    let ok = r#"permit (principal, action == Toolgate::Action::"git-hub.v2___get-issue.v1", resource)
+        when { context.input["issue-number"] > 3 && context.input has "repo.name" && context.input["repo.name"] like "tool*" };"#;
+    assert_eq!(strict_errors(&schema, ok), Vec::<String>::new());
+    // A policy naming the tool by another spelling is an unknown action.
+    let renamed =
+        r#"permit (principal, action == Toolgate::Action::"git_hub_v2___get_issue_v1", resource);"#;
+    assert!(!strict_errors(&schema, renamed).is_empty());
+}
+
+#[test]
+fn nested_records_sets_enums_optionals_and_numbers_type_check() {
+    let input = InputType::from_tool_schema(&json!({
+        "type": "object",
+        "properties": {
+            "target": {
+                "type": "object",
+                "properties": { "owner": { "type": "string" }, "labels": { "type": "array", "items": { "type": "string" } } },
+                "required": ["owner"]
+            },
+            "state": { "type": "string", "enum": ["open", "closed"] },
+            "page": { "type": "number" },
+            "amount": { "type": "number", "format": "decimal" },
+            "draft": { "type": "boolean" }
+        },
+        "required": ["target", "state", "amount"]
+    }))
+    .unwrap();
+    let schema = schema_from_parts(STUB, &action_declaration("s___t", &input)).unwrap();
+    let ok = r#"permit (principal, action == Toolgate::Action::"s___t", resource) when {
+        context.input.target.owner == "acme" &&
+        (context.input.target has labels && context.input.target.labels.contains("bug")) &&
+        context.input.state == "open" &&
+        (context.input has page && context.input.page < 10) &&
+        context.input.amount.lessThan(decimal("12.5")) &&
+        !(context.input has draft && context.input.draft)
+    };"#;
+    assert_eq!(strict_errors(&schema, ok), Vec::<String>::new());
+    for bad in [
+        // A number compared with a string.
+        r#"permit (principal, action == Toolgate::Action::"s___t", resource) when { context.input has page && context.input.page == "1" };"#,
+        // An optional field read without `has`.
+        r#"permit (principal, action == Toolgate::Action::"s___t", resource) when { context.input.page < 10 };"#,
+        // A decimal compared with a Long.
+        r#"permit (principal, action == Toolgate::Action::"s___t", resource) when { context.input.amount < 10 };"#,
+        // A misspelt nested field.
+        r#"permit (principal, action == Toolgate::Action::"s___t", resource) when { context.input.target.ownr == "x" };"#,
+        // `action ==` on the group can never match a per-tool action: a warning, treated as an error.
+        r#"permit (principal, action == Toolgate::Action::"call_tool", resource);"#,
+    ] {
+        assert!(!strict_errors(&schema, bad).is_empty(), "{bad}");
+    }
 }

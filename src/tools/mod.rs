@@ -221,6 +221,21 @@ pub struct DemoUrls {
     pub echo: reqwest::Url,
     /// The files backend's base URL.
     pub files: reqwest::Url,
+    /// The payments backend's base URL.
+    pub payments: reqwest::Url,
+}
+
+impl DemoUrls {
+    /// Placeholder URLs for offline commands (validation, schema, replay, listings), where
+    /// only the demo tools' schemas matter and nothing is ever dispatched.
+    pub fn placeholder() -> Option<Self> {
+        let url = reqwest::Url::parse("http://127.0.0.1:9/").ok()?;
+        Some(Self {
+            echo: url.clone(),
+            files: url.clone(),
+            payments: url,
+        })
+    }
 }
 
 /// All registered tools, by id.
@@ -332,6 +347,7 @@ fn build_tool(
             let base = match name.as_str() {
                 "echo" => &urls.echo,
                 "files" => &urls.files,
+                "payments" => &urls.payments,
                 _ => return Err(demo_error()),
             };
             let url = base.join(&tc.name).map_err(|_| demo_error())?;

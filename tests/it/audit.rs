@@ -599,6 +599,12 @@ server = "files"
 name = "delete_file"
 input_schema_file = "{tools}/delete_file.json"
 backend = {{ kind = "http", url = "{b}echo" }}
+
+[[tools]]
+server = "payments"
+name = "transfer"
+input_schema_file = "{tools}/transfer.json"
+backend = {{ kind = "http", url = "{b}echo" }}
 "#,
         policies = repo().join("policies").display(),
         schema = schemas.join("toolgate.cedarschema").display(),

@@ -9,5 +9,7 @@ mod revocation;
 mod rotation;
 mod audit;
 mod replay;
+mod corpus;
+mod policy;
 mod support;
 mod tokens;

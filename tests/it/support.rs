@@ -145,6 +145,8 @@ pub struct Options {
     pub extra_policies: Option<String>,
     /// Decision-log busy timeout in ms (default 2000).
     pub busy_timeout_ms: Option<u64>,
+    /// Policy directory watch interval in ms (default 0: off, so reload counts are exact).
+    pub watch_interval_ms: Option<u64>,
     /// The test issuer's `algorithms` as a TOML array (default `["EdDSA"]`).
     pub algorithms: Option<String>,
     /// Extra TOML lines inside the test issuer's `[[issuers]]` table.
@@ -213,7 +215,9 @@ impl TestApp {
         std::fs::create_dir_all(&policies).unwrap();
         for entry in std::fs::read_dir(repo().join("policies")).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "cedar") {
+            if path.extension().is_some_and(|e| e == "cedar")
+                || path.file_name().is_some_and(|n| n == "entities.json")
+            {
                 std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
             }
         }
@@ -240,6 +244,7 @@ algorithms = {algorithms}
 [policy]
 dir = "policies"
 schema = "{schema}"
+watch_interval_ms = {watch}
 
 [audit]
 busy_timeout_ms = {busy}
@@ -265,6 +270,14 @@ name = "delete_file"
 input_schema_file = "{tools}/delete_file.json"
 required_scopes = ["files:write"]
 annotations = {{ destructive = true }}
+backend = {{ kind = "http", url = "{b}echo" }}
+
+[[tools]]
+server = "payments"
+name = "transfer"
+input_schema_file = "{tools}/transfer.json"
+required_scopes = ["payments:write"]
+annotations = {{ read_only = false, destructive = false, idempotent = false }}
 backend = {{ kind = "http", url = "{b}echo" }}
 
 [[tools]]
@@ -299,6 +312,7 @@ backend = {{ kind = "http", url = "{dead}down" }}
             schema = schemas.join("toolgate.cedarschema").display(),
             tools = schemas.join("tools").display(),
             busy = options.busy_timeout_ms.unwrap_or(2000),
+            watch = options.watch_interval_ms.unwrap_or(0),
             extra = options.extra_config,
             algorithms = options.algorithms.as_deref().unwrap_or(r#"["EdDSA"]"#),
             issuer_extra = options.issuer_extra,
@@ -323,6 +337,24 @@ backend = {{ kind = "http", url = "{dead}down" }}
             shutdown: Some(tx),
             server: Some(server),
         }
+    }
+
+    /// The broker's policy directory (a copy of the repo's, plus the test policies).
+    pub fn policies_dir(&self) -> PathBuf {
+        self.dir.path().join("policies")
+    }
+
+    /// A valid admin token (admin audience and scope).
+    pub fn admin_token(&self) -> String {
+        let mut claims = self.claims("ops", "toolgate:admin", &[]);
+        claims["aud"] = json!("toolgate-admin");
+        self.sign(&claims)
+    }
+
+    /// `POST` a path with a token and an empty body.
+    pub async fn post(&self, path: &str, token: &str) -> Reply {
+        let request = self.client.post(self.url(path)).bearer_auth(token);
+        Reply::from(request.send().await.unwrap()).await
     }
 
     /// The decision log file.

@@ -1,0 +1,102 @@
+//! A full Cedar decision (`PolicyEngine::decide`: request and principal built, all policies
+//! evaluated) at 10, 100, 1,000 and 10,000 policies. Run with `cargo bench --bench policy`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeSet;
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use serde_json::json;
+
+use toolgate::auth::VerifiedToken;
+use toolgate::config::Config;
+use toolgate::policy::{CallFacts, PolicyEngine};
+use toolgate::tools::{DemoUrls, Registry};
+
+fn registry(repo: &Path) -> Registry {
+    let config = Config::load(&repo.join("toolgate.toml")).unwrap();
+    let url = reqwest::Url::parse("http://127.0.0.1:9/").unwrap();
+    let demo = DemoUrls {
+        echo: url.clone(),
+        files: url.clone(),
+        payments: url,
+    };
+    Registry::from_config(&config, Some(&demo)).unwrap()
+}
+
+/// `n` policies: one permit per group on `files___read_file` with a path condition, every
+/// tenth a forbid, so each decision evaluates the whole set.
+fn policies(n: usize) -> String {
+    let mut text = String::new();
+    for i in 0..n {
+        if i % 10 == 9 {
+            text.push_str(&format!(
+                "@id(\"f{i}\")\nforbid (principal in Toolgate::Group::\"g{i}\", action in Toolgate::Action::\"call_tool\", resource)\nwhen {{ context.input has path && context.input.path like \"*..*\" }};\n"
+            ));
+        } else {
+            text.push_str(&format!(
+                "@id(\"p{i}\")\npermit (principal in Toolgate::Group::\"g{i}\", action == Toolgate::Action::\"files___read_file\", resource)\nwhen {{ context.input.path like \"/srv/r{i}/*\" }};\n"
+            ));
+        }
+    }
+    text
+}
+
+fn token(group: String) -> VerifiedToken {
+    VerifiedToken {
+        issuer: "https://bench".to_owned(),
+        subject: "reporting-agent".to_owned(),
+        audiences: vec!["toolgate".to_owned()],
+        scopes: BTreeSet::from(["files:read".to_owned()]),
+        groups: vec![group.clone(), "reporting".to_owned()],
+        client_id: None,
+        jti: Some("bench".to_owned()),
+        kid: None,
+        algorithm: "EdDSA".to_owned(),
+        issued_at: Some(0),
+        expires_at: 300,
+        actors: Vec::new(),
+        claims: serde_json::from_value(json!({ "sub": "reporting-agent", "groups": [group] }))
+            .unwrap(),
+        token_sha256: String::new(),
+    }
+}
+
+fn decide_at_policy_counts(c: &mut Criterion) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tools = registry(repo);
+    let tool = tools.get("files___read_file").unwrap().clone();
+    let mut group = c.benchmark_group("policy/decide");
+    for n in [10usize, 100, 1_000, 10_000] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bench.cedar"), policies(n)).unwrap();
+        let snapshot = PolicyEngine::load(
+            &repo.join("schemas/toolgate.cedarschema"),
+            dir.path(),
+            &tools,
+        )
+        .unwrap();
+        let engine = PolicyEngine::new(snapshot);
+        // The last permit group: an allow that only the last permit decides.
+        let last = (0..n).rev().find(|i| i % 10 != 9).unwrap();
+        let token = token(format!("g{last}"));
+        let arguments = json!({ "path": format!("/srv/r{last}/q3.txt") });
+        let facts = CallFacts {
+            tool: &tool,
+            arguments: &arguments,
+            request_id: "bench",
+            now: 1_767_607_200,
+        };
+        let decision = engine.decide(&token, &facts).unwrap();
+        assert!(decision.allowed, "{:?}", decision.determining_policies);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| engine.decide(black_box(&token), black_box(&facts)).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decide_at_policy_counts);
+criterion_main!(benches);
