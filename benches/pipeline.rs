@@ -63,7 +63,10 @@ backend = {{ kind = "http", url = "http://127.0.0.1:9/delete_file" }}
     let path = dir.path().join("toolgate.toml");
     std::fs::write(&path, config).unwrap();
     let config = toolgate::config::Config::load(&path).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let built = runtime.block_on(async { toolgate::server::build(config, None).unwrap() });
     let now = toolgate::auth::unix_now();
     let token = key
@@ -88,21 +91,24 @@ backend = {{ kind = "http", url = "http://127.0.0.1:9/delete_file" }}
 fn pipeline(c: &mut Criterion) {
     for synchronous in ["normal", "full"] {
         let s = setup(synchronous);
-        c.bench_function(&format!("pipeline/authorize_allow_logged/{synchronous}"), |b| {
-            b.iter(|| {
-                let response = s.runtime.block_on(s.app.call(
-                    Endpoint::Authorize,
-                    CallRequest {
-                        authorization: Some(&s.authorization),
-                        tool: "files___read_file",
-                        arguments: Ok(json!({ "path": "/srv/reports/q3.txt" })),
-                        request_id: None,
-                    },
-                ));
-                assert!(response.outcome.is_ok());
-                black_box(response)
-            })
-        });
+        c.bench_function(
+            &format!("pipeline/authorize_allow_logged/{synchronous}"),
+            |b| {
+                b.iter(|| {
+                    let response = s.runtime.block_on(s.app.call(
+                        Endpoint::Authorize,
+                        CallRequest {
+                            authorization: Some(&s.authorization),
+                            tool: "files___read_file",
+                            arguments: Ok(json!({ "path": "/srv/reports/q3.txt" })),
+                            request_id: None,
+                        },
+                    ));
+                    assert!(response.outcome.is_ok());
+                    black_box(response)
+                })
+            },
+        );
     }
 }
 

@@ -15,8 +15,12 @@ use toolgate::dev::{DevIssuer, MintOptions};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let broker = args.next().unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
-    let path = args.next().unwrap_or_else(|| "/srv/reports/q3-summary.txt".to_owned());
+    let broker = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    let path = args
+        .next()
+        .unwrap_or_else(|| "/srv/reports/q3-summary.txt".to_owned());
 
     // The agent's credential: a short-lived access token from the dev issuer.
     let config = Config::load("toolgate.toml".as_ref()).context("run from the repository root")?;

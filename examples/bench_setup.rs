@@ -15,7 +15,10 @@ use serde_json::json;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().context("usage: bench_setup DIR BACKEND_URL LISTEN")?);
+    let dir = PathBuf::from(
+        args.next()
+            .context("usage: bench_setup DIR BACKEND_URL LISTEN")?,
+    );
     let backend = args.next().context("missing BACKEND_URL")?;
     let listen = args.next().context("missing LISTEN")?;
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -76,7 +79,10 @@ backend = {{ kind = "http", url = "{backend}" }}
     header.kid = Some("bench-rsa".to_owned());
     let token = jsonwebtoken::encode(&header, &claims, &key)?;
     std::fs::write(dir.join("token"), token)?;
-    std::fs::write(dir.join("invoke.json"), json!({ "arguments": { "message": "hello world" } }).to_string())?;
+    std::fs::write(
+        dir.join("invoke.json"),
+        json!({ "arguments": { "message": "hello world" } }).to_string(),
+    )?;
     std::fs::write(
         dir.join("authorize.json"),
         json!({ "tool": "bench___echo", "arguments": { "message": "hello world" } }).to_string(),

@@ -17,10 +17,16 @@ use crate::auth::VerifiedToken;
 pub fn router() -> Router<Arc<App>> {
     Router::new()
         .route("/status", get(status))
-        .route("/revocations", get(super::revocations::list).post(super::revocations::create))
+        .route(
+            "/revocations",
+            get(super::revocations::list).post(super::revocations::create),
+        )
         .route("/decisions", get(super::decisions::list))
         .route("/decisions/{id}", get(super::decisions::get_one))
-        .route("/policies/reload", axum::routing::post(super::policy_admin::reload))
+        .route(
+            "/policies/reload",
+            axum::routing::post(super::policy_admin::reload),
+        )
 }
 
 /// Checks the admin token for `action`; on failure returns the response to send.

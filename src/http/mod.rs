@@ -3,8 +3,8 @@
 pub mod admin;
 pub mod decisions;
 pub mod error;
-pub mod revocations;
 mod policy_admin;
+pub mod revocations;
 
 use std::future::Future;
 use std::sync::Arc;

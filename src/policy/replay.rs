@@ -146,7 +146,10 @@ impl PolicySnapshot {
             }
         }
         let entities = Entities::from_entities(
-            self.tool_entities(&tool)?.iter().cloned().chain(per_request),
+            self.tool_entities(&tool)?
+                .iter()
+                .cloned()
+                .chain(per_request),
             None,
         )
         .map_err(|e| bad(e.to_string()))?;

@@ -3,13 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod api;
-mod dispatch;
+mod audit;
 mod cli;
+mod corpus;
+mod dispatch;
+mod policy;
+mod replay;
 mod revocation;
 mod rotation;
-mod audit;
-mod replay;
-mod corpus;
-mod policy;
 mod support;
 mod tokens;
