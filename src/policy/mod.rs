@@ -6,6 +6,7 @@
 //! [`PolicyEngine::load`]; a decision reads the in-memory [`PolicySnapshot`].
 
 pub mod annotations;
+pub mod index;
 pub mod input;
 mod replay;
 pub mod testing;
@@ -159,6 +160,8 @@ pub struct PolicySnapshot {
     /// `call_tool` group, the tool, its server, and the `entities.json` entities. Built once
     /// per load, so a decision's cost does not grow with the number of tools.
     request_entities: BTreeMap<String, Vec<Entity>>,
+    /// Per tool (and per named principal), the policies that can apply.
+    index: index::PolicyIndex,
     /// SHA-256 over the policy files (names and contents).
     pub policy_set_hash: String,
     /// SHA-256 over the generated schema text.
@@ -321,11 +324,31 @@ impl PolicyEngine {
         self.current.load_full()
     }
 
-    /// Decides a call in full.
+    /// Decides a call in full, evaluating the policies the index selects for the tool and
+    /// principal (the same decision as the whole set, see `policy/index.rs`).
     pub fn decide(
         &self,
         token: &VerifiedToken,
         call: &CallFacts<'_>,
+    ) -> Result<PolicyDecision, PolicyError> {
+        self.decide_with(token, call, true)
+    }
+
+    /// Decides a call against the whole policy set, without the index: for the index's
+    /// property test and benchmarks.
+    pub fn decide_unindexed(
+        &self,
+        token: &VerifiedToken,
+        call: &CallFacts<'_>,
+    ) -> Result<PolicyDecision, PolicyError> {
+        self.decide_with(token, call, false)
+    }
+
+    fn decide_with(
+        &self,
+        token: &VerifiedToken,
+        call: &CallFacts<'_>,
+        indexed: bool,
     ) -> Result<PolicyDecision, PolicyError> {
         let snap = self.current.load();
         let input_type = snap.input_types.get(&call.tool.id).ok_or_else(|| {
@@ -369,9 +392,14 @@ impl PolicyEngine {
             None,
         )
         .map_err(|e| PolicyError::Request(e.to_string()))?;
-        let response = self
-            .authorizer
-            .is_authorized(&request, &snap.policies, &entities);
+        let policies = if indexed {
+            snap.index
+                .policies_for(&call.tool.id, &principal_uid)
+                .unwrap_or(&snap.policies)
+        } else {
+            &snap.policies
+        };
+        let response = self.authorizer.is_authorized(&request, policies, &entities);
 
         let determining_policies: Vec<String> = response
             .diagnostics()
@@ -419,8 +447,13 @@ impl PolicyEngine {
         ) else {
             return false;
         };
+        let principal_uid = principal.uid();
+        let policies = snap
+            .index
+            .policies_for(&tool.id, &principal_uid)
+            .unwrap_or(&snap.policies);
         let request = cedar_policy::RequestBuilder::default()
-            .principal(principal.uid())
+            .principal(principal_uid)
             .action(action)
             .resource(resource)
             .build();
@@ -439,7 +472,7 @@ impl PolicyEngine {
         };
         let response = self
             .authorizer
-            .is_authorized_partial(&request, &snap.policies, &entities);
+            .is_authorized_partial(&request, policies, &entities);
         response.decision() != Some(CedarDecision::Deny)
     }
 }
@@ -743,6 +776,14 @@ fn load_snapshot(
         request_entities.insert(tool.id.clone(), reachable);
     }
 
+    let tool_actions = tools
+        .iter()
+        .map(|t| uid("Action", &t.id).map(|a| (t.id.as_str(), a)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| schema_error(e.to_string()))?;
+    let index =
+        index::PolicyIndex::build(&policies, tool_actions, &call_tool).map_err(schema_error)?;
+
     let mut hasher = Sha256::new();
     // The extra entities decide calls too, so they are part of the policy set's hash.
     let extra_source = extra.map(|(text, _)| (ENTITIES_FILE.to_owned(), text));
@@ -761,6 +802,7 @@ fn load_snapshot(
         policy_sources,
         input_types,
         request_entities,
+        index,
         policy_set_hash,
         schema_hash,
     })

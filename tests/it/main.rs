@@ -8,6 +8,7 @@ mod cli;
 mod corpus;
 mod dispatch;
 mod policy;
+mod policy_index;
 mod replay;
 mod revocation;
 mod rotation;
