@@ -17,12 +17,7 @@ use toolgate::tools::{DemoUrls, Registry};
 
 fn registry(repo: &Path) -> Registry {
     let config = Config::load(&repo.join("toolgate.toml")).unwrap();
-    let url = reqwest::Url::parse("http://127.0.0.1:9/").unwrap();
-    let demo = DemoUrls {
-        echo: url.clone(),
-        files: url.clone(),
-        payments: url,
-    };
+    let demo = DemoUrls::placeholder().unwrap();
     Registry::from_config(&config, Some(&demo)).unwrap()
 }
 
@@ -98,5 +93,71 @@ fn decide_at_policy_counts(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decide_at_policy_counts);
+/// 10,000 policies spread over 1,000 agents and 50 tools (`principal == Agent::"agent-i"`,
+/// ten per agent): the policy index evaluates one agent's policies on one tool, the whole set
+/// scans all 10,000. Same decision either way (see tests/it/policy_index.rs).
+fn decide_spread_over_agents_and_tools(c: &mut Criterion) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = String::new();
+    for t in 0..50 {
+        config.push_str(&format!(
+            "[[tools]]\nserver = \"srv\"\nname = \"t{t}\"\ninput_schema = {{ type = \"object\", properties = {{ n = {{ type = \"integer\" }} }}, required = [\"n\"] }}\nbackend = {{ kind = \"http\", url = \"http://127.0.0.1:9/\" }}\n"
+        ));
+    }
+    let config = Config::from_toml_str(&config, dir.path(), dir.path(), Vec::new()).unwrap();
+    let tools = Registry::from_config(&config, None).unwrap();
+    let mut text = String::new();
+    for i in 0..10_000 {
+        let (agent, tool) = (i / 10, (i * 7) % 50);
+        text.push_str(&format!(
+            "@id(\"p{i}\")\npermit (principal == Toolgate::Agent::\"agent-{agent}\", action == Toolgate::Action::\"srv___t{tool}\", resource)\nwhen {{ context.input.n < {} }};\n",
+            i % 100 + 1
+        ));
+    }
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(policies.join("spread.cedar"), text).unwrap();
+    let snapshot = PolicyEngine::load(
+        &repo.join("schemas/toolgate.cedarschema"),
+        &policies,
+        &tools,
+    )
+    .unwrap();
+    let engine = PolicyEngine::new(snapshot);
+    // Agent 999's policies are the last ten; p9999 is on tool (9999 * 7) % 50 = 43.
+    let mut token = token("none".to_owned());
+    token.subject = "agent-999".to_owned();
+    let tool = tools.get("srv___t43").unwrap().clone();
+    let arguments = json!({ "n": 5 });
+    let facts = CallFacts {
+        tool: &tool,
+        arguments: &arguments,
+        request_id: "bench",
+        now: 1_767_607_200,
+    };
+    let indexed = engine.decide(&token, &facts).unwrap();
+    let whole = engine.decide_unindexed(&token, &facts).unwrap();
+    assert!(indexed.allowed && whole.allowed);
+    assert_eq!(indexed.determining_policies, whole.determining_policies);
+    let mut group = c.benchmark_group("policy/decide_10000_spread");
+    group.bench_function("indexed", |b| {
+        b.iter(|| engine.decide(black_box(&token), black_box(&facts)).unwrap())
+    });
+    group.sample_size(10);
+    group.bench_function("whole_set", |b| {
+        b.iter(|| {
+            engine
+                .decide_unindexed(black_box(&token), black_box(&facts))
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    decide_at_policy_counts,
+    decide_spread_over_agents_and_tools
+);
 criterion_main!(benches);
