@@ -130,6 +130,9 @@ pub struct LimitsConfig {
     pub max_header_bytes: usize,
     /// Largest compact JWT accepted, checked before any decoding.
     pub max_token_bytes: usize,
+    /// Verified tokens remembered (skipping signature checks, never time, revocation or
+    /// replay checks); 0 turns the cache off.
+    pub token_cache_entries: usize,
 }
 
 impl Default for LimitsConfig {
@@ -140,6 +143,7 @@ impl Default for LimitsConfig {
             max_header_bytes: 16 * 1024,
             // 8 KiB holds any sane access token; bigger ones are a parsing-cost attack.
             max_token_bytes: 8 * 1024,
+            token_cache_entries: 10_000,
         }
     }
 }
@@ -506,6 +510,12 @@ impl Config {
             256 * 1024,
         )?;
         check_range("limits.max_token_bytes", l.max_token_bytes, 512, 64 * 1024)?;
+        check_range(
+            "limits.token_cache_entries",
+            l.token_cache_entries,
+            0,
+            1_000_000,
+        )?;
         if self.policy.watch_interval_ms != 0 {
             check_range(
                 "policy.watch_interval_ms",

@@ -6,6 +6,7 @@
 //! decoding runs before the signature is verified, and the unverified `iss` is used only to
 //! choose which issuer's keys to try.
 
+mod cache;
 mod error;
 mod json;
 pub mod keys;
@@ -120,6 +121,8 @@ enum KeySource {
 pub struct Authenticator {
     issuers: Vec<Issuer>,
     max_token_bytes: usize,
+    /// Tokens verified before; a hit skips parsing and the signature only.
+    cache: cache::TokenCache,
     /// Revocations and seen single-use `jti`s; absent in offline tools (`token verify`).
     revocations: Option<Arc<RevocationStore>>,
 }
@@ -160,6 +163,7 @@ impl Authenticator {
         Ok(Self {
             issuers,
             max_token_bytes: config.limits.max_token_bytes,
+            cache: cache::TokenCache::new(config.limits.token_cache_entries),
             revocations: None,
         })
     }
@@ -273,12 +277,66 @@ impl Authenticator {
 
     /// Verifies a compact JWT as of `now` (Unix seconds) for one of the issuer's audiences.
     pub fn verify_at(&self, token: &str, now: i64) -> Result<VerifiedToken, TokenError> {
+        if !self.cache.enabled() || token.len() > self.max_token_bytes {
+            return self.verify_uncached(token, now).map(|(v, _, _)| v);
+        }
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.cache.get(&hash) {
+            let issuer = &self.issuers[hit.issuer];
+            if Arc::ptr_eq(&hit.keys, &issuer.keys.load()) {
+                // Skip the signature, never the clock, staleness, revocation or replay checks.
+                keys_usable(issuer, now)?;
+                let leeway = issuer.config.leeway_seconds as i64;
+                if now > hit.verified.expires_at + leeway {
+                    self.cache.remove(&hash);
+                    return Err(TokenError::Expired);
+                }
+                if hit.not_before.is_some_and(|nbf| nbf > now + leeway) {
+                    return Err(TokenError::NotYetValid);
+                }
+                self.check_revocation(issuer, &hit.verified, now)?;
+                return Ok(hit.verified.clone());
+            }
+            self.cache.remove(&hash);
+        }
+        let (verified, issuer_index, not_before) = self.verify_uncached(token, now)?;
+        let keys = self.issuers[issuer_index].keys.load_full();
+        self.cache.insert(
+            hash,
+            cache::CachedToken {
+                verified: verified.clone(),
+                issuer: issuer_index,
+                not_before,
+                keys,
+            },
+            now,
+        );
+        Ok(verified)
+    }
+
+    /// The full verification, returning the issuer's index and `nbf` for the cache.
+    fn verify_uncached(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<(VerifiedToken, usize, Option<i64>), TokenError> {
         let parts = self.decode_parts(token)?;
         let issuer = self.issuer_for(&parts.claims)?;
+        let index = self
+            .issuers
+            .iter()
+            .position(|i| std::ptr::eq(i, issuer))
+            .unwrap_or_default();
         verify_signature(issuer, &parts, token)?;
+        let not_before = numeric_date(&parts.claims, "nbf").ok().flatten();
         let verified = check_claims(issuer, parts, token, now, &issuer.config.audiences)?;
         self.check_revocation(issuer, &verified, now)?;
-        Ok(verified)
+        Ok((verified, index, not_before))
+    }
+
+    /// Number of tokens in the verified-token cache.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
     }
 
     /// Verifies a token that must carry `audience` instead of the issuer's agent audiences
@@ -499,6 +557,17 @@ fn decode_json_object(part: &str, what: &'static str) -> Result<Map<String, Valu
     }
 }
 
+/// A remote issuer whose IdP has been unreachable longer than the allowed staleness fails
+/// closed, for verified and cached tokens alike.
+fn keys_usable(issuer: &Issuer, now: i64) -> Result<(), TokenError> {
+    if let KeySource::Remote(remote) = &issuer.source
+        && !remote.fresh(now)
+    {
+        return Err(TokenError::KeysUnavailable);
+    }
+    Ok(())
+}
+
 fn verify_signature(issuer: &Issuer, parts: &TokenParts, token: &str) -> Result<(), TokenError> {
     // The algorithm comes from the header but must be on the issuer's list AND fit the key:
     // the header alone never chooses how a signature is checked (RFC 8725 §3.1).
@@ -506,12 +575,7 @@ fn verify_signature(issuer: &Issuer, parts: &TokenParts, token: &str) -> Result<
         .ok()
         .filter(|a| issuer.algorithms.contains(a))
         .ok_or_else(|| TokenError::AlgorithmNotAllowed(parts.alg.chars().take(16).collect()))?;
-    if let KeySource::Remote(remote) = &issuer.source
-        && !remote.fresh(unix_now())
-    {
-        // The IdP has been unreachable longer than the allowed staleness: fail closed.
-        return Err(TokenError::KeysUnavailable);
-    }
+    keys_usable(issuer, unix_now())?;
     let keys = issuer.keys.load();
     if keys.is_empty() {
         return Err(TokenError::KeysUnavailable);

@@ -50,3 +50,76 @@ fn parts_must_be_three_canonical_base64url_json_objects() {
         Err(TokenError::Malformed(_))
     ));
 }
+
+/// An authenticator over a fresh Ed25519 issuer key, with a token cache of `capacity`.
+fn authenticator(
+    capacity: usize,
+) -> (tempfile::TempDir, Authenticator, crate::signing::SigningKey) {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = crate::signing::SigningKey::generate().unwrap();
+    std::fs::write(dir.path().join("jwks.json"), key.jwks().to_string()).unwrap();
+    let text = format!(
+        "[limits]\ntoken_cache_entries = {capacity}\n[[issuers]]\nissuer = \"https://idp\"\naudiences = [\"tg\"]\njwks_file = \"jwks.json\"\nalgorithms = [\"EdDSA\"]\n"
+    );
+    let config = Config::from_toml_str(&text, dir.path(), dir.path(), Vec::new()).unwrap();
+    (dir, Authenticator::from_config(&config).unwrap(), key)
+}
+
+fn signed(key: &crate::signing::SigningKey, sub: &str, iat: i64) -> String {
+    key.sign(
+        "at+jwt",
+        &json!({"iss": "https://idp", "aud": "tg", "sub": sub, "iat": iat, "exp": iat + 300}),
+    )
+    .unwrap()
+}
+
+#[test]
+fn cache_hits_skip_the_signature_but_never_the_clock() {
+    let (_dir, auth, key) = authenticator(10);
+    let now = unix_now();
+    let token = signed(&key, "a", now);
+    assert_eq!(auth.verify_at(&token, now).unwrap().subject, "a");
+    assert_eq!(auth.cached_tokens(), 1);
+    assert_eq!(auth.verify_at(&token, now + 10).unwrap().subject, "a");
+    // Expiry is checked on a hit, with the issuer's leeway (30 s).
+    assert_eq!(
+        auth.verify_at(&token, now + 331).unwrap_err(),
+        TokenError::Expired
+    );
+    assert_eq!(auth.cached_tokens(), 0, "an expired entry is dropped");
+    // A tampered token hashes differently: no hit, full verification, refused.
+    let mut tampered = token.clone();
+    tampered.pop();
+    tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+    assert!(auth.verify_at(&tampered, now).is_err());
+}
+
+#[test]
+fn a_key_set_change_invalidates_cached_tokens() {
+    let (dir, auth, key) = authenticator(10);
+    let now = unix_now();
+    let token = signed(&key, "a", now);
+    auth.verify_at(&token, now).unwrap();
+    // Rotate to another key: the cached verification must not outlive the key that made it.
+    let (other, _) = crate::signing::SigningKey::generate().unwrap();
+    std::fs::write(dir.path().join("jwks.json"), other.jwks().to_string()).unwrap();
+    assert!(auth.reload_keys().is_empty());
+    assert_eq!(
+        auth.verify_at(&token, now).unwrap_err(),
+        TokenError::UnknownKid
+    );
+}
+
+#[test]
+fn cache_is_bounded_and_can_be_off() {
+    let (_dir, auth, key) = authenticator(3);
+    let now = unix_now();
+    for i in 0..10 {
+        auth.verify_at(&signed(&key, &format!("s{i}"), now), now)
+            .unwrap();
+        assert!(auth.cached_tokens() <= 3);
+    }
+    let (_dir, off, key) = authenticator(0);
+    off.verify_at(&signed(&key, "a", now), now).unwrap();
+    assert_eq!(off.cached_tokens(), 0);
+}
