@@ -68,8 +68,41 @@ pub struct AuditOptions {
 }
 
 struct Job {
-    record: DecisionRecord,
+    entry: Entry,
     ack: oneshot::Sender<Result<(), AuditError>>,
+}
+
+/// A record encoded for the writer: the JSON text that is hashed and stored, and the index
+/// columns. Encoding happens on the caller's task, in parallel, so the single writer thread
+/// only chains, hashes and inserts.
+struct Entry {
+    json: String,
+    decision_id: String,
+    kind: &'static str,
+    time_ms: i64,
+    stage: String,
+    reason: String,
+    decision: &'static str,
+    subject: Option<String>,
+    tool: Option<String>,
+}
+
+impl Entry {
+    fn encode(record: DecisionRecord) -> Result<Self, AuditError> {
+        let json =
+            serde_json::to_string(&record).map_err(|e| AuditError::Unavailable(e.to_string()))?;
+        Ok(Self {
+            json,
+            kind: record.kind.as_str(),
+            decision: record.decision.as_str(),
+            subject: record.principal.map(|p| p.subject),
+            decision_id: record.decision_id,
+            time_ms: record.time_ms,
+            stage: record.stage,
+            reason: record.reason,
+            tool: record.tool,
+        })
+    }
 }
 
 /// Handle to the decision log; cheap to clone.
@@ -169,10 +202,11 @@ impl AuditLog {
 
     /// Appends a record and waits until it is committed.
     pub async fn append(&self, record: DecisionRecord) -> Result<(), AuditError> {
+        let entry = Entry::encode(record)?;
         let (ack, done) = oneshot::channel();
         let wait = async {
             self.tx
-                .send(Job { record, ack })
+                .send(Job { entry, ack })
                 .await
                 .map_err(|_| AuditError::Closed)?;
             done.await.map_err(|_| AuditError::Closed)?
@@ -422,10 +456,8 @@ impl Writer {
                     )
                     .map_err(sql)?;
                 for job in batch {
-                    let r = &job.record;
-                    let json = serde_json::to_string(r)
-                        .map_err(|e| AuditError::Unavailable(e.to_string()))?;
-                    let hash = chain_hash(&head.hash, &json);
+                    let r = &job.entry;
+                    let hash = chain_hash(&head.hash, &r.json);
                     // The sequence number is explicit (not SQLite's rowid), so it keeps
                     // counting from the archive anchor even when every row was archived.
                     let seq = head.seq + 1;
@@ -433,14 +465,14 @@ impl Writer {
                         .execute(params![
                             seq,
                             r.decision_id,
-                            r.kind.as_str(),
+                            r.kind,
                             r.time_ms,
                             r.stage,
                             r.reason,
-                            r.decision.as_str(),
-                            r.principal.as_ref().map(|p| p.subject.as_str()),
+                            r.decision,
+                            r.subject,
                             r.tool,
-                            json,
+                            r.json,
                             head.hash,
                             hash,
                         ])

@@ -347,16 +347,22 @@ impl RevocationStore {
         now: i64,
     ) -> Result<bool, RevocationError> {
         let conn = self.lock()?;
-        conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM revocations
+        // Cached: this runs on every request, and planning the query costs more than running it.
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM revocations
                WHERE expires_at >= ?1 AND (issuer IS NULL OR issuer = ?2) AND (
                     (kind = 'jti' AND value = ?3)
                  OR (kind = 'subject' AND value = ?4 AND ?5 <= before)
                  OR (kind = 'issuer' AND ?5 <= before)))",
-            params![now, issuer, jti, subject, iat.unwrap_or(i64::MIN)],
-            |r| r.get::<_, bool>(0),
-        )
-        .map_err(|e| self.db_error(e))
+            )
+            .map_err(|e| self.db_error(e))?;
+        statement
+            .query_row(
+                params![now, issuer, jti, subject, iat.unwrap_or(i64::MIN)],
+                |r| r.get::<_, bool>(0),
+            )
+            .map_err(|e| self.db_error(e))
     }
 
     /// Records a single-use `jti`; returns `false` if it was seen before (a replay). The
@@ -373,12 +379,12 @@ impl RevocationStore {
         // One atomic statement, so two processes sharing the file cannot both see a first
         // use. An expired entry for the same jti is replaced: its token could not pass anyway.
         let changed = conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO seen_jti (issuer, jti, expires_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = excluded.expires_at
                  WHERE seen_jti.expires_at < ?4",
-                params![issuer, jti, expires_at, now],
             )
+            .and_then(|mut s| s.execute(params![issuer, jti, expires_at, now]))
             .map_err(|e| self.db_error(e))?;
         if changed == 0 {
             return Ok(false);
