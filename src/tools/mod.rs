@@ -435,4 +435,20 @@ mod tests {
         assert_eq!(format!("{c:?}"), "Credential([redacted])");
         assert_eq!(c.expose(), "s3cret-value");
     }
+
+    #[test]
+    fn demo_backends_exist_only_in_dev_mode() {
+        let text = "[[tools]]\nserver = \"demo\"\nname = \"echo\"\ninput_schema = { type = \"object\" }\nbackend = { kind = \"demo\", name = \"echo\" }\n";
+        let dir = std::path::Path::new(".");
+        let config = Config::from_toml_str(text, dir, dir, Vec::new()).unwrap();
+        // `serve --config` (production) passes no demo URLs: the tool is refused, not dropped.
+        let err = Registry::from_config(&config, None).unwrap_err();
+        assert!(matches!(err, RegistryError::DemoBackend { .. }), "{err}");
+        assert!(err.to_string().contains("demo___echo"), "{err}");
+        let demo = DemoUrls::placeholder().unwrap();
+        assert_eq!(
+            Registry::from_config(&config, Some(&demo)).unwrap().len(),
+            1
+        );
+    }
 }
