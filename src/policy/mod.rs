@@ -414,10 +414,7 @@ impl PolicyEngine {
         for error in &errors {
             tracing::warn!(tool = %call.tool.id, %error, "policy evaluation error: the erroring policy was skipped");
         }
-        let entities_json: Vec<Value> = per_request
-            .iter()
-            .filter_map(|e| e.to_json_value().ok())
-            .collect();
+        let entities_json = request_entities_json(token);
         Ok(PolicyDecision {
             allowed: response.decision() == CedarDecision::Allow,
             determining_policies,
@@ -477,14 +474,68 @@ impl PolicyEngine {
     }
 }
 
+/// The entity types a request names, parsed once: parsing a type name runs Cedar's parser,
+/// which would otherwise happen several times per request.
+static TYPE_NAMES: std::sync::LazyLock<BTreeMap<&'static str, cedar_policy::EntityTypeName>> =
+    std::sync::LazyLock::new(|| {
+        ["Agent", "User", "Group", "Tool", "McpServer", "Action"]
+            .into_iter()
+            .filter_map(|t| Some((t, format!("{NAMESPACE}::{t}").parse().ok()?)))
+            .collect()
+    });
+
 fn uid(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
-    let ty = format!("{NAMESPACE}::{type_name}")
-        .parse()
-        .map_err(|e: cedar_policy::ParseErrors| PolicyError::Request(e.to_string()))?;
+    let ty = match TYPE_NAMES.get(type_name) {
+        Some(ty) => ty.clone(),
+        None => format!("{NAMESPACE}::{type_name}")
+            .parse()
+            .map_err(|e: cedar_policy::ParseErrors| PolicyError::Request(e.to_string()))?,
+    };
     Ok(EntityUid::from_type_name_and_id(
         ty,
         cedar_policy::EntityId::new(id),
     ))
+}
+
+/// The per-request entities in Cedar's entity JSON format, for the decision record, built
+/// from the token directly (cheaper than asking Cedar to re-encode the entities it was given).
+fn request_entities_json(token: &VerifiedToken) -> Vec<Value> {
+    let type_name = if token.actors.is_empty() {
+        "Agent"
+    } else {
+        "User"
+    };
+    let tags: serde_json::Map<String, Value> = token
+        .claims
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), Value::String(text))
+        })
+        .collect();
+    let parents: Vec<Value> = token
+        .groups
+        .iter()
+        .map(|g| json!({ "type": format!("{NAMESPACE}::Group"), "id": g }))
+        .collect();
+    let mut entities = vec![json!({
+        "uid": { "type": format!("{NAMESPACE}::{type_name}"), "id": token.subject },
+        "attrs": { "iss": token.issuer, "sub": token.subject },
+        "parents": parents,
+        "tags": tags,
+    })];
+    if let Some(actor) = token.actors.first() {
+        entities.push(json!({
+            "uid": { "type": format!("{NAMESPACE}::Agent"), "id": actor },
+            "attrs": { "iss": token.issuer, "sub": actor },
+            "parents": [],
+            "tags": {},
+        }));
+    }
+    entities
 }
 
 /// The principal: `Agent::"<sub>"` for a token acting for itself, `User::"<sub>"` when the token

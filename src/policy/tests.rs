@@ -88,3 +88,39 @@ fn nested_records_sets_enums_optionals_and_numbers_type_check() {
         assert!(!strict_errors(&schema, bad).is_empty(), "{bad}");
     }
 }
+
+#[test]
+fn recorded_entities_json_decodes_to_the_entities_evaluated() {
+    let mut claims = serde_json::Map::new();
+    claims.insert("department".to_owned(), json!("finance"));
+    claims.insert("level".to_owned(), json!(3));
+    let token = VerifiedToken {
+        issuer: "https://idp".to_owned(),
+        subject: "alice".to_owned(),
+        audiences: vec!["tg".to_owned()],
+        scopes: Default::default(),
+        groups: vec!["g1".to_owned(), "g2".to_owned()],
+        client_id: None,
+        jti: None,
+        kid: None,
+        algorithm: "EdDSA".to_owned(),
+        issued_at: None,
+        expires_at: 0,
+        actors: vec!["agent-7".to_owned()],
+        claims,
+        token_sha256: String::new(),
+    };
+    let recorded = request_entities_json(&token);
+    let decoded: Vec<Entity> = recorded
+        .iter()
+        .map(|e| Entity::from_json_value(e.clone(), None).unwrap())
+        .collect();
+    let evaluated = [
+        principal_entity(&token).unwrap(),
+        actor_entity(&token).unwrap().unwrap(),
+    ];
+    assert_eq!(decoded.len(), 2);
+    for (d, e) in decoded.iter().zip(evaluated.iter()) {
+        assert_eq!(d, e);
+    }
+}
