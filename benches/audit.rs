@@ -58,7 +58,7 @@ fn appends(c: &mut Criterion) {
                         let log = log.clone();
                         tasks.push(tokio::spawn(async move {
                             for i in (a..RECORDS).step_by(APPENDERS) {
-                                log.append(record(i)).await.unwrap();
+                                log.append(&record(i)).await.unwrap();
                             }
                         }));
                     }

@@ -196,6 +196,18 @@ fn request_id(supplied: Option<&str>) -> String {
     }
 }
 
+/// A fresh decision id (UUIDv7, time-ordered) and the deny record every request starts from.
+fn new_record(endpoint: &str, supplied_request_id: Option<&str>) -> (String, DecisionRecord) {
+    let decision_id = uuid::Uuid::now_v7().to_string();
+    let record = DecisionRecord::new(
+        decision_id.clone(),
+        request_id(supplied_request_id),
+        endpoint,
+        now_ms(),
+    );
+    (decision_id, record)
+}
+
 /// SHA-256 of a JSON value's text: lets a record prove which arguments it saw without keeping
 /// redacted ones.
 pub fn sha256_json(value: &Value) -> String {
@@ -217,13 +229,7 @@ impl Timer {
 impl App {
     /// Runs one call through the pipeline.
     pub async fn call(&self, endpoint: Endpoint, request: CallRequest<'_>) -> CallResponse {
-        let decision_id = uuid::Uuid::now_v7().to_string();
-        let mut record = DecisionRecord::new(
-            decision_id.clone(),
-            request_id(request.request_id),
-            endpoint.as_str(),
-            now_ms(),
-        );
+        let (decision_id, mut record) = new_record(endpoint.as_str(), request.request_id);
         let mut tool_error = None;
         let outcome = self
             .run(endpoint, request, &mut record, &mut tool_error)
@@ -418,7 +424,7 @@ impl App {
             Ok(_) => "dispatched".to_owned(),
             Err(e) => e.class().to_owned(),
         };
-        if let Err(e) = self.audit.append(outcome).await {
+        if let Err(e) = self.audit.append(&outcome).await {
             // The call has happened and its allow record is durable; the outcome record is lost.
             tracing::error!(decision_id = %record.decision_id, error = %e, "dispatch outcome could not be recorded");
         }
@@ -442,10 +448,7 @@ impl App {
     }
 
     async fn commit(&self, record: &DecisionRecord) -> Result<(), CallError> {
-        self.audit
-            .append(record.clone())
-            .await
-            .map_err(CallError::Audit)
+        self.audit.append(record).await.map_err(CallError::Audit)
     }
 
     async fn deny(
@@ -479,9 +482,7 @@ impl App {
         authorization: Option<&str>,
         action: &str,
     ) -> (String, Result<VerifiedToken, CallError>) {
-        let decision_id = uuid::Uuid::now_v7().to_string();
-        let mut record =
-            DecisionRecord::new(decision_id.clone(), request_id(None), "admin", now_ms());
+        let (decision_id, mut record) = new_record("admin", None);
         record.tool = Some(action.to_owned());
         let admin = &self.config.admin;
         let verified = match auth::bearer_token(authorization) {
@@ -526,9 +527,7 @@ impl App {
         &self,
         authorization: Option<&str>,
     ) -> (String, Result<Vec<ToolListing>, CallError>) {
-        let decision_id = uuid::Uuid::now_v7().to_string();
-        let mut record =
-            DecisionRecord::new(decision_id.clone(), request_id(None), "list", now_ms());
+        let (decision_id, mut record) = new_record("list", None);
         let token = match self.authenticate(authorization).await {
             Ok(t) => t,
             Err(e) => {

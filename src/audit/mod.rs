@@ -88,19 +88,19 @@ struct Entry {
 }
 
 impl Entry {
-    fn encode(record: DecisionRecord) -> Result<Self, AuditError> {
+    fn encode(record: &DecisionRecord) -> Result<Self, AuditError> {
         let json =
-            serde_json::to_string(&record).map_err(|e| AuditError::Unavailable(e.to_string()))?;
+            serde_json::to_string(record).map_err(|e| AuditError::Unavailable(e.to_string()))?;
         Ok(Self {
             json,
             kind: record.kind.as_str(),
             decision: record.decision.as_str(),
-            subject: record.principal.map(|p| p.subject),
-            decision_id: record.decision_id,
+            subject: record.principal.as_ref().map(|p| p.subject.clone()),
+            decision_id: record.decision_id.clone(),
             time_ms: record.time_ms,
-            stage: record.stage,
-            reason: record.reason,
-            tool: record.tool,
+            stage: record.stage.clone(),
+            reason: record.reason.clone(),
+            tool: record.tool.clone(),
         })
     }
 }
@@ -201,7 +201,7 @@ impl AuditLog {
     }
 
     /// Appends a record and waits until it is committed.
-    pub async fn append(&self, record: DecisionRecord) -> Result<(), AuditError> {
+    pub async fn append(&self, record: &DecisionRecord) -> Result<(), AuditError> {
         let entry = Entry::encode(record)?;
         let (ack, done) = oneshot::channel();
         let wait = async {

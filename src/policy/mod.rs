@@ -547,11 +547,11 @@ fn principal_entity(token: &VerifiedToken) -> Result<Entity, PolicyError> {
     } else {
         "User"
     };
-    let uid = uid(type_name, &token.subject)?;
+    let principal = uid(type_name, &token.subject)?;
     let parents = token
         .groups
         .iter()
-        .map(|g| uid_or_err("Group", g))
+        .map(|g| uid("Group", g))
         .collect::<Result<HashSet<_>, _>>()?;
     let attrs = [
         (
@@ -570,12 +570,8 @@ fn principal_entity(token: &VerifiedToken) -> Result<Entity, PolicyError> {
         };
         (k.clone(), RestrictedExpression::new_string(text))
     });
-    Entity::new_with_tags(uid, attrs, parents, tags)
+    Entity::new_with_tags(principal, attrs, parents, tags)
         .map_err(|e| PolicyError::Request(e.to_string()))
-}
-
-fn uid_or_err(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
-    uid(type_name, id)
 }
 
 /// The acting agent of a delegated token, if any.

@@ -47,7 +47,7 @@ async fn append(path: &Path, key: &Arc<SigningKey>, seqs: std::ops::RangeInclusi
         r.reason = "allowed".to_owned();
         r.decision = Verdict::Allow;
         r.tool = Some("demo___echo".to_owned());
-        log.append(r).await.unwrap();
+        log.append(&r).await.unwrap();
     }
     drop(log);
     tokio::task::spawn_blocking(move || writer.join())
@@ -740,7 +740,7 @@ async fn a_quiet_log_gets_a_checkpoint_after_the_interval() {
         }),
     })
     .unwrap();
-    log.append(DecisionRecord::new("d1".into(), "r1".into(), "invoke", 1))
+    log.append(&DecisionRecord::new("d1".into(), "r1".into(), "invoke", 1))
         .await
         .unwrap();
     // Wait (bounded) for the writer's timer: no further record arrives to trigger it.
