@@ -119,7 +119,7 @@ fn stages(c: &mut Criterion) {
         b.iter(|| black_box(s.app.authenticator.verify(black_box(&token)).unwrap()))
     });
     let verified = s.app.authenticator.verify(&token).unwrap();
-    let tool = s.app.tools.get("files___read_file").unwrap().clone();
+    let tool = s.app.tools().get("files___read_file").unwrap().clone();
     let arguments = json!({ "path": "/srv/reports/q3.txt" });
     c.bench_function("stage/check_arguments", |b| {
         b.iter(|| tool.check_arguments(black_box(&arguments)).unwrap())

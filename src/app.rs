@@ -5,8 +5,10 @@
 //! decided it, and a tool backend is called only after an allow record has been committed.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -157,8 +159,9 @@ pub struct App {
     pub config: Config,
     /// Token verification.
     pub authenticator: Authenticator,
-    /// Registered tools.
-    pub tools: Registry,
+    /// Registered tools: the configured ones plus any discovered upstream. Swapped whole (with
+    /// a policy set regenerated for it) by [`App::replace_tools`]; read it with [`App::tools`].
+    pub tools: ArcSwap<Registry>,
     /// Cedar policies.
     pub policy: PolicyEngine,
     /// The decision log.
@@ -169,6 +172,9 @@ pub struct App {
     pub policies_dir: PathBuf,
     /// The schema stub, for reloads.
     pub schema_stub: PathBuf,
+    /// Serialises policy reloads with registry swaps, so that a reload never installs a
+    /// schema generated for a registry that has since been replaced.
+    pub reload_lock: std::sync::Mutex<()>,
 }
 
 /// Longest caller-supplied request id accepted; others are replaced by a fresh id.
@@ -262,11 +268,10 @@ impl App {
         record.set_token(&token);
         timer.lap(record, "auth");
 
-        let Some(tool) = self.tools.get(request.tool) else {
+        let Some(tool) = self.tools.load().get(request.tool).cloned() else {
             let err = CallError::UnknownTool(request.tool.chars().take(200).collect());
             return Err(self.deny(record, "tool", "unknown_tool", err).await);
         };
-        let tool = tool.clone();
 
         let missing: Vec<&str> = tool
             .required_scopes
@@ -539,7 +544,7 @@ impl App {
         };
         record.set_token(&token);
         let listed: Vec<ToolListing> = self
-            .tools
+            .tools()
             .iter()
             .filter(|t| t.required_scopes.iter().all(|s| token.scopes.contains(s)))
             .filter(|t| self.policy.may_call(&token, t))
@@ -582,7 +587,36 @@ impl App {
     pub fn reload_policies(
         &self,
     ) -> Result<crate::policy::ReloadOutcome, crate::policy::PolicyLoadError> {
+        let _serial = self.lock_reloads();
         self.policy
-            .reload(&self.schema_stub, &self.policies_dir, &self.tools)
+            .reload(&self.schema_stub, &self.policies_dir, &self.tools())
+    }
+
+    /// The registered tools now.
+    pub fn tools(&self) -> Arc<Registry> {
+        self.tools.load_full()
+    }
+
+    /// Replaces the registry: the policy set is regenerated and revalidated for `registry`
+    /// first, and only if that succeeds are both swapped in; otherwise the current registry
+    /// and policies keep serving. In the moment between the two swaps a call to an added or
+    /// removed tool is denied (unknown tool, or no action in the schema), never allowed.
+    /// Blocking (file reads and validation): call it off the async workers.
+    pub fn replace_tools(
+        &self,
+        registry: Registry,
+    ) -> Result<crate::policy::ReloadOutcome, crate::policy::PolicyLoadError> {
+        let _serial = self.lock_reloads();
+        let outcome = self
+            .policy
+            .reload(&self.schema_stub, &self.policies_dir, &registry)?;
+        self.tools.store(Arc::new(registry));
+        Ok(outcome)
+    }
+
+    fn lock_reloads(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.reload_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

@@ -62,12 +62,13 @@ pub fn build(config: Config, demo: Option<&DemoUrls>) -> anyhow::Result<Built> {
     let app = App {
         config,
         authenticator,
-        tools,
+        tools: arc_swap::ArcSwap::from_pointee(tools),
         policy: PolicyEngine::new(snapshot),
         audit,
         dispatcher,
         policies_dir,
         schema_stub,
+        reload_lock: std::sync::Mutex::new(()),
     };
     Ok(Built {
         app: Arc::new(app),

@@ -56,7 +56,7 @@ async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         "decision_id": decision_id,
         "ready": readiness.ready(),
         "checks": readiness,
-        "tools": app.tools.len(),
+        "tools": app.tools().len(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
     .into_response()
