@@ -9,6 +9,7 @@ mod corpus;
 mod dispatch;
 mod policy;
 mod policy_index;
+mod python;
 mod replay;
 mod revocation;
 mod rotation;
