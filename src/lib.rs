@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod http;
+pub mod mcp;
 pub mod policy;
 pub mod reload;
 pub mod replay;
