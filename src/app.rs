@@ -73,6 +73,8 @@ pub enum Endpoint {
     Invoke,
     /// Decide only.
     Authorize,
+    /// An MCP `tools/call`: decide and dispatch.
+    Mcp,
 }
 
 impl Endpoint {
@@ -80,8 +82,18 @@ impl Endpoint {
         match self {
             Endpoint::Invoke => "invoke",
             Endpoint::Authorize => "authorize",
+            Endpoint::Mcp => "mcp",
         }
     }
+}
+
+/// How a caller proves who it is: the raw `Authorization` header, or a token the caller's
+/// transport has already verified once for this HTTP request (MCP), so that a single-use
+/// token is not counted twice.
+#[derive(Clone, Copy)]
+enum Credentials<'a> {
+    Header(Option<&'a str>),
+    Verified(&'a VerifiedToken),
 }
 
 /// A tool call as the pipeline sees it.
@@ -120,6 +132,25 @@ pub struct ToolListing {
     pub input_schema: Value,
     /// Behaviour hints.
     pub annotations: crate::tools::Annotations,
+}
+
+/// A decision that is not a tool call, for [`App::record_event`].
+#[derive(Debug, Clone)]
+pub struct Event<'a> {
+    /// The API entry point (`mcp`, ...).
+    pub endpoint: &'a str,
+    /// What was attempted (`mcp/initialize`, ...), logged in the record's `tool` field.
+    pub action: &'a str,
+    /// Who, when known.
+    pub token: Option<&'a VerifiedToken>,
+    /// Whether it was allowed.
+    pub allowed: bool,
+    /// The stage that decided.
+    pub stage: &'a str,
+    /// The reason code.
+    pub reason: &'a str,
+    /// Free-text detail.
+    pub detail: Option<String>,
 }
 
 /// What `/readyz` reports.
@@ -235,10 +266,32 @@ impl Timer {
 impl App {
     /// Runs one call through the pipeline.
     pub async fn call(&self, endpoint: Endpoint, request: CallRequest<'_>) -> CallResponse {
+        let credentials = Credentials::Header(request.authorization);
+        self.call_with(endpoint, credentials, request).await
+    }
+
+    /// Runs one call for a token already verified for this HTTP request (by
+    /// [`App::authenticate_request`]); `request.authorization` is not read.
+    pub async fn call_verified(
+        &self,
+        endpoint: Endpoint,
+        token: &VerifiedToken,
+        request: CallRequest<'_>,
+    ) -> CallResponse {
+        self.call_with(endpoint, Credentials::Verified(token), request)
+            .await
+    }
+
+    async fn call_with(
+        &self,
+        endpoint: Endpoint,
+        credentials: Credentials<'_>,
+        request: CallRequest<'_>,
+    ) -> CallResponse {
         let (decision_id, mut record) = new_record(endpoint.as_str(), request.request_id);
         let mut tool_error = None;
         let outcome = self
-            .run(endpoint, request, &mut record, &mut tool_error)
+            .run(endpoint, credentials, request, &mut record, &mut tool_error)
             .await;
         CallResponse {
             decision_id,
@@ -250,6 +303,7 @@ impl App {
     async fn run(
         &self,
         endpoint: Endpoint,
+        credentials: Credentials<'_>,
         request: CallRequest<'_>,
         record: &mut DecisionRecord,
         tool_error: &mut Option<u16>,
@@ -257,15 +311,22 @@ impl App {
         let mut timer = Timer(Instant::now());
         record.tool = Some(request.tool.chars().take(200).collect());
 
-        let token = match self.authenticate(request.authorization).await {
-            Ok(token) => token,
-            Err(e) => {
-                return Err(self
-                    .deny(record, "auth", e.code(), CallError::Token(e))
-                    .await);
-            }
+        let verified;
+        let token = match credentials {
+            Credentials::Verified(token) => token,
+            Credentials::Header(authorization) => match self.authenticate(authorization).await {
+                Ok(token) => {
+                    verified = token;
+                    &verified
+                }
+                Err(e) => {
+                    return Err(self
+                        .deny(record, "auth", e.code(), CallError::Token(e))
+                        .await);
+                }
+            },
         };
-        record.set_token(&token);
+        record.set_token(token);
         timer.lap(record, "auth");
 
         let Some(tool) = self.tools.load().get(request.tool).cloned() else {
@@ -325,7 +386,7 @@ impl App {
             request_id: &record.request_id.clone(),
             now: auth::unix_now(),
         };
-        let decision = match self.policy.decide(&token, &facts) {
+        let decision = match self.policy.decide(token, &facts) {
             Ok(d) => d,
             Err(PolicyError::Argument(problem)) => {
                 let err = ArgumentError {
@@ -395,7 +456,7 @@ impl App {
         // The allow record is durable: only now may the backend be called.
         let (result, duration) = self
             .dispatcher
-            .call(&tool, &arguments, &record.decision_id, (&token).into())
+            .call(&tool, &arguments, &record.decision_id, token.into())
             .await;
         let mut outcome = record.clone();
         outcome.kind = RecordKind::Dispatch;
@@ -532,22 +593,66 @@ impl App {
         &self,
         authorization: Option<&str>,
     ) -> (String, Result<Vec<ToolListing>, CallError>) {
-        let (decision_id, mut record) = new_record("list", None);
-        let token = match self.authenticate(authorization).await {
-            Ok(t) => t,
+        match self.authenticate_request("list", authorization).await {
+            Ok(token) => self.list_tools_for("list", &token).await,
+            Err((decision_id, err)) => (decision_id, Err(err)),
+        }
+    }
+
+    /// Authenticates one HTTP request. A failure is recorded as a deny decision (endpoint
+    /// `endpoint`, stage `auth`) and returned with its decision id; a success records nothing
+    /// (what the caller then does is recorded).
+    pub async fn authenticate_request(
+        &self,
+        endpoint: &str,
+        authorization: Option<&str>,
+    ) -> Result<VerifiedToken, (String, CallError)> {
+        match self.authenticate(authorization).await {
+            Ok(token) => Ok(token),
             Err(e) => {
+                let (decision_id, mut record) = new_record(endpoint, None);
                 let err = self
                     .deny(&mut record, "auth", e.code(), CallError::Token(e))
                     .await;
-                return (decision_id, Err(err));
+                Err((decision_id, err))
             }
+        }
+    }
+
+    /// Records an event that is not a tool call (an MCP session opened or closed, a request
+    /// refused before authentication) as a decision; returns its id once it is durable.
+    pub async fn record_event(&self, event: Event<'_>) -> Result<String, CallError> {
+        let (decision_id, mut record) = new_record(event.endpoint, None);
+        record.tool = Some(event.action.to_owned());
+        if let Some(token) = event.token {
+            record.set_token(token);
+        }
+        record.stage = event.stage.to_owned();
+        record.reason = event.reason.to_owned();
+        record.decision = if event.allowed {
+            Verdict::Allow
+        } else {
+            Verdict::Deny
         };
-        record.set_token(&token);
+        record.detail = event.detail;
+        self.commit(&record).await?;
+        Ok(decision_id)
+    }
+
+    /// Lists, for a verified token, the tools it may call (scopes held and some permit could
+    /// apply), and records the listing with endpoint `endpoint`.
+    pub async fn list_tools_for(
+        &self,
+        endpoint: &str,
+        token: &VerifiedToken,
+    ) -> (String, Result<Vec<ToolListing>, CallError>) {
+        let (decision_id, mut record) = new_record(endpoint, None);
+        record.set_token(token);
         let listed: Vec<ToolListing> = self
             .tools()
             .iter()
             .filter(|t| t.required_scopes.iter().all(|s| token.scopes.contains(s)))
-            .filter(|t| self.policy.may_call(&token, t))
+            .filter(|t| self.policy.may_call(token, t))
             .map(|t| ToolListing {
                 name: t.id.clone(),
                 description: t.description.clone(),

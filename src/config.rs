@@ -91,6 +91,9 @@ pub struct Config {
     /// Who may call the admin API.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The MCP endpoint (`/mcp`) agents connect to.
+    #[serde(default)]
+    pub mcp: McpConfig,
     /// Directory that relative paths resolve against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -258,6 +261,46 @@ impl Default for AdminConfig {
         Self {
             audience: "toolgate-admin".to_owned(),
             scope: "toolgate:admin".to_owned(),
+        }
+    }
+}
+
+/// `[mcp]`: toolgate as an MCP server at `/mcp` (Streamable HTTP). Tokens are validated by
+/// the same token stage as the JSON API, so `resource` belongs in the issuers' `audiences`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// Serve `/mcp` and its protected-resource metadata.
+    pub enabled: bool,
+    /// The canonical URI of the MCP endpoint (RFC 8707 resource, RFC 9728 `resource`); by
+    /// default `http://<listen address>/mcp`. Set it to the public URL behind a proxy.
+    pub resource: Option<String>,
+    /// Authorization servers named in the metadata (default: every issuer's `issuer`).
+    pub authorization_servers: Vec<String>,
+    /// Scopes named in the metadata (default: every scope a registered tool requires).
+    pub scopes_supported: Vec<String>,
+    /// Browser origins allowed to call `/mcp`; a request with any other `Origin` header is
+    /// refused with 403 (DNS-rebinding defence). Requests without `Origin` are not affected.
+    pub allowed_origins: Vec<String>,
+    /// Most live sessions in all; `initialize` beyond it is refused with 503.
+    pub max_sessions: usize,
+    /// Most live sessions per principal; a new one evicts that principal's least recently used.
+    pub max_sessions_per_principal: usize,
+    /// A session unused for this long is forgotten, in seconds.
+    pub session_idle_seconds: u64,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            resource: None,
+            authorization_servers: Vec::new(),
+            scopes_supported: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_sessions: 10_000,
+            max_sessions_per_principal: 32,
+            session_idle_seconds: 3600,
         }
     }
 }
@@ -537,6 +580,31 @@ impl Config {
             return Err(invalid("admin", "`audience` and `scope` must not be empty"));
         }
         check_range("audit.max_batch", self.audit.max_batch, 1, 4096)?;
+        check_range("mcp.max_sessions", self.mcp.max_sessions, 1, 1_000_000)?;
+        check_range(
+            "mcp.max_sessions_per_principal",
+            self.mcp.max_sessions_per_principal,
+            1,
+            self.mcp.max_sessions,
+        )?;
+        check_range(
+            "mcp.session_idle_seconds",
+            self.mcp.session_idle_seconds as usize,
+            10,
+            7 * 86_400,
+        )?;
+        if let Some(resource) = &self.mcp.resource {
+            match reqwest::Url::parse(resource) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.fragment().is_none() => {
+                }
+                _ => {
+                    return Err(invalid(
+                        "mcp.resource",
+                        "must be an absolute http(s) URL without a fragment",
+                    ));
+                }
+            }
+        }
         check_range(
             "audit.busy_timeout_ms",
             self.audit.busy_timeout_ms as usize,

@@ -454,6 +454,7 @@ fn standalone_config(jwks: PathBuf, issuer: String, audience: String) -> anyhow:
         audit: Default::default(),
         tools: Vec::new(),
         admin: Default::default(),
+        mcp: Default::default(),
         base_dir: PathBuf::from("."),
     };
     config.validate()?;

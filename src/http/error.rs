@@ -94,6 +94,24 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
     (status, headers, body)
 }
 
+/// Adds RFC 9728's `resource_metadata` to a `WWW-Authenticate` challenge, so that an MCP
+/// client can find which authorization servers issue tokens for this resource.
+pub fn add_resource_metadata(headers: &mut HeaderMap, metadata_url: &str) {
+    let Some(challenge) = headers
+        .get(header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    let value = format!(
+        "{challenge}, resource_metadata=\"{}\"",
+        quoted_safe(metadata_url)
+    );
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(header::WWW_AUTHENTICATE, v);
+    }
+}
+
 /// Status and body for a failed decision-log query (admin API).
 pub fn query_error_response(error: &QueryError) -> axum::response::Response {
     use axum::response::IntoResponse;

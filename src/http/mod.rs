@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod decisions;
 pub mod error;
+pub mod mcp;
 mod policy_admin;
 pub mod revocations;
 
@@ -25,9 +26,14 @@ use crate::app::{App, CallError, CallRequest, CallResponse, Endpoint};
 /// Header carrying the decision id on every pipeline response.
 pub const DECISION_ID_HEADER: &str = "x-toolgate-decision-id";
 
-/// Builds the router over `app`.
-pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+/// Builds the router over `app`; `base_url` (`http://host:port`) is where it is reached when
+/// `mcp.resource` does not say.
+pub fn router(app: Arc<App>, base_url: &str) -> Router {
+    let mut router = Router::new();
+    if app.config.mcp.enabled {
+        router = router.merge(mcp::router(app.clone(), &format!("{base_url}/mcp")));
+    }
+    router
         .route("/v1/tools/{tool}/invoke", post(invoke))
         .route("/v1/authorize", post(authorize))
         .route("/v1/tools", get(list_tools))
@@ -50,7 +56,8 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
+    let base_url = format!("http://{}", listener.local_addr()?);
+    axum::serve(listener, router(app, &base_url))
         .with_graceful_shutdown(shutdown)
         .await
 }
