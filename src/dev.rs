@@ -268,6 +268,9 @@ pub fn banner(
   The intern agent may only echo; its tool list shows that:
     curl -s {base}/v1/tools -H "Authorization: Bearer $INTERN_TOKEN"
 
+  MCP clients (agent frameworks) connect to {base}/mcp with the same tokens as
+  `Authorization: Bearer`; see examples/mcp_client.py.
+
   Decisions are in {db} (sqlite3 it, or see README.md).
 "#,
         state = config.state_dir().display(),

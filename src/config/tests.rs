@@ -174,3 +174,39 @@ fn demo_backends_include_payments() {
     assert!(parsed.is_ok(), "{parsed:?}");
     check_invalid(&tool("bank"), "tools[0].backend.name", "`payments`");
 }
+
+#[test]
+fn mcp_section_is_validated() {
+    let config = parse(MINIMAL, &[]).unwrap();
+    assert!(config.mcp.enabled);
+    assert_eq!(config.mcp.resource, None);
+    let with = |extra: &str| format!("{MINIMAL}\n[mcp]\n{extra}\n");
+    check_invalid(
+        &with("resource = \"not a url\""),
+        "mcp.resource",
+        "absolute http(s) URL",
+    );
+    check_invalid(
+        &with("resource = \"ftp://x/mcp\""),
+        "mcp.resource",
+        "absolute http(s) URL",
+    );
+    check_invalid(&with("max_sessions = 0"), "mcp.max_sessions", "outside");
+    check_invalid(
+        &with("max_sessions = 10\nmax_sessions_per_principal = 11"),
+        "mcp.max_sessions_per_principal",
+        "outside",
+    );
+    check_invalid(
+        &with("session_idle_seconds = 1"),
+        "mcp.session_idle_seconds",
+        "outside",
+    );
+    let config = parse(&with("resource = \"https://gw.example.com/mcp\""), &[]).unwrap();
+    assert_eq!(
+        config.mcp.resource.as_deref(),
+        Some("https://gw.example.com/mcp")
+    );
+    let config = parse(MINIMAL, &[("TOOLGATE__MCP__ENABLED", "false")]).unwrap();
+    assert!(!config.mcp.enabled);
+}
