@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::{DECISION_ID_HEADER, error, header_str, read_json};
 use crate::app::App;
 use crate::mcp::server::{McpServer, PostRequest, Reply};
-use crate::mcp::{PROTOCOL_VERSION_HEADER, SESSION_HEADER};
+use crate::mcp::{METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
 
 /// What the `/mcp` handlers share.
 pub struct McpState {
@@ -55,6 +55,8 @@ async fn post(State(state): State<Arc<McpState>>, headers: HeaderMap, body: Body
                     authorization: header_str(&headers, header::AUTHORIZATION.as_str()),
                     session_id: header_str(&headers, SESSION_HEADER),
                     protocol_version: header_str(&headers, PROTOCOL_VERSION_HEADER),
+                    method_header: header_str(&headers, METHOD_HEADER),
+                    name_header: header_str(&headers, NAME_HEADER),
                     message,
                 },
             )

@@ -1,8 +1,9 @@
 //! The Model Context Protocol: toolgate as an MCP server to agents (`server`, mounted at
 //! `/mcp` by the HTTP layer) and as an MCP client of upstream MCP servers (`upstream`).
 //!
-//! Both speak JSON-RPC 2.0 over Streamable HTTP with the `initialize` handshake (protocol
-//! versions 2025-03-26 to 2025-11-25).
+//! Both speak JSON-RPC 2.0 over Streamable HTTP. The server also speaks the stateless
+//! 2026-07-28 revision (no handshake, no session: every request carries its version in
+//! `params._meta`).
 
 pub mod server;
 
@@ -11,6 +12,24 @@ pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-2
 
 /// The version toolgate offers when a peer asks for one it does not speak.
 pub const LATEST_PROTOCOL_VERSION: &str = PROTOCOL_VERSIONS[0];
+
+/// Stateless protocol versions (per-request envelope, `server/discover`) the server speaks.
+pub const MODERN_PROTOCOL_VERSIONS: [&str; 1] = ["2026-07-28"];
+
+/// The `params._meta` key carrying a stateless request's protocol version.
+pub const PROTOCOL_VERSION_META_KEY: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// The `params._meta` key carrying a stateless request's client capabilities.
+pub const CLIENT_CAPABILITIES_META_KEY: &str = "io.modelcontextprotocol/clientCapabilities";
+
+/// The `_meta` key naming the server on stateless results.
+pub const SERVER_INFO_META_KEY: &str = "io.modelcontextprotocol/serverInfo";
+
+/// The header mirroring a stateless request's method.
+pub const METHOD_HEADER: &str = "mcp-method";
+
+/// The header mirroring a stateless `tools/call`'s tool name.
+pub const NAME_HEADER: &str = "mcp-name";
 
 /// The header naming the session after `initialize`.
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -30,4 +49,21 @@ pub mod codes {
     pub const INVALID_PARAMS: i64 = -32602;
     /// Internal error.
     pub const INTERNAL_ERROR: i64 = -32603;
+    /// A stateless request's headers disagree with its body (2026-07-28).
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// A stateless request names a protocol version the server does not speak (2026-07-28).
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+
+    /// The HTTP status for an error on a stateless (2026-07-28) request.
+    pub fn http_status(code: i64) -> u16 {
+        match code {
+            PARSE_ERROR
+            | INVALID_REQUEST
+            | INVALID_PARAMS
+            | HEADER_MISMATCH
+            | UNSUPPORTED_PROTOCOL_VERSION => 400,
+            METHOD_NOT_FOUND => 404,
+            _ => 200,
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! toolgate as an MCP server: the JSON-RPC methods of the Streamable HTTP transport at `/mcp`,
-//! with sessions bound to the authenticated principal. No axum types: `http::mcp` reads the
+//! stateless (2026-07-28, the envelope checked on every request) or with the `initialize`
+//! handshake and sessions bound to the authenticated principal (2025-03-26 to 2025-11-25). No axum types: `http::mcp` reads the
 //! request and writes the [`Reply`] as JSON or as a one-event SSE stream.
 //!
 //! Every HTTP request carries a bearer token verified by the token stage (once per request);
@@ -13,7 +14,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{LATEST_PROTOCOL_VERSION, PROTOCOL_VERSIONS, codes};
+use super::{
+    CLIENT_CAPABILITIES_META_KEY, LATEST_PROTOCOL_VERSION, MODERN_PROTOCOL_VERSIONS,
+    PROTOCOL_VERSION_META_KEY, PROTOCOL_VERSIONS, SERVER_INFO_META_KEY, codes,
+};
 use crate::app::{App, CallError, CallRequest, CallResponse, Endpoint, Event, ToolListing};
 use crate::auth::VerifiedToken;
 use crate::config::McpConfig;
@@ -24,6 +28,9 @@ pub const DECISION_META_KEY: &str = "io.toolgate/decision-id";
 /// The endpoint name in decision records.
 const ENDPOINT: &str = "mcp";
 
+/// What toolgate tells a client about itself.
+const INSTRUCTIONS: &str = "Every tool call is authorized by policy and recorded; a denied call returns isError with its decision id.";
+
 /// One POST to `/mcp`, as read by the HTTP layer.
 #[derive(Debug)]
 pub struct PostRequest<'a> {
@@ -33,6 +40,10 @@ pub struct PostRequest<'a> {
     pub session_id: Option<&'a str>,
     /// The `MCP-Protocol-Version` header.
     pub protocol_version: Option<&'a str>,
+    /// The `Mcp-Method` header (stateless requests mirror their method in it).
+    pub method_header: Option<&'a str>,
+    /// The `Mcp-Name` header (stateless `tools/call` mirrors the tool name in it).
+    pub name_header: Option<&'a str>,
     /// The body as JSON (within the size and depth limits), or why it could not be read.
     pub message: Result<Value, CallError>,
 }
@@ -170,14 +181,40 @@ impl McpServer {
                 };
             }
         };
+        let stateless_header = request
+            .protocol_version
+            .is_some_and(|v| MODERN_PROTOCOL_VERSIONS.contains(&v));
         let Message::Request { id, method, params } = message else {
             // Notifications (`notifications/initialized`, cancellations) and responses need
             // no answer: toolgate sends no requests of its own.
+            if stateless_header && request.session_id.is_none() {
+                return Reply::Accepted;
+            }
             return match self.session(&token, request.session_id, request.protocol_version) {
                 Ok(_) => Reply::Accepted,
                 Err(reply) => reply,
             };
         };
+        if stateless_header
+            || params
+                .pointer(&meta_pointer(PROTOCOL_VERSION_META_KEY))
+                .is_some()
+        {
+            let headers = EnvelopeHeaders {
+                protocol_version: request.protocol_version,
+                method: request.method_header,
+                name: request.name_header,
+            };
+            let reply = match check_envelope(&method, &params, &headers) {
+                Ok(()) => self.stateless(app, &token, id, &method, params).await,
+                Err(error) => Reply::Message {
+                    message: json!({ "jsonrpc": "2.0", "id": id, "error": error }),
+                    decision_id: None,
+                    session_id: None,
+                },
+            };
+            return stamp_stateless(reply);
+        }
         match method.as_str() {
             "initialize" => self.initialize(app, &token, id, &params).await,
             // The 2026-07-28 discovery probe: answering "no such method" tells a client to
@@ -237,6 +274,50 @@ impl McpServer {
                 decision_id: None,
                 error,
             },
+        }
+    }
+
+    /// A stateless (2026-07-28) request whose envelope has been checked: no session, the
+    /// token alone says who is calling.
+    async fn stateless(
+        &self,
+        app: &App,
+        token: &VerifiedToken,
+        id: Value,
+        method: &str,
+        params: Value,
+    ) -> Reply {
+        match method {
+            "server/discover" => result(
+                id,
+                json!({
+                    "supportedVersions": MODERN_PROTOCOL_VERSIONS,
+                    "capabilities": { "tools": { "listChanged": false } },
+                    "instructions": INSTRUCTIONS,
+                    // The answer is the same for everyone, but nothing is gained by caching it.
+                    "ttlMs": 0,
+                    "cacheScope": "private",
+                }),
+                None,
+            ),
+            "tools/list" => {
+                let mut reply = self.list_tools(app, token, id).await;
+                if let Reply::Message { message, .. } = &mut reply
+                    && let Some(result) = message.get_mut("result")
+                {
+                    // The list is this principal's: never for a shared cache, and stale at once
+                    // so that a policy change shows on the next listing.
+                    result["ttlMs"] = json!(0);
+                    result["cacheScope"] = json!("private");
+                }
+                reply
+            }
+            "tools/call" => self.call_tool(app, token, id, params).await,
+            other => rpc_error(
+                id,
+                codes::METHOD_NOT_FOUND,
+                &format!("method `{}` is not supported", truncate(other)),
+            ),
         }
     }
 
@@ -367,7 +448,7 @@ impl McpServer {
                         "name": "toolgate",
                         "version": env!("CARGO_PKG_VERSION"),
                     },
-                    "instructions": "Every tool call is authorized by policy and recorded; a denied call returns isError with its decision id.",
+                    "instructions": INSTRUCTIONS,
                 },
             }),
             decision_id: Some(decision_id),
@@ -559,6 +640,127 @@ impl Message {
             }
             (None, _) => Err("not a JSON-RPC request, notification or response"),
         }
+    }
+}
+
+/// The headers a stateless request mirrors its envelope in.
+struct EnvelopeHeaders<'a> {
+    protocol_version: Option<&'a str>,
+    method: Option<&'a str>,
+    name: Option<&'a str>,
+}
+
+/// `/a~1b` style JSON pointer to a `params._meta` key.
+fn meta_pointer(key: &str) -> String {
+    format!("/_meta/{}", key.replace('~', "~0").replace('/', "~1"))
+}
+
+/// The 2026-07-28 envelope checks, in the spec's order: `_meta` carries the protocol version
+/// and client capabilities; the headers mirror the version, the method and (for
+/// `tools/call`) the tool name; the version is one toolgate speaks.
+fn check_envelope(
+    method: &str,
+    params: &Value,
+    headers: &EnvelopeHeaders<'_>,
+) -> Result<(), Value> {
+    let error = |code: i64, message: &str| json!({ "code": code, "message": message });
+    let meta = params.get("_meta").and_then(Value::as_object);
+    let version = meta.and_then(|m| m.get(PROTOCOL_VERSION_META_KEY));
+    let capabilities = meta.and_then(|m| m.get(CLIENT_CAPABILITIES_META_KEY));
+    let (Some(version), Some(_)) = (version, capabilities) else {
+        return Err(error(
+            codes::INVALID_PARAMS,
+            "params._meta must carry the protocol version and client capabilities",
+        ));
+    };
+    if headers
+        .protocol_version
+        .is_none_or(|h| version.as_str() != Some(h))
+    {
+        return Err(error(
+            codes::HEADER_MISMATCH,
+            "MCP-Protocol-Version does not match the request's protocol version",
+        ));
+    }
+    if headers.method != Some(method) {
+        return Err(error(
+            codes::HEADER_MISMATCH,
+            "Mcp-Method does not match the request's method",
+        ));
+    }
+    if method == "tools/call"
+        && let Some(name) = params.get("name").and_then(Value::as_str)
+        && headers.name.and_then(decode_header_value).as_deref() != Some(name)
+    {
+        return Err(error(
+            codes::HEADER_MISMATCH,
+            "Mcp-Name does not match the tool name",
+        ));
+    }
+    let Some(version) = version.as_str() else {
+        return Err(error(
+            codes::INVALID_PARAMS,
+            "the protocol version must be a string",
+        ));
+    };
+    if !MODERN_PROTOCOL_VERSIONS.contains(&version) {
+        let mut e = error(
+            codes::UNSUPPORTED_PROTOCOL_VERSION,
+            "unsupported protocol version",
+        );
+        e["data"] =
+            json!({ "supported": MODERN_PROTOCOL_VERSIONS, "requested": truncate(version) });
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// An MCP header value: plain visible ASCII, or `=?base64?…?=` for anything else.
+fn decode_header_value(value: &str) -> Option<String> {
+    use base64::Engine;
+    match value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+    {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok()),
+        None => Some(value.to_owned()),
+    }
+}
+
+/// A stateless reply: results say they are complete and name the server; errors take the
+/// HTTP status the 2026-07-28 transport gives their code.
+fn stamp_stateless(reply: Reply) -> Reply {
+    let Reply::Message {
+        mut message,
+        decision_id,
+        session_id,
+    } = reply
+    else {
+        return reply;
+    };
+    if let Some(code) = message.pointer("/error/code").and_then(Value::as_i64) {
+        let status = codes::http_status(code);
+        if status != 200 {
+            return Reply::Rejected { status, message };
+        }
+    }
+    if let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) {
+        result.insert("resultType".to_owned(), json!("complete"));
+        let meta = result.entry("_meta").or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert(
+                SERVER_INFO_META_KEY.to_owned(),
+                json!({ "name": "toolgate", "version": env!("CARGO_PKG_VERSION") }),
+            );
+        }
+    }
+    Reply::Message {
+        message,
+        decision_id,
+        session_id,
     }
 }
 

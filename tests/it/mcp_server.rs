@@ -381,6 +381,164 @@ async fn mcp_tools_are_filtered_called_through_the_pipeline_and_denied_with_a_de
     }
 }
 
+/// A stateless (2026-07-28) request: the envelope in `_meta`, mirrored in headers.
+async fn stateless(
+    app: &TestApp,
+    token: &str,
+    method: &str,
+    mut params: Value,
+    headers: &[(&str, &str)],
+) -> Reply {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let mut request = app
+        .client
+        .post(app.url("/mcp"))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(rpc(9, method, params).to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    Reply::read(request.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn stateless_2026_requests_need_a_token_and_a_consistent_envelope_but_no_session() {
+    let app = TestApp::spawn().await;
+    let reporter = app.token("reporter", "files:read", &["reporting"]);
+    let version = ("mcp-protocol-version", "2026-07-28");
+
+    let reply = stateless(
+        &app,
+        &reporter,
+        "server/discover",
+        json!({}),
+        &[version, ("mcp-method", "server/discover")],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let result = &reply.body["result"];
+    assert_eq!(result["supportedVersions"], json!(["2026-07-28"]));
+    assert_eq!(result["resultType"], "complete");
+    assert_eq!(
+        result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "toolgate"
+    );
+
+    let call = json!({ "name": "files___read_file", "arguments": { "path": REPORT } });
+    let headers = [
+        version,
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "files___read_file"),
+    ];
+    let reply = stateless(&app, &reporter, "tools/call", call.clone(), &headers).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.body["result"]["isError"], false);
+    assert_eq!(reply.body["result"]["resultType"], "complete");
+    assert!(reply.body["result"]["_meta"]["io.toolgate/decision-id"].is_string());
+    // The tool name may come base64-encoded in its header.
+    let encoded = ("mcp-name", "=?base64?ZmlsZXNfX19yZWFkX2ZpbGU=?=");
+    let reply = stateless(
+        &app,
+        &reporter,
+        "tools/call",
+        call.clone(),
+        &[version, ("mcp-method", "tools/call"), encoded],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(app.backend.calls("/read_file").len(), 2);
+
+    // Headers that disagree with the body, and an unsupported version, are refused before
+    // anything is decided.
+    let mismatched = [
+        version,
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "demo___echo"),
+    ];
+    let reply = stateless(&app, &reporter, "tools/call", call.clone(), &mismatched).await;
+    assert_eq!(
+        (reply.status, &reply.body["error"]["code"]),
+        (400, &json!(-32020))
+    );
+    let reply = stateless(
+        &app,
+        &reporter,
+        "tools/call",
+        call.clone(),
+        &[
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "files___read_file"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        reply.body["error"]["code"], -32020,
+        "a missing version header"
+    );
+    let reply = app
+        .client
+        .post(app.url("/mcp"))
+        .bearer_auth(&reporter)
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2099-01-01")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "files___read_file")
+        .body(
+            rpc(
+                10,
+                "tools/call",
+                json!({
+                    "name": "files___read_file",
+                    "_meta": {
+                        "io.modelcontextprotocol/protocolVersion": "2099-01-01",
+                        "io.modelcontextprotocol/clientCapabilities": {},
+                    },
+                }),
+            )
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let reply = Reply::read(reply).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.body["error"]["code"], -32022);
+    assert_eq!(
+        reply.body["error"]["data"]["supported"],
+        json!(["2026-07-28"])
+    );
+    assert_eq!(app.backend.calls("/read_file").len(), 2);
+    let reply = stateless(
+        &app,
+        &reporter,
+        "ping",
+        json!({}),
+        &[version, ("mcp-method", "ping")],
+    )
+    .await;
+    assert_eq!(
+        (reply.status, &reply.body["error"]["code"]),
+        (404, &json!(-32601))
+    );
+
+    // Still a token on every request.
+    let reply = app
+        .client
+        .post(app.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .body(rpc(11, "server/discover", json!({})).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 401);
+}
+
 /// Runs `tests/mcp/client.py` (the official SDK's client) against the broker.
 async fn python_client(app: &TestApp, scenario: Value) -> Value {
     let python = crate::python::python();
@@ -424,7 +582,8 @@ async fn official_python_sdk_client_lists_calls_and_is_denied() {
     .await;
     assert!(out.get("error").is_none(), "{out}");
     assert_eq!(out["server"], "toolgate");
-    assert_eq!(out["protocol_version"], "2025-11-25");
+    // The SDK's default mode finds the stateless 2026-07-28 protocol.
+    assert_eq!(out["protocol_version"], "2026-07-28");
     assert_eq!(out["tools"], json!(["demo___echo", "files___read_file"]));
     assert_eq!(out["annotations"]["files___read_file"], true);
     let calls = out["calls"].as_array().unwrap();
@@ -447,9 +606,30 @@ async fn official_python_sdk_client_lists_calls_and_is_denied() {
     assert_eq!(denied["principal"]["subject"], "reporter");
     assert_eq!(app.backend.calls("/read_file").len(), 1);
 
-    // Another agent sees only what it may call.
-    let out = python_client(&app, json!({ "token": outsider, "calls": [] })).await;
+    // Another agent sees only what it may call, here over the `initialize` handshake and a
+    // session.
+    let out = python_client(
+        &app,
+        json!({
+            "token": outsider,
+            "mode": "legacy",
+            "calls": [{ "name": "files___read_file", "arguments": { "path": REPORT } }],
+        }),
+    )
+    .await;
+    assert_eq!(out["protocol_version"], "2025-11-25", "{out}");
+    assert_eq!(out["server"], "toolgate");
     assert_eq!(out["tools"], json!(["demo___echo"]), "{out}");
+    // Unlisted is also uncallable: the missing scope is a 403 step-up challenge.
+    assert!(out["calls"][0]["raised"].is_string(), "{out}");
+    assert!(
+        out["http_statuses"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(403)),
+        "{out}"
+    );
+    assert_eq!(app.backend.calls("/read_file").len(), 1);
 
     // Without a token the connection is refused.
     let out = python_client(&app, json!({ "token": null })).await;

@@ -1,7 +1,10 @@
 """An MCP client written with the official MCP Python SDK, driven by tests/it/mcp_server.rs.
 
 Usage: client.py URL SCENARIO_JSON
-SCENARIO_JSON: {"token": str | null, "calls": [{"name": str, "arguments": {...}}]}
+SCENARIO_JSON: {"token": str | null, "mode": "auto" | "legacy" | "2026-07-28",
+                "calls": [{"name": str, "arguments": {...}}]}
+("auto", the SDK's default, probes the stateless 2026-07-28 protocol first and falls back to
+the `initialize` handshake; "legacy" uses the handshake only.)
 Prints one JSON object on stdout: the negotiated protocol version, the tool names listed,
 each call's result (isError, text, _meta) or the error raised, and every HTTP status the
 client saw; or {"error": ...} when the connection itself fails (e.g. 401 without a token).
@@ -38,9 +41,9 @@ async def main(url: str, scenario: dict) -> dict:
             http.event_hooks["response"].append(seen)
             transport = streamable_http_client(url, http_client=http)
             async with Client(transport, mode=scenario.get("mode", "auto")) as client:
-                init = client.session.initialize_result
-                out["protocol_version"] = init.protocol_version if init else None
-                out["server"] = init.server_info.name if init else None
+                session = client.session
+                out["protocol_version"] = session.protocol_version
+                out["server"] = session.server_info.name if session.server_info else None
                 listed = await client.list_tools()
                 out["tools"] = sorted(tool.name for tool in listed.tools)
                 out["annotations"] = {
