@@ -61,6 +61,9 @@ pub enum CallError {
     /// The state database (revocations) could not be read or written.
     #[error("the revocation store is unavailable")]
     StateUnavailable,
+    /// The broker holds as many MCP sessions as it may; try again later.
+    #[error("too many MCP sessions are open; try again later")]
+    TooManySessions,
     /// An admin-requested policy reload was rejected; the last good set keeps serving.
     #[error("policy reload rejected, the last good set keeps serving: {0}")]
     PolicyReloadRejected(String),

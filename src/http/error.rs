@@ -16,6 +16,12 @@ pub const REALM: &str = "toolgate";
 pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
     let mut headers = HeaderMap::new();
     let (status, code, decision) = match error {
+        // The token may be fine: the revocation store could not say. Fail closed, but as an
+        // outage the caller can retry, not as a bad credential.
+        CallError::Token(TokenError::StateUnavailable) => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            (StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", "deny")
+        }
         CallError::Token(e) => {
             headers.insert(header::WWW_AUTHENTICATE, challenge(e));
             (StatusCode::UNAUTHORIZED, "invalid_token", "deny")
@@ -51,6 +57,10 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
                 }
             };
             (StatusCode::SERVICE_UNAVAILABLE, code, "error")
+        }
+        CallError::TooManySessions => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            (StatusCode::SERVICE_UNAVAILABLE, "too_many_sessions", "deny")
         }
         CallError::StateUnavailable => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -406,7 +406,7 @@ impl McpServer {
             .unwrap_or(LATEST_PROTOCOL_VERSION);
         let Some(session_id) = self.sessions.open(principal_key(token), version) else {
             return self
-                .refuse(app, token, "too_many_sessions", CallError::StateUnavailable)
+                .refuse(app, token, "too_many_sessions", CallError::TooManySessions)
                 .await;
         };
         let client = params
@@ -537,6 +537,7 @@ fn call_reply(id: Value, response: CallResponse) -> Reply {
             | CallError::PayloadTooLarge(_)
             | CallError::Audit(_)
             | CallError::StateUnavailable
+            | CallError::TooManySessions
             | CallError::PolicyReloadRejected(_)),
         ) => return failed(decision_id, error),
     };

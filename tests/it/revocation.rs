@@ -256,3 +256,39 @@ async fn cli_revoke_writes_the_state_the_running_server_reads() {
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn unreadable_revocation_store_fails_closed_with_503_not_401() {
+    let app = TestApp::spawn().await;
+    let (token, _) = token_issued(&app, "agent-a", 0);
+    assert_eq!(echo(&app, &token).await.status, 200);
+
+    // The state database loses its revocation table: whether this token is revoked can no
+    // longer be known. The call is refused, as an outage (retry later), not as a bad token.
+    let state = rusqlite::Connection::open(app.dir.path().join("state").join("state.db")).unwrap();
+    state.execute_batch("DROP TABLE revocations").unwrap();
+    let reply = echo(&app, &token).await;
+    assert_eq!(reply.status, 503, "{:?}", reply.body);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert!(reply.header("www-authenticate").is_none());
+    assert_eq!(reply.body["error"], "state_unavailable");
+    let id = reply.header("x-toolgate-decision-id").unwrap();
+    let row = app
+        .decisions()
+        .into_iter()
+        .find(|r| r.decision_id == id)
+        .unwrap();
+    assert_eq!(
+        (
+            row.decision.as_str(),
+            row.stage.as_str(),
+            row.reason.as_str()
+        ),
+        ("deny", "auth", "revocation_unavailable")
+    );
+    assert_eq!(
+        app.backend.calls("/echo").len(),
+        1,
+        "dispatched without a revocation check"
+    );
+}
