@@ -1,4 +1,5 @@
-//! `toolgate token verify` run as the built binary: claims or a reason code and exit 2.
+//! The built binary: `toolgate token verify` (claims, or a reason code and exit 2) and
+//! `serve --log-format json` (structured logs, never a token).
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -112,4 +113,85 @@ async fn token_verify_prints_claims_or_the_reason() {
     let (out, _) = verify(&["--jwks", jwks, good.as_str()], None);
     assert!(!out.status.success());
     assert_ne!(out.status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn serve_logs_json_lines_with_decision_ids_and_never_the_token() {
+    let app = TestApp::spawn().await;
+    let token = app.token("reporting-agent", "files:read", &["reporting"]);
+    let config = app.config_path();
+    // The same config and state, served by the real binary instead of the in-process server.
+    let kept = app.stop_keep().await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let addr = loop {
+        let line = lines_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the server did not log `toolgate listening`");
+        let event: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        lines.push(line);
+        if event["fields"]["message"] == "toolgate listening" {
+            break event["fields"]["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("http://{addr}/v1/tools/demo___echo/invoke"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(json!({ "arguments": { "message": "hi" } }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let decision_id = response.headers()["x-toolgate-decision-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let status = Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        child.wait().unwrap().success(),
+        "SIGTERM is a clean shutdown"
+    );
+    lines.extend(lines_rx.iter());
+
+    let events: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let decision = events
+        .iter()
+        .find(|e| e["fields"]["decision_id"] == decision_id.as_str())
+        .unwrap_or_else(|| panic!("no log event for {decision_id}: {lines:?}"));
+    assert_eq!(decision["fields"]["decision"], "allow");
+    assert_eq!(decision["level"], "INFO");
+    // The token, and its signature on its own, appear nowhere in the logs.
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.contains(&token) && !l.contains(signature))
+    );
+    drop(kept);
 }
