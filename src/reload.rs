@@ -1,6 +1,7 @@
-//! Policy hot reload triggers for a running server: the directory watcher and SIGHUP. Both
-//! call [`App::reload_policies`] on a blocking thread; `POST /admin/policies/reload` is the
-//! third trigger (in `http::policy_admin`).
+//! Hot reload triggers for a running server. Policies: the directory watcher and SIGHUP call
+//! [`App::reload_policies`] on a blocking thread; `POST /admin/policies/reload` is the third
+//! trigger (in `http::policy_admin`). Issuer JWKS files: their own watcher and SIGHUP re-read
+//! them; a file that fails to load keeps its last good key set.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,18 +15,41 @@ async fn reload(app: Arc<App>) {
     let _ = tokio::task::spawn_blocking(move || app.reload_policies()).await;
 }
 
+/// Re-reads the issuers' JWKS files off the async workers. A changed key set also empties
+/// the verified-token cache for that issuer (entries are tied to the set they were checked
+/// against).
+async fn reload_keys(app: Arc<App>) {
+    let _ = tokio::task::spawn_blocking(move || {
+        for error in app.authenticator.reload_keys() {
+            tracing::error!(error = %error, "JWKS file reload rejected: the last good key set keeps serving");
+        }
+    })
+    .await;
+}
+
 /// Starts the reload triggers. Abort the handles before dropping the app: they hold it.
 pub fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     let interval = app.config.policy.watch_interval_ms;
     if interval > 0 {
         let watched = app.clone();
+        let (dir, stub) = (app.policies_dir.clone(), app.schema_stub.clone());
         tasks.push(tokio::spawn(crate::policy::watch::watch(
-            app.policies_dir.clone(),
-            app.schema_stub.clone(),
+            "policy files",
+            move || crate::policy::watch::fingerprint(&dir, &stub),
             Duration::from_millis(interval),
             move || reload(watched.clone()),
         )));
+        let key_files = app.authenticator.key_files();
+        if !key_files.is_empty() {
+            let watched = app.clone();
+            tasks.push(tokio::spawn(crate::policy::watch::watch(
+                "issuer JWKS files",
+                move || crate::policy::watch::fingerprint_files(&key_files),
+                Duration::from_millis(interval),
+                move || reload_keys(watched.clone()),
+            )));
+        }
     }
     #[cfg(unix)]
     {
@@ -36,8 +60,9 @@ pub fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
                 let signalled = app.clone();
                 tasks.push(tokio::spawn(async move {
                     while hangup.recv().await.is_some() {
-                        tracing::info!("SIGHUP: reloading policies");
+                        tracing::info!("SIGHUP: reloading policies and JWKS files");
                         reload(signalled.clone()).await;
+                        reload_keys(signalled.clone()).await;
                     }
                 }));
             }

@@ -7,6 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
+use sha2::{Digest, Sha256};
 
 use super::TokenError;
 
@@ -80,6 +81,8 @@ impl VerificationKey {
 #[derive(Debug, Clone, Default)]
 pub struct KeySet {
     keys: Vec<VerificationKey>,
+    /// SHA-256 over the usable keys' JWKs, to tell whether a reloaded set differs.
+    digest: [u8; 32],
 }
 
 impl KeySet {
@@ -93,9 +96,15 @@ impl KeySet {
             .ok_or_else(|| KeySetError::NotJwks("missing `keys` array".to_owned()))?;
         let mut keys = Vec::new();
         let mut warnings = Vec::new();
+        let mut digest = Sha256::new();
         for (i, entry) in entries.iter().enumerate() {
             match parse_key(entry) {
-                Ok(key) => keys.push(key),
+                Ok(key) => {
+                    let jwk = entry.to_string();
+                    digest.update((jwk.len() as u64).to_be_bytes());
+                    digest.update(jwk.as_bytes());
+                    keys.push(key);
+                }
                 Err(reason) => warnings.push(format!("key {i} skipped: {reason}")),
             }
         }
@@ -104,7 +113,13 @@ impl KeySet {
                 skipped: warnings.len(),
             });
         }
-        Ok((Self { keys }, warnings))
+        Ok((
+            Self {
+                keys,
+                digest: digest.finalize().into(),
+            },
+            warnings,
+        ))
     }
 
     /// Finds the key for a token's `kid`. A token without `kid` is accepted only when the
@@ -120,6 +135,11 @@ impl KeySet {
             None if self.keys.len() == 1 => self.keys.first().ok_or(TokenError::UnknownKid),
             None => Err(TokenError::UnknownKid),
         }
+    }
+
+    /// Whether `other` holds the same usable keys (the same JWKs, in the same order).
+    pub fn same_keys(&self, other: &KeySet) -> bool {
+        self.digest == other.digest
     }
 
     /// Number of usable keys.

@@ -179,7 +179,8 @@ impl Authenticator {
         self.revocations.as_deref()
     }
 
-    /// Re-reads every issuer's JWKS file; a file that fails keeps its last good key set.
+    /// Re-reads every issuer's JWKS file; a file that fails keeps its last good key set, and
+    /// an unchanged file keeps its set (and the tokens cached against it).
     pub fn reload_keys(&self) -> Vec<AuthSetupError> {
         let mut errors = Vec::new();
         for issuer in &self.issuers {
@@ -187,11 +188,26 @@ impl Authenticator {
                 continue;
             };
             match load_key_set(&issuer.config.issuer, path) {
-                Ok(keys) => issuer.keys.store(Arc::new(keys)),
+                Ok(keys) if keys.same_keys(&issuer.keys.load()) => {}
+                Ok(keys) => {
+                    tracing::info!(issuer = %issuer.config.issuer, keys = keys.len(), "JWKS file reloaded");
+                    issuer.keys.store(Arc::new(keys));
+                }
                 Err(e) => errors.push(e),
             }
         }
         errors
+    }
+
+    /// The JWKS files issuers read their keys from.
+    pub fn key_files(&self) -> Vec<PathBuf> {
+        self.issuers
+            .iter()
+            .filter_map(|i| match &i.source {
+                KeySource::File(path) => Some(path.clone()),
+                KeySource::Remote(_) => None,
+            })
+            .collect()
     }
 
     /// Starts the background refresh of every remote key source (needs a Tokio runtime).

@@ -1,6 +1,6 @@
 //! Change detection for hot reload: a poll-based fingerprint of the policy directory and the
-//! schema stub (no platform file-notification crate; one directory listing and a few small
-//! reads per interval). A change triggers a reload only once the files have stayed unchanged
+//! schema stub, or of any list of files such as JWKS files (no platform file-notification
+//! crate; one directory listing and a few small reads per interval). A change triggers a reload only once the files have stayed unchanged
 //! for a whole interval, so an editor's or a deploy's burst of writes loads once.
 
 use std::path::{Path, PathBuf};
@@ -24,48 +24,54 @@ pub fn fingerprint(policies_dir: &Path, schema_stub: &Path) -> String {
         .unwrap_or_default();
     files.sort();
     files.push(schema_stub.to_owned());
+    fingerprint_files(&files)
+}
+
+/// A fingerprint of the names and contents of `files`.
+pub fn fingerprint_files(files: &[PathBuf]) -> String {
     let mut hasher = Sha256::new();
     for path in files {
         let name = path.to_string_lossy();
         hasher.update((name.len() as u64).to_be_bytes());
         hasher.update(name.as_bytes());
         // An unreadable file fingerprints as missing; the reload then reports why.
-        let content = std::fs::read(&path).unwrap_or_default();
+        let content = std::fs::read(path).unwrap_or_default();
         hasher.update((content.len() as u64).to_be_bytes());
         hasher.update(&content);
     }
     hex::encode(hasher.finalize())
 }
 
-/// Polls every `interval` and calls `reload` after a change has settled. Runs until dropped.
-pub async fn watch<F, Fut>(
-    policies_dir: PathBuf,
-    schema_stub: PathBuf,
-    interval: Duration,
-    mut reload: F,
-) where
+/// Polls `fingerprint` every `interval` and calls `reload` after a change has settled; `what`
+/// names the files in the log. Runs until dropped.
+pub async fn watch<P, F, Fut>(what: &'static str, fingerprint: P, interval: Duration, mut reload: F)
+where
+    P: Fn() -> String + Clone + Send + 'static,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let compute = |dir: PathBuf, stub: PathBuf| async move {
-        tokio::task::spawn_blocking(move || fingerprint(&dir, &stub))
-            .await
-            .unwrap_or_default()
+    let compute = || {
+        let fingerprint = fingerprint.clone();
+        async move {
+            tokio::task::spawn_blocking(fingerprint)
+                .await
+                .unwrap_or_default()
+        }
     };
-    let mut seen = compute(policies_dir.clone(), schema_stub.clone()).await;
+    let mut seen = compute().await;
     let mut pending = false;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        let now = compute(policies_dir.clone(), schema_stub.clone()).await;
+        let now = compute().await;
         if now != seen {
             seen = now;
             pending = true;
         } else if pending {
             pending = false;
-            tracing::info!(dir = %policies_dir.display(), "policy files changed: reloading");
+            tracing::info!("{what} changed: reloading");
             reload().await;
         }
     }

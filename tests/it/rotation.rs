@@ -1,6 +1,6 @@
 //! Remote keys end to end: a JWKS server on loopback (found by OIDC discovery) rotates keys
 //! while the broker runs; unknown `kid`s cannot make the broker hammer it; an unreachable IdP
-//! ends in fail-closed once the last good set is too old.
+//! ends in fail-closed once the last good set is too old. JWKS files rotate without a restart.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -230,4 +230,41 @@ async fn unreachable_idp_serves_last_good_keys_then_fails_closed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn jwks_file_rotation_is_picked_up_without_a_restart() {
+    let app = TestApp::spawn_with(Options {
+        watch_interval_ms: Some(100),
+        ..Options::default()
+    })
+    .await;
+    let old = app.token("agent-a", "", &[]);
+    assert_eq!(echo(&app, &old).await.status, 200);
+    assert_eq!(
+        echo(&app, &old).await.status,
+        200,
+        "now from the token cache"
+    );
+
+    // The operator replaces the JWKS file (a new key only): the watcher swaps it in, and the
+    // old key's tokens, cached ones included, stop working.
+    let (new_key, _) = SigningKey::generate().unwrap();
+    let jwks = app.dir.path().join("jwks.json");
+    std::fs::write(&jwks, new_key.jwks().to_string()).unwrap();
+    let refused = refused_after_refresh(&app, &old).await;
+    assert_eq!(reason(&app, &refused), "unknown_kid");
+    let new = new_key
+        .sign("at+jwt", &app.claims("agent-a", "", &[]))
+        .unwrap();
+    assert_eq!(echo(&app, &new).await.status, 200);
+
+    // A broken file is refused and the last good set keeps serving.
+    std::fs::write(&jwks, "{ not json").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let again = new_key
+        .sign("at+jwt", &app.claims("agent-a", "", &[]))
+        .unwrap();
+    assert_eq!(echo(&app, &again).await.status, 200);
+    assert_eq!(app.get("/readyz", None).await.status, 200);
 }
