@@ -36,7 +36,8 @@ pub fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
                 let signalled = app.clone();
                 tasks.push(tokio::spawn(async move {
                     while hangup.recv().await.is_some() {
-                        tracing::info!("SIGHUP: reloading policies");
+                        tracing::info!("SIGHUP: reloading policies and upstream tools");
+                        crate::mcp::upstreams::refresh_all(&signalled).await;
                         reload(signalled.clone()).await;
                     }
                 }));

@@ -57,6 +57,8 @@ pub fn build(config: Config, demo: Option<&DemoUrls>) -> anyhow::Result<Built> {
     .with_context(|| format!("opening the decision log `{}`", config.audit_db().display()))?;
     let broker_keys = BrokerKeys::load_or_create(&config.state_dir())
         .context("loading the broker signing keys")?;
+    let upstreams =
+        crate::mcp::upstreams::Upstreams::from_config(&config).context("setting up upstreams")?;
     let dispatcher = Dispatcher::new(Arc::new(broker_keys), config.server.broker_issuer.clone())
         .context("building the HTTP client")?;
     let app = App {
@@ -69,6 +71,7 @@ pub fn build(config: Config, demo: Option<&DemoUrls>) -> anyhow::Result<Built> {
         policies_dir,
         schema_stub,
         reload_lock: std::sync::Mutex::new(()),
+        upstreams,
     };
     Ok(Built {
         app: Arc::new(app),
@@ -84,7 +87,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let Built { app, audit_writer } = built;
     app.authenticator.start_refresh();
-    let reloaders = crate::reload::spawn(&app);
+    // Upstream tools are listed before the first call is accepted (connections wait in the
+    // listener's backlog); an unreachable upstream only delays start-up by its timeout.
+    let mut reloaders = crate::mcp::upstreams::start(&app).await;
+    reloaders.extend(crate::reload::spawn(&app));
     let served = crate::http::serve(listener, app.clone(), shutdown).await;
     for task in reloaders {
         task.abort();

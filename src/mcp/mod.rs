@@ -4,6 +4,10 @@
 //! Both speak JSON-RPC 2.0 over Streamable HTTP with the `initialize` handshake (protocol
 //! versions 2025-03-26 to 2025-11-25).
 
+pub mod sse;
+pub mod upstream;
+pub mod upstreams;
+
 /// Protocol versions toolgate speaks, newest first.
 pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
 
