@@ -7,6 +7,7 @@ mod audit;
 mod cli;
 mod corpus;
 mod dispatch;
+mod mcp_upstream;
 mod policy;
 mod policy_index;
 mod python;

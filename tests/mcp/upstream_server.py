@@ -1,9 +1,9 @@
 """An upstream MCP server for toolgate's interop tests, written with the official Python SDK.
 
-Usage: upstream_server.py --token TOKEN --log FILE [--json]
+Usage: upstream_server.py --token TOKEN --log FILE [--json] [--port PORT]
 
-Serves Streamable HTTP at /mcp on 127.0.0.1, on an ephemeral port printed as the first line
-of stdout. Every request must carry `Authorization: Bearer TOKEN` (401 otherwise); the
+Serves Streamable HTTP at /mcp on 127.0.0.1, on PORT or an ephemeral port; the port is printed
+as the first line of stdout. Every request must carry `Authorization: Bearer TOKEN` (401 otherwise); the
 `Authorization` and `x-toolgate-assertion` headers of every request are appended to FILE as
 JSON lines, so the test can check which credential reached the upstream. With --json the
 server answers POSTs with plain JSON bodies instead of SSE streams.
@@ -42,16 +42,21 @@ def build(token: str, log_path: str, json_response: bool):
     def untypable(value: int | str) -> str:
         return str(value)
 
-    @server.tool(description="Always reports a tool error")
+    # Tools without annotations are destructive by default; these say they are not.
+    harmless = ToolAnnotations(readOnlyHint=False, destructiveHint=False)
+
+    @server.tool(description="Always reports a tool error", annotations=harmless)
     def always_fails(reason: str) -> str:
         raise ToolError(f"refused: {reason}")
 
-    @server.tool(description="Registers `late_tool` and announces the new tool list")
+    @server.tool(
+        description="Registers `late_tool` and announces the new tool list", annotations=harmless
+    )
     async def add_tool(ctx: Context) -> str:
         def late_tool(n: int) -> str:
             return f"late {n}"
 
-        server.add_tool(late_tool, description="Added at run time")
+        server.add_tool(late_tool, description="Added at run time", annotations=harmless)
         # On this request's own response stream, as a server may do mid-call.
         await ctx.session.send_notification(
             ToolListChangedNotification(), related_request_id=ctx.request_id
@@ -91,11 +96,12 @@ async def main():
     parser.add_argument("--token", required=True)
     parser.add_argument("--log", required=True)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", args.port))
     sock.listen(64)
     print(sock.getsockname()[1], flush=True)
 
