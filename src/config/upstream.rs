@@ -160,3 +160,82 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse(upstreams: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "[[tools]]\nserver = \"files\"\nname = \"read\"\ninput_schema = {{ type = \"object\" }}\nbackend = {{ kind = \"http\", url = \"http://127.0.0.1:1/\" }}\n{upstreams}"
+        );
+        Config::from_toml_str(&text, Path::new("t.toml"), Path::new("/base"), Vec::new())
+    }
+
+    #[track_caller]
+    fn check_invalid(upstreams: &str, key: &str, reason_part: &str) {
+        match parse(upstreams) {
+            Err(ConfigError::Invalid { key: k, reason }) => {
+                assert_eq!(k, key);
+                assert!(reason.contains(reason_part), "{reason}");
+            }
+            other => panic!("expected invalid `{key}`, got {other:?}"),
+        }
+    }
+
+    const GOOD: &str =
+        "[[upstreams]]\nname = \"gh\"\nkind = \"mcp\"\nurl = \"https://mcp.example/mcp\"\n";
+
+    #[test]
+    fn upstreams_take_defaults_and_are_validated() {
+        let config = parse(GOOD).unwrap();
+        let up = &config.upstreams[0];
+        assert_eq!(up.kind, UpstreamKind::Mcp);
+        assert_eq!(
+            (up.max_tools, up.timeout_ms, up.retry_interval_ms),
+            (1000, 10_000, 30_000)
+        );
+        assert!(up.tools.is_none());
+
+        let entry = |kind: &str, url: &str, extra: &str| {
+            format!("[[upstreams]]\nname = \"gh\"\nkind = \"{kind}\"\nurl = \"{url}\"\n{extra}\n")
+        };
+        let url = "https://mcp.example/mcp";
+        // stdio upstreams are not supported: an unknown kind is a parse error.
+        assert!(matches!(
+            parse(&entry("stdio", url, "")),
+            Err(ConfigError::Parse { .. })
+        ));
+        let cases = [
+            (entry("mcp", url, "max_tools = 0"), "max_tools", "outside"),
+            (entry("mcp", url, "timeout_ms = 0"), "timeout_ms", "outside"),
+            (entry("mcp", "ftp://x/", ""), "url", "http"),
+            (entry("mcp", "https://u:p@x/", ""), "url", "credentials"),
+            (
+                entry(
+                    "mcp",
+                    url,
+                    "credential_env = \"A\"\ncredential_file = \"b\"",
+                ),
+                "credential_env",
+                "not both",
+            ),
+            (entry("mcp", url, "tools = [\"a___b\"]"), "tools", "___"),
+        ];
+        for (text, key, reason) in cases {
+            check_invalid(&text, &format!("upstreams[0].{key}"), reason);
+        }
+        check_invalid(&format!("{GOOD}{GOOD}"), "upstreams[1].name", "twice");
+        check_invalid(
+            &GOOD.replace("\"gh\"", "\"files\""),
+            "upstreams[0].name",
+            "collide",
+        );
+        assert!(matches!(
+            parse(&format!("{GOOD}colour = 1\n")),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+}
