@@ -30,6 +30,9 @@ pub fn build(config: Config, demo: Option<&DemoUrls>) -> anyhow::Result<Built> {
         .context("loading issuer keys")?
         .with_revocations(Arc::new(revocations));
     let tools = Registry::from_config(&config, demo).context("loading the tool registry")?;
+    let upstreams =
+        crate::mcp::upstreams::Upstreams::from_config(&config).context("setting up upstreams")?;
+    let tools = tools.with_upstream_tools(upstreams.discover_blocking());
     let schema_stub = config.resolve(&config.policy.schema);
     let policies_dir = config.resolve(&config.policy.dir);
     let snapshot = PolicyEngine::load(&schema_stub, &policies_dir, &tools)
@@ -57,8 +60,6 @@ pub fn build(config: Config, demo: Option<&DemoUrls>) -> anyhow::Result<Built> {
     .with_context(|| format!("opening the decision log `{}`", config.audit_db().display()))?;
     let broker_keys = BrokerKeys::load_or_create(&config.state_dir())
         .context("loading the broker signing keys")?;
-    let upstreams =
-        crate::mcp::upstreams::Upstreams::from_config(&config).context("setting up upstreams")?;
     let dispatcher = Dispatcher::new(Arc::new(broker_keys), config.server.broker_issuer.clone())
         .context("building the HTTP client")?;
     let app = App {
@@ -87,9 +88,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let Built { app, audit_writer } = built;
     app.authenticator.start_refresh();
-    // Upstream tools are listed before the first call is accepted (connections wait in the
-    // listener's backlog); an unreachable upstream only delays start-up by its timeout.
-    let mut reloaders = crate::mcp::upstreams::start(&app).await;
+    let mut reloaders = crate::mcp::upstreams::start(&app);
     reloaders.extend(crate::reload::spawn(&app));
     let served = crate::http::serve(listener, app.clone(), shutdown).await;
     for task in reloaders {

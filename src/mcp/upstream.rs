@@ -125,6 +125,11 @@ impl McpClient {
         })
     }
 
+    /// How this client reaches its upstream.
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
     /// The upstream's name.
     pub fn name(&self) -> &str {
         &self.options.name

@@ -1,9 +1,9 @@
 //! Upstream MCP servers as tool sources: discovery at start-up, refresh, and status.
 //!
-//! At start-up, before the server accepts calls, every upstream is connected and its tools
-//! are listed, mapped ([`crate::tools::mcp::upstream_tool`]) and installed with
-//! [`App::replace_tools`], which regenerates and revalidates the policy set first. An
-//! unreachable upstream does not stop the broker: its tools are absent, its status says why,
+//! At start-up, before the policy set is loaded, every upstream is connected and its tools
+//! are listed and mapped ([`crate::tools::mcp::upstream_tool`]), so the first set is
+//! validated with them. Later listings are installed with [`App::replace_tools`], which
+//! regenerates and revalidates the policy set first. An unreachable upstream does not stop the broker: its tools are absent, its status says why,
 //! and it is retried every `retry_interval_ms`. A running upstream's tools are refreshed on
 //! `notifications/tools/list_changed` (on any response stream, or on its GET listen stream),
 //! on SIGHUP and on `POST /admin/policies/reload`. If an upstream becomes unreachable later,
@@ -143,6 +143,51 @@ impl Upstreams {
         })
     }
 
+    /// Lists every upstream's tools before the app exists, so that the first policy set is
+    /// validated with them (a policy may name an upstream tool's action). `server::build` is
+    /// synchronous, so this runs on a thread of its own with its own runtime, through
+    /// throw-away clients (their connections die with that runtime). Each upstream is bounded
+    /// by its timeout; one that fails is only marked down. Blocking.
+    pub fn discover_blocking(&self) -> Vec<Arc<Tool>> {
+        if self.list.is_empty() {
+            return Vec::new();
+        }
+        let list = self.list.clone();
+        let worker = std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the upstream discovery runtime");
+                    return;
+                }
+            };
+            runtime.block_on(async {
+                let mut tasks = tokio::task::JoinSet::new();
+                for up in list {
+                    tasks.spawn(async move {
+                        match McpClient::new(up.link.client.options().clone()) {
+                            Ok(client) => {
+                                up.refresh_with(&client).await;
+                            }
+                            Err(e) => up.failed(&UpstreamError::Invalid(e.to_string())),
+                        }
+                    });
+                }
+                while tasks.join_next().await.is_some() {}
+            });
+        });
+        if worker.join().is_err() {
+            tracing::error!("upstream discovery failed");
+        }
+        self.list
+            .iter()
+            .flat_map(|u| u.lock().tools.clone())
+            .collect()
+    }
+
     /// Whether no upstream is configured.
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
@@ -161,8 +206,13 @@ impl Upstream {
 
     /// Lists the upstream's tools and keeps the mapped ones; whether the listing changed.
     async fn refresh(&self) -> bool {
+        self.refresh_with(&self.link.client).await
+    }
+
+    /// [`Upstream::refresh`] through `client`.
+    async fn refresh_with(&self, client: &McpClient) -> bool {
         let name = &self.config.name;
-        let listed = match self.link.client.list_tools().await {
+        let listed = match client.list_tools().await {
             Ok(listed) => listed,
             Err(e) => {
                 self.failed(&e);
@@ -273,10 +323,9 @@ async fn install(app: &Arc<App>) {
     }
 }
 
-/// Connects every upstream and installs its tools (bounded by each upstream's timeout), then
-/// starts the background refreshers. Abort the handles before dropping the app: they hold it.
-pub async fn start(app: &Arc<App>) -> Vec<JoinHandle<()>> {
-    refresh_all(app).await;
+/// Starts the background refreshers and listen streams (start-up discovery has already
+/// listed the tools). Abort the handles before dropping the app: they hold it.
+pub fn start(app: &Arc<App>) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     for up in &app.upstreams.list {
         tasks.push(tokio::spawn(refresher(app.clone(), up.clone())));

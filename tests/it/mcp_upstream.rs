@@ -35,6 +35,18 @@ permit (
 );
 "#;
 
+/// A policy on an upstream tool's arguments: it names the tool's action, so it validates only
+/// once the tool is listed (the upstream must be up at start-up).
+const ARGUMENT_POLICY: &str = r#"
+@id("no-weather-for-atlantis")
+forbid (
+  principal,
+  action == Toolgate::Action::"weather___get_weather",
+  resource
+)
+when { context.input.city == "Atlantis" };
+"#;
+
 /// A running `upstream_server.py`, killed on drop.
 struct Upstream {
     child: Child,
@@ -130,10 +142,10 @@ sensitive_arguments = {{ always_fails = ["reason"] }}
     )
 }
 
-async fn broker(url: &str, extra: &str) -> TestApp {
+async fn broker(url: &str, extra: &str, policies: &str) -> TestApp {
     TestApp::spawn_with(Options {
         extra_config: upstream_config(url, extra),
-        extra_policies: Some(POLICIES.to_owned()),
+        extra_policies: Some(policies.to_owned()),
         files: vec![("upstream.secret".to_owned(), format!("{UPSTREAM_SECRET}\n"))],
         ..Options::default()
     })
@@ -167,7 +179,7 @@ async fn wait_for_tool(app: &TestApp, token: &str, tool: &str) {
 #[tokio::test]
 async fn upstream_tools_are_listed_by_policy_called_with_the_broker_credential_and_refreshed() {
     let upstream = Upstream::start(false, None);
-    let app = broker(&upstream.url(), "").await;
+    let app = broker(&upstream.url(), "", &format!("{POLICIES}{ARGUMENT_POLICY}")).await;
     let reader = app.token("alice", "weather:use", &["weather-readers"]);
     let operator = app.token("bob", "weather:use", &["weather-operators"]);
     let unscoped = app.token("carol", "", &["weather-operators"]);
@@ -244,6 +256,24 @@ async fn upstream_tools_are_listed_by_policy_called_with_the_broker_credential_a
         )
         .await;
     assert_eq!(no_scope.status, 403);
+    let atlantis = app
+        .invoke(
+            Some(&reader),
+            "weather___get_weather",
+            json!({ "city": "Atlantis" }),
+        )
+        .await;
+    assert_eq!(atlantis.status, 403, "{:?}", atlantis.body);
+    let id = atlantis.body["decision_id"].as_str().unwrap();
+    let row = app
+        .decisions()
+        .into_iter()
+        .find(|r| r.decision_id == id)
+        .unwrap();
+    assert_eq!(
+        row.record["policy"]["determining_policies"],
+        json!(["no-weather-for-atlantis"])
+    );
     let untypable = app
         .invoke(
             Some(&operator),
@@ -323,6 +353,7 @@ async fn json_responses_work_and_an_admin_reload_picks_up_new_tools() {
     let app = broker(
         &upstream.url(),
         r#"tools = ["get_weather", "add_tool", "late_tool"]"#,
+        POLICIES,
     )
     .await;
     let operator = app.token("bob", "weather:use", &["weather-operators"]);
@@ -370,7 +401,7 @@ async fn an_unreachable_upstream_does_not_stop_the_broker_and_is_retried() {
         .parse()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/mcp");
-    let app = broker(&url, "retry_interval_ms = 200").await;
+    let app = broker(&url, "retry_interval_ms = 200", POLICIES).await;
     let reader = app.token("alice", "weather:use", &["weather-readers"]);
 
     let ready = app.get("/readyz", None).await;
