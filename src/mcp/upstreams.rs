@@ -317,7 +317,11 @@ async fn install(app: &Arc<App>) {
             "tool registry replaced with upstream tools"
         ),
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "upstream tools rejected: the policy set does not validate for them; the previous registry keeps serving")
+            tracing::error!(error = %e, "upstream tools rejected: the policy set does not validate for them; the previous registry keeps serving");
+            // The next refresh installs again, even if the listings are the same.
+            for up in &app.upstreams.list {
+                up.lock().fingerprint = None;
+            }
         }
         Err(e) => tracing::error!(error = %e, "registry install task failed"),
     }

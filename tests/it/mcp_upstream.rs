@@ -111,6 +111,17 @@ impl Upstream {
             .collect()
     }
 
+    /// The HTTP method of every request received.
+    fn methods(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                let entry: Value = serde_json::from_str(line).unwrap();
+                entry["method"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
     /// The tools called through the broker, from the assertions' `tool` claims.
     fn called(&self) -> Vec<String> {
         self.requests()
@@ -191,6 +202,7 @@ async fn upstream_tools_are_listed_by_policy_called_with_the_broker_credential_a
         [
             "weather___add_tool",
             "weather___always_fails",
+            "weather___announce_tool",
             "weather___get_weather"
         ],
         "destructive tools are forbidden to agents by the shipped guardrails"
@@ -319,6 +331,18 @@ async fn upstream_tools_are_listed_by_policy_called_with_the_broker_credential_a
         .await;
     assert_eq!(late.body["result"]["structuredContent"]["result"], "late 7");
 
+    // A notification on the GET listen stream, once the broker has opened it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !upstream.methods().iter().any(|m| m == "GET") {
+        assert!(Instant::now() < deadline, "no listen stream was opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let announced = app
+        .invoke(Some(&operator), "weather___announce_tool", json!({}))
+        .await;
+    assert_eq!(announced.status, 200, "{:?}", announced.body);
+    wait_for_tool(&app, &operator, "weather___listened_tool").await;
+
     // Every request carried the broker's credential, never an agent's token; each call's
     // assertion names the agent it was made for.
     let requests = upstream.requests();
@@ -338,7 +362,7 @@ async fn upstream_tools_are_listed_by_policy_called_with_the_broker_credential_a
         .iter()
         .filter_map(|(_, c)| c.as_ref()?["sub"].as_str())
         .collect();
-    assert_eq!(subjects, ["alice", "bob", "bob", "bob"]);
+    assert_eq!(subjects, ["alice", "bob", "bob", "bob", "bob"]);
 
     let ready = app.get("/readyz", None).await.body;
     assert_eq!(ready["checks"]["upstreams"][0]["name"], "weather");

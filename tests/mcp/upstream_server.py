@@ -63,6 +63,19 @@ def build(token: str, log_path: str, json_response: bool):
         )
         return "added"
 
+    @server.tool(
+        description="Registers `listened_tool` and announces it on the GET listen stream",
+        annotations=harmless,
+    )
+    async def announce_tool(ctx: Context) -> str:
+        def listened_tool() -> str:
+            return "heard"
+
+        server.add_tool(listened_tool, description="Announced on the listen stream", annotations=harmless)
+        # Not request-scoped: the SDK sends it on the session's standalone GET stream.
+        await ctx.session.send_tool_list_changed()
+        return "announced"
+
     app = server.streamable_http_app(json_response=json_response)
     expected = f"Bearer {token}"
 
