@@ -176,6 +176,8 @@ pub struct Readiness {
     pub policy_reloads: u64,
     /// Policy reloads rejected since start.
     pub policy_reloads_rejected: u64,
+    /// Upstream MCP servers; one that is down does not make the broker unready.
+    pub upstreams: Vec<crate::mcp::upstreams::UpstreamStatus>,
 }
 
 impl Readiness {
@@ -209,6 +211,8 @@ pub struct App {
     /// Serialises policy reloads with registry swaps, so that a reload never installs a
     /// schema generated for a registry that has since been replaced.
     pub reload_lock: std::sync::Mutex<()>,
+    /// Upstream MCP servers whose tools are registered (see `mcp::upstreams`).
+    pub upstreams: crate::mcp::upstreams::Upstreams,
 }
 
 /// Longest caller-supplied request id accepted; others are replaced by a fresh id.
@@ -686,6 +690,7 @@ impl App {
             policy_error: reload.last_error,
             policy_reloads: reload.reloads,
             policy_reloads_rejected: reload.rejected,
+            upstreams: self.upstreams.statuses(),
         }
     }
 

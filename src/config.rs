@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod upstream;
+pub use upstream::{UpstreamConfig, UpstreamKind};
+
 /// Algorithms an issuer may be configured with: asymmetric signatures only (RFC 8725 §3.1).
 pub const ASYMMETRIC_ALGORITHMS: &[&str] = &[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
@@ -88,6 +91,9 @@ pub struct Config {
     /// Registered tools.
     #[serde(default)]
     pub tools: Vec<ToolConfig>,
+    /// Upstream MCP servers whose tools are registered behind the broker.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
     /// Who may call the admin API.
     #[serde(default)]
     pub admin: AdminConfig,
@@ -832,6 +838,7 @@ impl Config {
                 }
             }
         }
+        upstream::validate(self)?;
         Ok(())
     }
 }

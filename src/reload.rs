@@ -1,7 +1,8 @@
 //! Hot reload triggers for a running server. Policies: the directory watcher and SIGHUP call
 //! [`App::reload_policies`] on a blocking thread; `POST /admin/policies/reload` is the third
 //! trigger (in `http::policy_admin`). Issuer JWKS files: their own watcher and SIGHUP re-read
-//! them; a file that fails to load keeps its last good key set.
+//! them; a file that fails to load keeps its last good key set. SIGHUP also re-lists the
+//! upstream MCP servers' tools first.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,7 +61,8 @@ pub fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
                 let signalled = app.clone();
                 tasks.push(tokio::spawn(async move {
                     while hangup.recv().await.is_some() {
-                        tracing::info!("SIGHUP: reloading policies and JWKS files");
+                        tracing::info!("SIGHUP: reloading upstream tools, policies and JWKS files");
+                        crate::mcp::upstreams::refresh_all(&signalled).await;
                         reload(signalled.clone()).await;
                         reload_keys(signalled.clone()).await;
                     }

@@ -30,6 +30,9 @@ pub fn build(config: Config, demo: Option<&DemoUrls>) -> anyhow::Result<Built> {
         .context("loading issuer keys")?
         .with_revocations(Arc::new(revocations));
     let tools = Registry::from_config(&config, demo).context("loading the tool registry")?;
+    let upstreams =
+        crate::mcp::upstreams::Upstreams::from_config(&config).context("setting up upstreams")?;
+    let tools = tools.with_upstream_tools(upstreams.discover_blocking());
     let schema_stub = config.resolve(&config.policy.schema);
     let policies_dir = config.resolve(&config.policy.dir);
     let snapshot = PolicyEngine::load(&schema_stub, &policies_dir, &tools)
@@ -69,6 +72,7 @@ pub fn build(config: Config, demo: Option<&DemoUrls>) -> anyhow::Result<Built> {
         policies_dir,
         schema_stub,
         reload_lock: std::sync::Mutex::new(()),
+        upstreams,
     };
     Ok(Built {
         app: Arc::new(app),
@@ -84,7 +88,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let Built { app, audit_writer } = built;
     app.authenticator.start_refresh();
-    let reloaders = crate::reload::spawn(&app);
+    let mut reloaders = crate::mcp::upstreams::start(&app);
+    reloaders.extend(crate::reload::spawn(&app));
     let served = crate::http::serve(listener, app.clone(), shutdown).await;
     for task in reloaders {
         task.abort();

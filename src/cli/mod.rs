@@ -453,6 +453,7 @@ fn standalone_config(jwks: PathBuf, issuer: String, audience: String) -> anyhow:
         policy: Default::default(),
         audit: Default::default(),
         tools: Vec::new(),
+        upstreams: Vec::new(),
         admin: Default::default(),
         mcp: Default::default(),
         base_dir: PathBuf::from("."),

@@ -42,6 +42,12 @@ pub fn listing(registry: &Registry) -> Vec<Value> {
                         "credential": b.credential.is_some(),
                     })
                 }
+                Backend::Mcp(b) => json!({
+                    "kind": "mcp",
+                    "url": b.link.client.url().as_str(),
+                    "tool": b.tool,
+                    "audience": b.link.audience,
+                }),
             };
             json!({
                 "id": tool.id,

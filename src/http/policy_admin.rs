@@ -1,4 +1,5 @@
-//! `POST /admin/policies/reload`: reload the policy set now (admin token required). 200 with
+//! `POST /admin/policies/reload`: refresh upstream MCP tools and reload the policy set now
+//! (admin token required). 200 with
 //! the new set's hash when it was swapped in, 422 with the validation errors when it was
 //! rejected (the last good set keeps serving).
 
@@ -18,6 +19,8 @@ pub(super) async fn reload(State(app): State<Arc<App>>, headers: HeaderMap) -> R
         Ok(ok) => ok,
         Err(response) => return response,
     };
+    // Upstream tool lists are refreshed first, so the reload validates against them.
+    crate::mcp::upstreams::refresh_all(&app).await;
     let worker = app.clone();
     let result = tokio::task::spawn_blocking(move || worker.reload_policies())
         .await

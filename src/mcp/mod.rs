@@ -7,6 +7,10 @@
 
 pub mod server;
 
+pub mod sse;
+pub mod upstream;
+pub mod upstreams;
+
 /// Protocol versions toolgate speaks, newest first.
 pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
 

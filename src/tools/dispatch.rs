@@ -14,8 +14,10 @@ use serde_json::Value;
 
 use super::assertion::{ASSERTION_HEADER, ASSERTION_LIFETIME_SECS, ASSERTION_TYP, AssertionClaims};
 use super::broker_keys::BrokerKeys;
+use super::mcp::McpBackend;
 use super::{Backend, HttpBackend, Tool};
 use crate::auth::VerifiedToken;
+use crate::mcp::upstream::UpstreamError;
 
 /// Connection set-up is bounded separately from the whole call, so a black-holed backend
 /// fails fast.
@@ -197,6 +199,10 @@ impl Dispatcher {
                 self.http(tool, backend, arguments, decision_id, caller)
                     .await
             }
+            Backend::Mcp(backend) => {
+                self.mcp(tool, backend, arguments, decision_id, caller)
+                    .await
+            }
         };
         (result, started.elapsed())
     }
@@ -221,7 +227,7 @@ impl Dispatcher {
                 retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
             })?;
         let body = serde_json::to_vec(arguments).map_err(|_| DispatchError::InvalidResponse)?;
-        let assertion = self.assertion(tool, backend, &body, decision_id, caller)?;
+        let assertion = self.assertion(tool, &backend.audience, &body, decision_id, caller)?;
         let calls = async {
             let mut attempts = 0;
             loop {
@@ -248,10 +254,54 @@ impl Dispatcher {
         result
     }
 
+    /// Calls an upstream MCP server's tool with `tools/call`, with the same limits, breaker,
+    /// assertion and bounds as an HTTP backend. The result is the upstream's `CallToolResult`;
+    /// its `isError`, or a JSON-RPC error, is the tool's own error.
+    async fn mcp(
+        &self,
+        tool: &Tool,
+        backend: &McpBackend,
+        arguments: &Value,
+        decision_id: &str,
+        caller: Caller<'_>,
+    ) -> Result<DispatchOutcome, DispatchError> {
+        let link = &backend.link;
+        let _slot = link
+            .concurrency
+            .try_acquire()
+            .map_err(|_| DispatchError::Saturated(link.max_concurrent))?;
+        let permit = link
+            .breaker
+            .acquire()
+            .map_err(|wait| DispatchError::CircuitOpen {
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            })?;
+        // The assertion's `body_sha256` covers the `arguments` exactly as serialised into
+        // the `tools/call` request (compact JSON, as here).
+        let body = serde_json::to_vec(arguments).map_err(|_| DispatchError::InvalidResponse)?;
+        let assertion = self.assertion(tool, &link.audience, &body, decision_id, caller)?;
+        let extra = [
+            (ASSERTION_HEADER, assertion.as_str()),
+            ("x-toolgate-decision-id", decision_id),
+            ("x-toolgate-tool", tool.id.as_str()),
+        ];
+        let timeout = link.client.timeout();
+        let call = link.client.call_tool(&backend.tool, arguments, &extra);
+        let result = match tokio::time::timeout(timeout, call).await {
+            Ok(result) => mcp_outcome(result),
+            Err(_) => Err(DispatchError::Timeout(timeout.as_millis() as u64)),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(tool = %tool.id, upstream = %link.client.name(), error = %e, "upstream call failed");
+        }
+        permit.record(!result.as_ref().is_err_and(DispatchError::trips_breaker));
+        result
+    }
+
     fn assertion(
         &self,
         tool: &Tool,
-        backend: &HttpBackend,
+        audience: &str,
         body: &[u8],
         decision_id: &str,
         caller: Caller<'_>,
@@ -259,7 +309,7 @@ impl Dispatcher {
         let now = crate::auth::unix_now();
         let claims = AssertionClaims {
             iss: self.issuer.clone(),
-            aud: backend.audience.clone(),
+            aud: audience.to_owned(),
             sub: caller.subject.to_owned(),
             act: super::assertion::act_claim(caller.actors),
             tool: tool.id.clone(),
@@ -352,6 +402,46 @@ fn outcome(status: reqwest::StatusCode, bytes: Vec<u8>) -> Result<DispatchOutcom
         status: status.as_u16(),
         result,
         bytes: bytes.len(),
+        is_error,
+        attempts: 1,
+    })
+}
+
+/// Maps an upstream's answer: a `CallToolResult` is the result (`isError: true` makes it the
+/// tool's own error); a JSON-RPC error is the tool's own error too, as a `CallToolResult`
+/// carrying its message; transport failures are backend failures.
+fn mcp_outcome(result: Result<Value, UpstreamError>) -> Result<DispatchOutcome, DispatchError> {
+    let (result, is_error) = match result {
+        Ok(result) => {
+            let is_error = result.get("isError") == Some(&Value::Bool(true));
+            (result, is_error)
+        }
+        Err(UpstreamError::Rpc { code, message }) => (
+            serde_json::json!({
+                "content": [{ "type": "text", "text": format!("upstream error {code}: {message}") }],
+                "isError": true,
+            }),
+            true,
+        ),
+        Err(e) => {
+            return Err(match e {
+                UpstreamError::Timeout(ms) => DispatchError::Timeout(ms),
+                UpstreamError::Unreachable => DispatchError::Unreachable,
+                UpstreamError::Interrupted => DispatchError::Interrupted,
+                UpstreamError::Status(status) => DispatchError::Status(status),
+                UpstreamError::SessionExpired => DispatchError::Status(404),
+                UpstreamError::TooLarge(max) => DispatchError::ResponseTooLarge(max),
+                UpstreamError::Invalid(_)
+                | UpstreamError::Version(_)
+                | UpstreamError::TooManyTools(_)
+                | UpstreamError::Rpc { .. } => DispatchError::InvalidResponse,
+            });
+        }
+    };
+    Ok(DispatchOutcome {
+        status: 200,
+        bytes: result.to_string().len(),
+        result,
         is_error,
         attempts: 1,
     })

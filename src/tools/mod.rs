@@ -6,6 +6,7 @@ pub mod assertion;
 pub mod breaker;
 pub mod broker_keys;
 pub mod dispatch;
+pub mod mcp;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -106,6 +107,8 @@ pub struct Annotations {
 pub enum Backend {
     /// An HTTP endpoint receiving the arguments as a JSON POST body.
     Http(HttpBackend),
+    /// A tool of an upstream MCP server, called with `tools/call`.
+    Mcp(mcp::McpBackend),
 }
 
 /// An HTTP tool backend with its limits and its own concurrency limit and circuit breaker.

@@ -8,6 +8,7 @@ mod cli;
 mod corpus;
 mod dispatch;
 mod mcp_server;
+mod mcp_upstream;
 mod policy;
 mod policy_index;
 mod python;

@@ -1,0 +1,370 @@
+//! Upstream MCP servers as tool sources: discovery at start-up, refresh, and status.
+//!
+//! At start-up, before the policy set is loaded, every upstream is connected and its tools
+//! are listed and mapped ([`crate::tools::mcp::upstream_tool`]), so the first set is
+//! validated with them. Later listings are installed with [`App::replace_tools`], which
+//! regenerates and revalidates the policy set first. An unreachable upstream does not stop the broker: its tools are absent, its status says why,
+//! and it is retried every `retry_interval_ms`. A running upstream's tools are refreshed on
+//! `notifications/tools/list_changed` (on any response stream, or on its GET listen stream),
+//! on SIGHUP and on `POST /admin/policies/reload`. If an upstream becomes unreachable later,
+//! its last listed tools stay registered and their calls fail like any backend's (502, then
+//! the circuit breaker).
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+
+use super::upstream::{ClientOptions, McpClient, UpstreamError};
+use crate::app::App;
+use crate::config::{Config, UpstreamConfig};
+use crate::tools::Tool;
+use crate::tools::breaker::CircuitBreaker;
+use crate::tools::mcp::{SkipReason, UpstreamLink, listed_name, upstream_tool};
+
+/// After a listen stream ends normally, wait this long before opening another.
+const LISTEN_RECONNECT: Duration = Duration::from_secs(1);
+
+/// An upstream could not be set up from the config (the broker refuses to start).
+#[derive(Debug, thiserror::Error)]
+#[error("upstream `{name}`: {reason}")]
+pub struct UpstreamSetupError {
+    /// The upstream.
+    pub name: String,
+    /// What is wrong (never the credential itself).
+    pub reason: String,
+}
+
+/// One upstream's state, as `/readyz` and `/admin/status` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamStatus {
+    /// The upstream's name.
+    pub name: String,
+    /// The last attempt to list its tools succeeded.
+    pub connected: bool,
+    /// Tools registered from it.
+    pub tools: usize,
+    /// Tools it listed that were not registered (see the log for each reason).
+    pub skipped: usize,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+}
+
+struct State {
+    tools: Vec<Arc<Tool>>,
+    /// SHA-256 of the last listing, to install a new registry only when it changed.
+    fingerprint: Option<[u8; 32]>,
+    status: UpstreamStatus,
+}
+
+/// One upstream: its config, its link (client and limits), its current tools.
+pub struct Upstream {
+    config: UpstreamConfig,
+    link: Arc<UpstreamLink>,
+    state: Mutex<State>,
+}
+
+/// Every configured upstream.
+pub struct Upstreams {
+    list: Vec<Arc<Upstream>>,
+    /// Serialises registry installs, so that an older listing never replaces a newer one.
+    install: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams")
+            .field("count", &self.list.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstreams {
+    /// Builds a client for every `[[upstreams]]` entry; connects to none yet.
+    pub fn from_config(config: &Config) -> Result<Self, UpstreamSetupError> {
+        let mut list = Vec::new();
+        for up in &config.upstreams {
+            let error = |reason: String| UpstreamSetupError {
+                name: up.name.clone(),
+                reason,
+            };
+            let url = reqwest::Url::parse(&up.url).map_err(|e| error(e.to_string()))?;
+            let credential = crate::tools::mcp::load_credential(
+                config,
+                &up.name,
+                &up.credential_env,
+                &up.credential_file,
+            )
+            .map_err(|e| error(e.to_string()))?;
+            let client = McpClient::new(ClientOptions {
+                name: up.name.clone(),
+                url: url.clone(),
+                credential,
+                timeout: Duration::from_millis(up.timeout_ms),
+                max_response_bytes: up.max_response_bytes,
+                max_tools: up.max_tools,
+            })
+            .map_err(|e| error(e.to_string()))?;
+            let link = UpstreamLink {
+                client,
+                audience: up
+                    .audience
+                    .clone()
+                    .unwrap_or_else(|| url.origin().ascii_serialization()),
+                concurrency: tokio::sync::Semaphore::new(up.max_concurrent),
+                max_concurrent: up.max_concurrent,
+                breaker: CircuitBreaker::new(
+                    up.circuit_failures,
+                    Duration::from_millis(up.circuit_cooldown_ms),
+                ),
+            };
+            list.push(Arc::new(Upstream {
+                config: up.clone(),
+                link: Arc::new(link),
+                state: Mutex::new(State {
+                    tools: Vec::new(),
+                    fingerprint: None,
+                    status: UpstreamStatus {
+                        name: up.name.clone(),
+                        connected: false,
+                        tools: 0,
+                        skipped: 0,
+                        error: Some("not connected yet".to_owned()),
+                    },
+                }),
+            }));
+        }
+        Ok(Self {
+            list,
+            install: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Lists every upstream's tools before the app exists, so that the first policy set is
+    /// validated with them (a policy may name an upstream tool's action). `server::build` is
+    /// synchronous, so this runs on a thread of its own with its own runtime, through
+    /// throw-away clients (their connections die with that runtime). Each upstream is bounded
+    /// by its timeout; one that fails is only marked down. Blocking.
+    pub fn discover_blocking(&self) -> Vec<Arc<Tool>> {
+        if self.list.is_empty() {
+            return Vec::new();
+        }
+        let list = self.list.clone();
+        let worker = std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the upstream discovery runtime");
+                    return;
+                }
+            };
+            runtime.block_on(async {
+                let mut tasks = tokio::task::JoinSet::new();
+                for up in list {
+                    tasks.spawn(async move {
+                        match McpClient::new(up.link.client.options().clone()) {
+                            Ok(client) => {
+                                up.refresh_with(&client).await;
+                            }
+                            Err(e) => up.failed(&UpstreamError::Invalid(e.to_string())),
+                        }
+                    });
+                }
+                while tasks.join_next().await.is_some() {}
+            });
+        });
+        if worker.join().is_err() {
+            tracing::error!("upstream discovery failed");
+        }
+        self.list
+            .iter()
+            .flat_map(|u| u.lock().tools.clone())
+            .collect()
+    }
+
+    /// Whether no upstream is configured.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Every upstream's status.
+    pub fn statuses(&self) -> Vec<UpstreamStatus> {
+        self.list.iter().map(|u| u.lock().status.clone()).collect()
+    }
+}
+
+impl Upstream {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Lists the upstream's tools and keeps the mapped ones; whether the listing changed.
+    async fn refresh(&self) -> bool {
+        self.refresh_with(&self.link.client).await
+    }
+
+    /// [`Upstream::refresh`] through `client`.
+    async fn refresh_with(&self, client: &McpClient) -> bool {
+        let name = &self.config.name;
+        let listed = match client.list_tools().await {
+            Ok(listed) => listed,
+            Err(e) => {
+                self.failed(&e);
+                return false;
+            }
+        };
+        let fingerprint: [u8; 32] = Sha256::digest(Value::Array(listed.clone()).to_string()).into();
+        let mut tools = Vec::new();
+        let mut skipped = 0;
+        for entry in &listed {
+            match upstream_tool(&self.config, &self.link, entry) {
+                Ok(tool) => tools.push(Arc::new(tool)),
+                Err(SkipReason::NotAllowed) => {}
+                Err(reason) => {
+                    skipped += 1;
+                    let tool: String = listed_name(entry).unwrap_or("").chars().take(80).collect();
+                    tracing::warn!(upstream = %name, tool = %tool, reason = %reason, "upstream tool skipped");
+                }
+            }
+        }
+        let mut state = self.lock();
+        let changed = state.fingerprint != Some(fingerprint);
+        if !state.status.connected {
+            tracing::info!(upstream = %name, tools = tools.len(), skipped, "upstream connected");
+        }
+        state.status = UpstreamStatus {
+            name: name.clone(),
+            connected: true,
+            tools: tools.len(),
+            skipped,
+            error: None,
+        };
+        state.fingerprint = Some(fingerprint);
+        state.tools = tools;
+        changed
+    }
+
+    fn failed(&self, error: &UpstreamError) {
+        let mut state = self.lock();
+        if state.status.connected || state.status.error.as_deref() != Some(&error.to_string()) {
+            tracing::warn!(upstream = %self.config.name, error = %error, "upstream unavailable; its tools keep their last listing");
+        }
+        state.status.connected = false;
+        state.status.error = Some(error.to_string());
+    }
+
+    fn connected(&self) -> bool {
+        self.lock().status.connected
+    }
+}
+
+/// Refreshes every upstream (concurrently) and installs a new registry if any listing
+/// changed. The outcome is logged and reflected in each upstream's status.
+pub async fn refresh_all(app: &Arc<App>) {
+    let upstreams = &app.upstreams;
+    if upstreams.is_empty() {
+        return;
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for up in &upstreams.list {
+        let up = up.clone();
+        tasks.spawn(async move { up.refresh().await });
+    }
+    let mut changed = false;
+    while let Some(result) = tasks.join_next().await {
+        changed |= result.unwrap_or(false);
+    }
+    if changed {
+        install(app).await;
+    }
+}
+
+async fn refresh_one(app: &Arc<App>, up: &Upstream) {
+    if up.refresh().await {
+        install(app).await;
+    }
+}
+
+/// Builds the registry (configured tools plus every upstream's current tools) and installs
+/// it; a policy set that does not validate for it leaves the current one serving.
+async fn install(app: &Arc<App>) {
+    let _serial = app.upstreams.install.lock().await;
+    let upstream_tools: Vec<Arc<Tool>> = app
+        .upstreams
+        .list
+        .iter()
+        .flat_map(|u| u.lock().tools.clone())
+        .collect();
+    let worker = app.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let registry = worker.tools().with_upstream_tools(upstream_tools);
+        let count = registry.len();
+        worker
+            .replace_tools(registry)
+            .map(|outcome| (outcome, count))
+    })
+    .await;
+    match result {
+        Ok(Ok((outcome, count))) => tracing::info!(
+            tools = count,
+            policy_set_hash = %outcome.policy_set_hash,
+            "tool registry replaced with upstream tools"
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "upstream tools rejected: the policy set does not validate for them; the previous registry keeps serving");
+            // The next refresh installs again, even if the listings are the same.
+            for up in &app.upstreams.list {
+                up.lock().fingerprint = None;
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "registry install task failed"),
+    }
+}
+
+/// Starts the background refreshers and listen streams (start-up discovery has already
+/// listed the tools). Abort the handles before dropping the app: they hold it.
+pub fn start(app: &Arc<App>) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for up in &app.upstreams.list {
+        tasks.push(tokio::spawn(refresher(app.clone(), up.clone())));
+        tasks.push(tokio::spawn(listener(up.clone())));
+    }
+    tasks
+}
+
+/// Refreshes on a `tools/list_changed` notification, and retries while the upstream is down.
+async fn refresher(app: Arc<App>, up: Arc<Upstream>) {
+    let retry = Duration::from_millis(up.config.retry_interval_ms);
+    loop {
+        let down = !up.connected();
+        tokio::select! {
+            () = up.link.client.changed().notified() => {}
+            () = tokio::time::sleep(retry), if down => {}
+        }
+        refresh_one(&app, &up).await;
+    }
+}
+
+/// Keeps a GET listen stream open to the upstream, if it offers one, for its notifications.
+async fn listener(up: Arc<Upstream>) {
+    let retry = Duration::from_millis(up.config.retry_interval_ms);
+    loop {
+        match up.link.client.listen().await {
+            Ok(false) => {
+                tracing::debug!(upstream = %up.config.name, "upstream offers no listen stream");
+                return;
+            }
+            Ok(true) => tokio::time::sleep(LISTEN_RECONNECT).await,
+            Err(e) => {
+                tracing::debug!(upstream = %up.config.name, error = %e, "upstream listen stream failed");
+                tokio::time::sleep(retry).await;
+            }
+        }
+    }
+}
