@@ -540,7 +540,7 @@ async fn stateless_2026_requests_need_a_token_and_a_consistent_envelope_but_no_s
 }
 
 /// Runs `tests/mcp/client.py` (the official SDK's client) against the broker.
-async fn python_client(app: &TestApp, scenario: Value) -> Value {
+pub(crate) async fn python_client(app: &TestApp, scenario: Value) -> Value {
     let python = crate::python::python();
     let url = app.url("/mcp");
     let script = crate::python::script("client.py");

@@ -460,3 +460,126 @@ async fn an_unreachable_upstream_does_not_stop_the_broker_and_is_retried() {
     );
     app.stop().await;
 }
+
+/// A running `corpus_server.py` (the GitHub MCP server's real tool definitions), killed on
+/// drop.
+struct CorpusUpstream {
+    child: Child,
+    port: u16,
+}
+
+impl CorpusUpstream {
+    fn start(corpus: &std::path::Path) -> Self {
+        let mut child = Command::new(python())
+            .arg(script("corpus_server.py"))
+            .arg(corpus)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no port from corpus_server.py: {line:?}"));
+        Self { child, port }
+    }
+}
+
+impl Drop for CorpusUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Agents in `github-readers` may call the GitHub server's read-only tools.
+const GITHUB_POLICY: &str = r#"
+@id("github-readers-read")
+permit (
+  principal in Toolgate::Group::"github-readers",
+  action in Toolgate::Action::"call_tool",
+  resource in Toolgate::McpServer::"github"
+)
+when { resource.readOnly };
+"#;
+
+#[tokio::test]
+async fn github_mcp_server_tools_register_behind_the_broker_for_an_sdk_client() {
+    let corpus_path = crate::support::repo().join("../shared/corpora/github-mcp-tools.json");
+    let Ok(text) = std::fs::read_to_string(&corpus_path) else {
+        println!(
+            "SKIPPED github_mcp_server_tools_register_behind_the_broker_for_an_sdk_client: corpus `{}` is absent (it lives in ../shared beside the checkout)",
+            corpus_path.display()
+        );
+        return;
+    };
+    let corpus: Value = serde_json::from_str(&text).unwrap();
+    let tools = corpus["tools"].as_array().unwrap();
+    // What the broker should make of each definition, from the library's own mapping.
+    let typed: Vec<&Value> = tools
+        .iter()
+        .filter(|t| toolgate::policy::InputType::from_tool_schema(&t["inputSchema"]).is_ok())
+        .collect();
+    let mut expected_read_only: Vec<String> = typed
+        .iter()
+        .filter(|t| t["annotations"]["readOnlyHint"] == true)
+        .map(|t| format!("github___{}", t["name"].as_str().unwrap()))
+        .collect();
+    expected_read_only.push("demo___echo".to_owned());
+    expected_read_only.sort();
+
+    let upstream = CorpusUpstream::start(&corpus_path);
+    let app = TestApp::spawn_with(Options {
+        extra_config: format!(
+            "[[upstreams]]\nname = \"github\"\nkind = \"mcp\"\nurl = \"http://127.0.0.1:{}/mcp\"\n",
+            upstream.port
+        ),
+        extra_policies: Some(GITHUB_POLICY.to_owned()),
+        ..Options::default()
+    })
+    .await;
+
+    // Every definition is registered or skipped; none stops the broker.
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.status, 200, "{:?}", ready.body);
+    let status = &ready.body["checks"]["upstreams"][0];
+    assert_eq!(status["connected"], true, "{status}");
+    assert_eq!(status["tools"], typed.len(), "{status}");
+    assert_eq!(status["skipped"], tools.len() - typed.len(), "{status}");
+
+    // An agent framework's MCP client sees exactly the read-only tools, and calls one.
+    let reader = app.token("octo-agent", "", &["github-readers"]);
+    let out = crate::mcp_server::python_client(
+        &app,
+        json!({
+            "token": reader,
+            "calls": [
+                { "name": "github___get_me", "arguments": {} },
+                {
+                    "name": "github___create_issue",
+                    "arguments": { "owner": "o", "repo": "r", "title": "t" },
+                },
+            ],
+        }),
+    )
+    .await;
+    let listed: Vec<String> = serde_json::from_value(out["tools"].clone()).unwrap();
+    assert_eq!(listed.len(), expected_read_only.len(), "{out}");
+    assert_eq!(listed, expected_read_only);
+    let calls = out["calls"].as_array().unwrap();
+    assert_eq!(calls[0]["is_error"], false, "{out}");
+    assert_eq!(
+        calls[0]["structured"],
+        json!({ "tool": "get_me", "arguments": {} }),
+        "the upstream's own result, passed through"
+    );
+    assert_eq!(calls[1]["is_error"], true, "{out}");
+    assert!(
+        calls[1]["text"].as_str().unwrap().contains("denied"),
+        "{out}"
+    );
+}
