@@ -3,13 +3,16 @@
 //! At start-up, before the policy set is loaded, every upstream is connected and its tools
 //! are listed and mapped ([`crate::tools::mcp::upstream_tool`]), so the first set is
 //! validated with them. Later listings are installed with [`App::replace_tools`], which
-//! regenerates and revalidates the policy set first. An unreachable upstream does not stop the broker: its tools are absent, its status says why,
-//! and it is retried every `retry_interval_ms`. A running upstream's tools are refreshed on
+//! regenerates and revalidates the policy set first. An unreachable upstream does not stop the
+//! broker: its last good listing, kept in `<state_dir>/upstreams/<name>.json`, is registered
+//! instead (calls then fail like any backend's until it is back), or, on a first start, its
+//! tools are absent. Its status says why, and it is retried every `retry_interval_ms`. A running upstream's tools are refreshed on
 //! `notifications/tools/list_changed` (on any response stream, or on its GET listen stream),
 //! on SIGHUP and on `POST /admin/policies/reload`. If an upstream becomes unreachable later,
 //! its last listed tools stay registered and their calls fail like any backend's (502, then
 //! the circuit breaker).
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -51,6 +54,9 @@ pub struct UpstreamStatus {
     pub skipped: usize,
     /// Why the last attempt failed.
     pub error: Option<String>,
+    /// The tools come from the listing saved at the last successful connection, not from a
+    /// live one (the upstream was unreachable at start-up).
+    pub from_saved_listing: bool,
 }
 
 struct State {
@@ -65,6 +71,8 @@ pub struct Upstream {
     config: UpstreamConfig,
     link: Arc<UpstreamLink>,
     state: Mutex<State>,
+    /// Where the last good listing is kept.
+    saved_listing: PathBuf,
 }
 
 /// Every configured upstream.
@@ -122,6 +130,10 @@ impl Upstreams {
                 ),
             };
             list.push(Arc::new(Upstream {
+                saved_listing: config
+                    .state_dir()
+                    .join("upstreams")
+                    .join(format!("{}.json", up.name)),
                 config: up.clone(),
                 link: Arc::new(link),
                 state: Mutex::new(State {
@@ -133,6 +145,7 @@ impl Upstreams {
                         tools: 0,
                         skipped: 0,
                         error: Some("not connected yet".to_owned()),
+                        from_saved_listing: false,
                     },
                 }),
             }));
@@ -182,6 +195,11 @@ impl Upstreams {
         if worker.join().is_err() {
             tracing::error!("upstream discovery failed");
         }
+        for up in &self.list {
+            if !up.connected() {
+                up.adopt_saved_listing();
+            }
+        }
         self.list
             .iter()
             .flat_map(|u| u.lock().tools.clone())
@@ -219,10 +237,27 @@ impl Upstream {
                 return false;
             }
         };
-        let fingerprint: [u8; 32] = Sha256::digest(Value::Array(listed.clone()).to_string()).into();
+        let changed = self.adopt(&listed, true);
+        if changed {
+            let (path, listing) = (self.saved_listing.clone(), listed);
+            let url = self.config.url.clone();
+            let saved =
+                tokio::task::spawn_blocking(move || save_listing(&path, &url, listing)).await;
+            if let Ok(Err(e)) = saved {
+                tracing::warn!(upstream = %name, error = %e, "cannot save the upstream's listing; a restart while it is down will start without its tools");
+            }
+        }
+        changed
+    }
+
+    /// Maps a listing to tools and makes it current; whether it differs from the last one.
+    fn adopt(&self, listed: &[Value], live: bool) -> bool {
+        let name = &self.config.name;
+        let fingerprint: [u8; 32] =
+            Sha256::digest(Value::Array(listed.to_vec()).to_string()).into();
         let mut tools = Vec::new();
         let mut skipped = 0;
-        for entry in &listed {
+        for entry in listed {
             match upstream_tool(&self.config, &self.link, entry) {
                 Ok(tool) => tools.push(Arc::new(tool)),
                 Err(SkipReason::NotAllowed) => {}
@@ -235,19 +270,42 @@ impl Upstream {
         }
         let mut state = self.lock();
         let changed = state.fingerprint != Some(fingerprint);
-        if !state.status.connected {
+        if live && !state.status.connected {
             tracing::info!(upstream = %name, tools = tools.len(), skipped, "upstream connected");
         }
         state.status = UpstreamStatus {
             name: name.clone(),
-            connected: true,
+            connected: live,
             tools: tools.len(),
             skipped,
-            error: None,
+            error: if live {
+                None
+            } else {
+                state.status.error.take()
+            },
+            from_saved_listing: !live,
         };
         state.fingerprint = Some(fingerprint);
         state.tools = tools;
         changed
+    }
+
+    /// At start-up, for an upstream that could not be reached: registers the listing saved
+    /// at its last successful connection, if there is one for the same URL.
+    fn adopt_saved_listing(&self) {
+        let name = &self.config.name;
+        match load_listing(&self.saved_listing, &self.config.url) {
+            Ok(Some(listed)) => {
+                self.adopt(&listed, false);
+                // Not the live listing: the first live one must be installed even if equal.
+                self.lock().fingerprint = None;
+                tracing::warn!(upstream = %name, tools = listed.len(), "upstream unreachable at start-up: registering its last saved listing until it is back");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(upstream = %name, error = %e, "the upstream's saved listing cannot be read; starting without its tools");
+            }
+        }
     }
 
     fn failed(&self, error: &UpstreamError) {
@@ -262,6 +320,39 @@ impl Upstream {
     fn connected(&self) -> bool {
         self.lock().status.connected
     }
+}
+
+/// The saved form of an upstream's listing.
+#[derive(serde::Deserialize, Serialize)]
+struct SavedListing {
+    url: String,
+    tools: Vec<Value>,
+}
+
+/// Writes the listing beside its final place and renames it there, so a crash never leaves a
+/// half-written file.
+fn save_listing(path: &Path, url: &str, tools: Vec<Value>) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let text = serde_json::to_vec(&SavedListing {
+        url: url.to_owned(),
+        tools,
+    })?;
+    let staging = path.with_extension("json.tmp");
+    std::fs::write(&staging, text)?;
+    std::fs::rename(&staging, path)
+}
+
+/// The saved listing for `url`; `None` if there is none, or it was saved for another URL.
+fn load_listing(path: &Path, url: &str) -> std::io::Result<Option<Vec<Value>>> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let saved: SavedListing = serde_json::from_slice(&text)?;
+    Ok((saved.url == url).then_some(saved.tools))
 }
 
 /// Refreshes every upstream (concurrently) and installs a new registry if any listing

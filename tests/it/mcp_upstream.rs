@@ -461,6 +461,73 @@ async fn an_unreachable_upstream_does_not_stop_the_broker_and_is_retried() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_restart_while_the_upstream_is_down_registers_its_saved_listing() {
+    let upstream = Upstream::start(false, None);
+    let (port, url) = (upstream.port, upstream.url());
+    // The argument policy names an upstream tool's action: it validates only with the tool.
+    let policies = format!("{POLICIES}{ARGUMENT_POLICY}");
+    let app = broker(&url, "retry_interval_ms = 200", &policies).await;
+    let reader = app.token("alice", "weather:use", &["weather-readers"]);
+    assert_eq!(listed(&app, &reader).await, ["weather___get_weather"]);
+    let kept = app.stop_keep().await;
+    drop(upstream);
+
+    // Restarted while the upstream is down: the last good listing stands in for it.
+    let app = TestApp::spawn_with(Options {
+        extra_config: upstream_config(&url, "retry_interval_ms = 200"),
+        extra_policies: Some(policies),
+        files: vec![("upstream.secret".to_owned(), format!("{UPSTREAM_SECRET}\n"))],
+        reuse: Some(kept),
+        ..Options::default()
+    })
+    .await;
+    let reader = app.token("alice", "weather:use", &["weather-readers"]);
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.status, 200);
+    let status = &ready.body["checks"]["upstreams"][0];
+    assert_eq!(status["connected"], false, "{status}");
+    assert_eq!(status["from_saved_listing"], true, "{status}");
+    assert_eq!(listed(&app, &reader).await, ["weather___get_weather"]);
+    let reply = app
+        .invoke(
+            Some(&reader),
+            "weather___get_weather",
+            json!({ "city": "Oslo" }),
+        )
+        .await;
+    assert_eq!(reply.status, 502, "the upstream is down: {:?}", reply.body);
+
+    // Back on its port: the live listing replaces the saved one and calls go through.
+    let _upstream = Upstream::start(false, Some(port));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = app.get("/readyz", None).await;
+        if ready.body["checks"]["upstreams"][0]["connected"] == true {
+            assert_eq!(
+                ready.body["checks"]["upstreams"][0]["from_saved_listing"],
+                false
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the upstream never reconnected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reply = app
+        .invoke(
+            Some(&reader),
+            "weather___get_weather",
+            json!({ "city": "Oslo" }),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(
+        reply.body["result"]["structuredContent"]["result"],
+        "sunny in Oslo"
+    );
+    app.stop().await;
+}
+
 /// A running `corpus_server.py` (the GitHub MCP server's real tool definitions), killed on
 /// drop.
 struct CorpusUpstream {
