@@ -61,6 +61,16 @@ pub struct UpstreamConfig {
     /// How often an unreachable upstream is retried, in ms.
     #[serde(default = "default_retry_interval_ms")]
     pub retry_interval_ms: u64,
+    /// Believe the upstream's annotation hints (`readOnlyHint`, `destructiveHint`, …). MCP
+    /// hints are untrusted unless the server is: by default every tool takes the cautious
+    /// defaults (not read-only, destructive), so a server cannot talk its way past a policy
+    /// on `resource.readOnly`.
+    #[serde(default)]
+    pub trust_annotations: bool,
+    /// Per tool (the upstream's own name): annotations set by the operator. They override the
+    /// upstream's hints and the defaults.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, super::AnnotationsConfig>,
 }
 
 /// How the broker talks to an upstream.

@@ -114,7 +114,16 @@ pub fn upstream_tool(
         .chars()
         .take(MAX_DESCRIPTION_CHARS)
         .collect();
-    let annotations: Annotations = crate::policy::annotations::from_mcp(listed.get("annotations"));
+    let hints = listed
+        .get("annotations")
+        .filter(|_| config.trust_annotations);
+    let mut annotations: Annotations = crate::policy::annotations::from_mcp(hints);
+    if let Some(set) = config.annotations.get(name) {
+        annotations.read_only = set.read_only.unwrap_or(annotations.read_only);
+        annotations.destructive = set.destructive.unwrap_or(annotations.destructive);
+        annotations.idempotent = set.idempotent.unwrap_or(annotations.idempotent);
+        annotations.open_world = set.open_world.unwrap_or(annotations.open_world);
+    }
     Ok(Tool {
         id: format!("{}___{name}", config.name),
         name: name.to_owned(),

@@ -147,6 +147,7 @@ kind = "mcp"
 url = "{url}"
 credential_file = "upstream.secret"
 required_scopes = ["weather:use"]
+trust_annotations = true
 sensitive_arguments = {{ always_fails = ["reason"] }}
 {extra}
 "#
@@ -528,6 +529,72 @@ async fn a_restart_while_the_upstream_is_down_registers_its_saved_listing() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn upstream_annotations_are_untrusted_unless_the_operator_says_so() {
+    let upstream = Upstream::start(true, None);
+    let untrusted = |extra: &str| {
+        format!(
+            "[[upstreams]]\nname = \"weather\"\nkind = \"mcp\"\nurl = \"{}\"\ncredential_file = \"upstream.secret\"\n{extra}\n",
+            upstream.url()
+        )
+    };
+    let spawn = |config: String| {
+        TestApp::spawn_with(Options {
+            extra_config: config,
+            extra_policies: Some(POLICIES.to_owned()),
+            files: vec![("upstream.secret".to_owned(), format!("{UPSTREAM_SECRET}\n"))],
+            ..Options::default()
+        })
+    };
+
+    // The upstream says `get_weather` is read-only; without `trust_annotations` that is not
+    // believed, so the readers' policy (`when { resource.readOnly }`) matches nothing.
+    let app = spawn(untrusted("")).await;
+    let reader = app.token("alice", "", &["weather-readers"]);
+    assert!(listed(&app, &reader).await.is_empty());
+    let reply = app
+        .invoke(
+            Some(&reader),
+            "weather___get_weather",
+            json!({ "city": "Rome" }),
+        )
+        .await;
+    assert_eq!(reply.status, 403, "{:?}", reply.body);
+    let tools = app
+        .get(
+            "/v1/tools",
+            Some(&app.token("ops", "", &["weather-operators"])),
+        )
+        .await;
+    let weather = tools.body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "weather___get_weather")
+        .map(|t| t["annotations"].clone());
+    // Operators' listing omits it too: untrusted tools are destructive, and the shipped
+    // guardrail forbids destructive tools to agents acting alone.
+    assert_eq!(weather, None);
+    app.stop().await;
+
+    // The operator vouches for one tool.
+    let app = spawn(untrusted(
+        "annotations = { get_weather = { read_only = true, destructive = false } }",
+    ))
+    .await;
+    let reader = app.token("alice", "", &["weather-readers"]);
+    assert_eq!(listed(&app, &reader).await, ["weather___get_weather"]);
+    let reply = app
+        .invoke(
+            Some(&reader),
+            "weather___get_weather",
+            json!({ "city": "Rome" }),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    app.stop().await;
+}
+
 /// A running `corpus_server.py` (the GitHub MCP server's real tool definitions), killed on
 /// drop.
 struct CorpusUpstream {
@@ -602,7 +669,7 @@ async fn github_mcp_server_tools_register_behind_the_broker_for_an_sdk_client() 
     let upstream = CorpusUpstream::start(&corpus_path);
     let app = TestApp::spawn_with(Options {
         extra_config: format!(
-            "[[upstreams]]\nname = \"github\"\nkind = \"mcp\"\nurl = \"http://127.0.0.1:{}/mcp\"\n",
+            "[[upstreams]]\nname = \"github\"\nkind = \"mcp\"\nurl = \"http://127.0.0.1:{}/mcp\"\ntrust_annotations = true\n",
             upstream.port
         ),
         extra_policies: Some(GITHUB_POLICY.to_owned()),
