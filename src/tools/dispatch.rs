@@ -215,17 +215,11 @@ impl Dispatcher {
         decision_id: &str,
         caller: Caller<'_>,
     ) -> Result<DispatchOutcome, DispatchError> {
-        // Saturation is checked first so that a refused call does not use up a half-open probe.
-        let _slot = backend
-            .concurrency
-            .try_acquire()
-            .map_err(|_| DispatchError::Saturated(backend.max_concurrent))?;
-        let permit = backend
-            .breaker
-            .acquire()
-            .map_err(|wait| DispatchError::CircuitOpen {
-                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-            })?;
+        let (_slot, permit) = admit(
+            &backend.concurrency,
+            backend.max_concurrent,
+            &backend.breaker,
+        )?;
         let body = serde_json::to_vec(arguments).map_err(|_| DispatchError::InvalidResponse)?;
         let assertion = self.assertion(tool, &backend.audience, &body, decision_id, caller)?;
         let calls = async {
@@ -266,16 +260,7 @@ impl Dispatcher {
         caller: Caller<'_>,
     ) -> Result<DispatchOutcome, DispatchError> {
         let link = &backend.link;
-        let _slot = link
-            .concurrency
-            .try_acquire()
-            .map_err(|_| DispatchError::Saturated(link.max_concurrent))?;
-        let permit = link
-            .breaker
-            .acquire()
-            .map_err(|wait| DispatchError::CircuitOpen {
-                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-            })?;
+        let (_slot, permit) = admit(&link.concurrency, link.max_concurrent, &link.breaker)?;
         // The assertion's `body_sha256` covers the `arguments` exactly as serialised into
         // the `tools/call` request (compact JSON, as here).
         let body = serde_json::to_vec(arguments).map_err(|_| DispatchError::InvalidResponse)?;
@@ -382,6 +367,30 @@ impl Dispatcher {
         }
         Attempt::Done(outcome(status, bytes))
     }
+}
+
+/// Admits a call to a backend: a concurrency slot, then a circuit-breaker permit. Saturation
+/// is checked first so that a refused call does not use up a half-open probe.
+fn admit<'a>(
+    concurrency: &'a tokio::sync::Semaphore,
+    max_concurrent: usize,
+    breaker: &'a super::breaker::CircuitBreaker,
+) -> Result<
+    (
+        tokio::sync::SemaphorePermit<'a>,
+        super::breaker::CallPermit<'a>,
+    ),
+    DispatchError,
+> {
+    let slot = concurrency
+        .try_acquire()
+        .map_err(|_| DispatchError::Saturated(max_concurrent))?;
+    let permit = breaker
+        .acquire()
+        .map_err(|wait| DispatchError::CircuitOpen {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        })?;
+    Ok((slot, permit))
 }
 
 /// Maps the backend's answer: 2xx is the result; 4xx is the tool's own error, returned to the
