@@ -5,7 +5,7 @@
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityUid, Request,
+    Authorizer, Context, Decision as CedarDecision, Entity, EntityUid, Request,
     RestrictedExpression,
 };
 use serde_json::Value;
@@ -145,14 +145,12 @@ impl PolicySnapshot {
                 );
             }
         }
-        let entities = Entities::from_entities(
-            self.tool_entities(&tool)?
-                .iter()
-                .cloned()
-                .chain(per_request),
-            None,
-        )
-        .map_err(|e| bad(e.to_string()))?;
+        let entities = self
+            .tool_request(&tool)?
+            .entities
+            .clone()
+            .add_entities(per_request, None)
+            .map_err(|e| bad(e.to_string()))?;
         let response = Authorizer::new().is_authorized(&cedar_request, &self.policies, &entities);
         Ok(PolicyDecision {
             allowed: response.decision() == CedarDecision::Allow,
