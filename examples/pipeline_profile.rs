@@ -85,6 +85,7 @@ fn main() -> anyhow::Result<()> {
                     arguments: &arguments,
                     request_id: "profile",
                     now: toolgate::auth::unix_now(),
+                    logged_arguments: None,
                 };
                 allowed += usize::from(app.policy.decide(&verified, &facts)?.allowed);
             }

@@ -22,7 +22,8 @@ use cedar_policy::{
     PolicySet, Request, RestrictedExpression, Schema, SchemaFragment, ValidationMode, Validator,
 };
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::auth::VerifiedToken;
@@ -132,8 +133,9 @@ pub struct PolicyDecision {
     pub policy_set_hash: String,
     /// SHA-256 of the generated schema.
     pub schema_hash: String,
-    /// The Cedar request as evaluated: principal, action, resource, context, entities.
-    pub request: Value,
+    /// The Cedar request as evaluated: principal, action, resource, context, entities, as
+    /// JSON text (written once per decision, straight from the token and the call).
+    pub request: Box<RawValue>,
 }
 
 /// The facts of a call the policy sees besides the token.
@@ -147,6 +149,9 @@ pub struct CallFacts<'a> {
     pub request_id: &'a str,
     /// Request time, Unix seconds.
     pub now: i64,
+    /// The arguments as the decision log keeps them (sensitive ones redacted), when they
+    /// differ from `arguments`: the recorded request then holds these.
+    pub logged_arguments: Option<&'a Value>,
 }
 
 /// An immutable, validated policy set with its schema and per-tool data, built once per load.
@@ -210,6 +215,10 @@ struct ToolRequest {
     action: EntityUid,
     /// `Toolgate::Tool::"<tool>"`.
     resource: EntityUid,
+    /// `action` as text, for the recorded request.
+    action_text: String,
+    /// `resource` as text, for the recorded request.
+    resource_text: String,
     /// The static entities, transitively closed.
     entities: Entities,
 }
@@ -372,8 +381,6 @@ impl PolicyEngine {
         let tool = snap.tool_request(&call.tool.id)?;
         let principal = principal_entity(token)?;
         let actor = actor_entity(token)?;
-        let token_json = token_context_json(token);
-        let session_json = session_context_json(token, call);
         let context = Context::from_pairs([
             ("input".to_owned(), input),
             ("token".to_owned(), token_expr(token)?),
@@ -423,20 +430,26 @@ impl PolicyEngine {
         for error in &errors {
             tracing::warn!(tool = %call.tool.id, %error, "policy evaluation error: the erroring policy was skipped");
         }
-        let entities_json = request_entities_json(token);
+        let recorded = RecordedRequest {
+            principal: &principal_uid,
+            action: &tool.action_text,
+            resource: &tool.resource_text,
+            context: RecordedContext {
+                input: call.logged_arguments.unwrap_or(call.arguments),
+                token: RecordedToken(token),
+                session: RecordedSession { token, call },
+            },
+            entities: RecordedEntities(token),
+        };
+        let request = serde_json::value::to_raw_value(&recorded)
+            .map_err(|e| PolicyError::Request(e.to_string()))?;
         Ok(PolicyDecision {
             allowed: response.decision() == CedarDecision::Allow,
             determining_policies,
             errors,
             policy_set_hash: snap.policy_set_hash.clone(),
             schema_hash: snap.schema_hash.clone(),
-            request: json!({
-                "principal": principal_uid.to_string(),
-                "action": tool.action.to_string(),
-                "resource": tool.resource.to_string(),
-                "context": { "input": call.arguments, "token": token_json, "session": session_json },
-                "entities": entities_json,
-            }),
+            request,
         })
     }
 
@@ -499,45 +512,177 @@ fn uid(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
     ))
 }
 
-/// The per-request entities in Cedar's entity JSON format, for the decision record, built
-/// from the token directly (cheaper than asking Cedar to re-encode the entities it was given).
-fn request_entities_json(token: &VerifiedToken) -> Vec<Value> {
-    let type_name = if token.actors.is_empty() {
-        "Agent"
-    } else {
-        "User"
-    };
-    let tags: serde_json::Map<String, Value> = token
-        .claims
-        .iter()
-        .map(|(k, v)| {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            (k.clone(), Value::String(text))
-        })
-        .collect();
-    let parents: Vec<Value> = token
-        .groups
-        .iter()
-        .map(|g| json!({ "type": format!("{NAMESPACE}::Group"), "id": g }))
-        .collect();
-    let mut entities = vec![json!({
-        "uid": { "type": format!("{NAMESPACE}::{type_name}"), "id": token.subject },
-        "attrs": { "iss": token.issuer, "sub": token.subject },
-        "parents": parents,
-        "tags": tags,
-    })];
-    if let Some(actor) = token.actors.first() {
-        entities.push(json!({
-            "uid": { "type": format!("{NAMESPACE}::Agent"), "id": actor },
-            "attrs": { "iss": token.issuer, "sub": actor },
-            "parents": [],
-            "tags": {},
-        }));
+/// The Cedar request of a decision as the log records it (`policy.request`), serialised
+/// straight from the token and the call: the same JSON as the request evaluated, in Cedar's
+/// entity and context formats, without building it as a `Value` first.
+#[derive(Serialize)]
+struct RecordedRequest<'a> {
+    #[serde(serialize_with = "display")]
+    principal: &'a EntityUid,
+    action: &'a str,
+    resource: &'a str,
+    context: RecordedContext<'a>,
+    entities: RecordedEntities<'a>,
+}
+
+#[derive(Serialize)]
+struct RecordedContext<'a> {
+    input: &'a Value,
+    token: RecordedToken<'a>,
+    session: RecordedSession<'a>,
+}
+
+fn display<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// `context.token`: the typed subset of the claims.
+struct RecordedToken<'a>(&'a VerifiedToken);
+
+impl Serialize for RecordedToken<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let token = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("iss", &token.issuer)?;
+        map.serialize_entry("sub", &token.subject)?;
+        map.serialize_entry("aud", &token.audiences)?;
+        map.serialize_entry("scopes", &token.scopes)?;
+        if let Some(c) = &token.client_id {
+            map.serialize_entry("client_id", c)?;
+        }
+        if let Some(j) = &token.jti {
+            map.serialize_entry("jti", j)?;
+        }
+        map.end()
     }
-    entities
+}
+
+/// `context.session`: time, request id and delegation.
+struct RecordedSession<'a> {
+    token: &'a VerifiedToken,
+    call: &'a CallFacts<'a>,
+}
+
+impl Serialize for RecordedSession<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (hour, weekday) = hour_and_weekday(self.call.now);
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("request_time", &self.call.now)?;
+        map.serialize_entry("request_id", self.call.request_id)?;
+        map.serialize_entry("hour_utc", &hour)?;
+        map.serialize_entry("weekday_utc", &weekday)?;
+        map.serialize_entry("delegation_depth", &self.token.actors.len())?;
+        if let Some(actor) = self.token.actors.first() {
+            map.serialize_entry("actor", actor)?;
+        }
+        map.end()
+    }
+}
+
+/// The per-request entities (principal, then the actor if any) in Cedar's entity JSON format.
+struct RecordedEntities<'a>(&'a VerifiedToken);
+
+impl Serialize for RecordedEntities<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let token = self.0;
+        let type_name = if token.actors.is_empty() {
+            "Agent"
+        } else {
+            "User"
+        };
+        let mut seq = serializer.serialize_seq(None)?;
+        seq.serialize_element(&RecordedEntity {
+            uid: RecordedUid {
+                type_name,
+                id: &token.subject,
+            },
+            attrs: RecordedAttrs {
+                iss: &token.issuer,
+                sub: &token.subject,
+            },
+            parents: RecordedParents(&token.groups),
+            tags: RecordedTags(Some(&token.claims)),
+        })?;
+        if let Some(actor) = token.actors.first() {
+            seq.serialize_element(&RecordedEntity {
+                uid: RecordedUid {
+                    type_name: "Agent",
+                    id: actor,
+                },
+                attrs: RecordedAttrs {
+                    iss: &token.issuer,
+                    sub: actor,
+                },
+                parents: RecordedParents(&[]),
+                tags: RecordedTags(None),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct RecordedEntity<'a> {
+    uid: RecordedUid<'a>,
+    attrs: RecordedAttrs<'a>,
+    parents: RecordedParents<'a>,
+    tags: RecordedTags<'a>,
+}
+
+struct RecordedUid<'a> {
+    type_name: &'a str,
+    id: &'a str,
+}
+
+impl Serialize for RecordedUid<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("type", &format_args!("{NAMESPACE}::{}", self.type_name))?;
+        map.serialize_entry("id", self.id)?;
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct RecordedAttrs<'a> {
+    iss: &'a str,
+    sub: &'a str,
+}
+
+/// Groups as `Group` parents.
+struct RecordedParents<'a>(&'a [String]);
+
+impl Serialize for RecordedParents<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|g| RecordedUid {
+            type_name: "Group",
+            id: g,
+        }))
+    }
+}
+
+/// Every claim as a string tag, as [`principal_entity`] makes them.
+struct RecordedTags<'a>(Option<&'a serde_json::Map<String, Value>>);
+
+impl Serialize for RecordedTags<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (k, v) in self.0.into_iter().flatten() {
+            match v {
+                Value::String(s) => map.serialize_entry(k, s)?,
+                other => map.serialize_entry(k, &other.to_string())?,
+            }
+        }
+        map.end()
+    }
 }
 
 /// The principal: `Agent::"<sub>"` for a token acting for itself, `User::"<sub>"` when the token
@@ -595,37 +740,6 @@ fn actor_entity(token: &VerifiedToken) -> Result<Option<Entity>, PolicyError> {
     Entity::new_with_tags(uid, attrs, [], [])
         .map(Some)
         .map_err(|e| PolicyError::Request(e.to_string()))
-}
-
-fn token_context_json(token: &VerifiedToken) -> Value {
-    let mut obj = json!({
-        "iss": token.issuer,
-        "sub": token.subject,
-        "aud": token.audiences,
-        "scopes": token.scopes,
-    });
-    if let Some(c) = &token.client_id {
-        obj["client_id"] = json!(c);
-    }
-    if let Some(j) = &token.jti {
-        obj["jti"] = json!(j);
-    }
-    obj
-}
-
-fn session_context_json(token: &VerifiedToken, call: &CallFacts<'_>) -> Value {
-    let (hour, weekday) = hour_and_weekday(call.now);
-    let mut obj = json!({
-        "request_time": call.now,
-        "request_id": call.request_id,
-        "hour_utc": hour,
-        "weekday_utc": weekday,
-        "delegation_depth": token.actors.len(),
-    });
-    if let Some(actor) = token.actors.first() {
-        obj["actor"] = json!(actor);
-    }
-    obj
 }
 
 fn session_expr(
@@ -831,6 +945,8 @@ fn load_snapshot(
         tool_requests.insert(
             tool.id.clone(),
             ToolRequest {
+                action_text: action.to_string(),
+                resource_text: resource.to_string(),
                 action,
                 resource,
                 entities,

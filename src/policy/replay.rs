@@ -9,6 +9,7 @@ use cedar_policy::{
     RestrictedExpression,
 };
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{PolicyDecision, PolicyError, PolicySnapshot, uid};
 
@@ -103,7 +104,10 @@ fn session_expr(session: &Value) -> Result<RestrictedExpression, PolicyError> {
 impl PolicySnapshot {
     /// Decides a recorded Cedar request (the `policy.request` of a decision record) against
     /// this snapshot. The recorded request is returned unchanged in the decision.
-    pub fn decide_recorded(&self, request: &Value) -> Result<PolicyDecision, PolicyError> {
+    pub fn decide_recorded(&self, recorded: &RawValue) -> Result<PolicyDecision, PolicyError> {
+        let request: Value = serde_json::from_str(recorded.get())
+            .map_err(|e| bad(format!("recorded request: {e}")))?;
+        let request = &request;
         let parse_uid = |key: &str| -> Result<EntityUid, PolicyError> {
             EntityUid::from_str(string_of(request, key)?)
                 .map_err(|e| bad(format!("recorded `{key}`: {e}")))
@@ -166,7 +170,7 @@ impl PolicySnapshot {
                 .collect(),
             policy_set_hash: self.policy_set_hash.clone(),
             schema_hash: self.schema_hash.clone(),
-            request: request.clone(),
+            request: recorded.to_owned(),
         })
     }
 }
