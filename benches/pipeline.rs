@@ -131,6 +131,7 @@ fn stages(c: &mut Criterion) {
                 arguments: &arguments,
                 request_id: "bench",
                 now: 1_795_452_137,
+                logged_arguments: None,
             };
             let d = s.app.policy.decide(&verified, &facts).unwrap();
             assert!(d.allowed);

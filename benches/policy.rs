@@ -83,6 +83,7 @@ fn decide_at_policy_counts(c: &mut Criterion) {
             arguments: &arguments,
             request_id: "bench",
             now: 1_767_607_200,
+            logged_arguments: None,
         };
         let decision = engine.decide(&token, &facts).unwrap();
         assert!(decision.allowed, "{:?}", decision.determining_policies);
@@ -135,6 +136,7 @@ fn decide_spread_over_agents_and_tools(c: &mut Criterion) {
         arguments: &arguments,
         request_id: "bench",
         now: 1_767_607_200,
+        logged_arguments: None,
     };
     let indexed = engine.decide(&token, &facts).unwrap();
     let whole = engine.decide_unindexed(&token, &facts).unwrap();

@@ -387,13 +387,20 @@ impl App {
         record.redacted = was_redacted;
         timer.lap(record, "arguments");
 
-        let facts = CallFacts {
-            tool: &tool,
-            arguments: &arguments,
-            request_id: &record.request_id.clone(),
-            now: auth::unix_now(),
-        };
-        let decision = match self.policy.decide(token, &facts) {
+        let decided = self.policy.decide(
+            token,
+            &CallFacts {
+                tool: &tool,
+                arguments: &arguments,
+                request_id: &record.request_id,
+                now: auth::unix_now(),
+                // The recorded Cedar request holds the arguments: redacted like `arguments`,
+                // so a sensitive value never reaches the log (replay reports such records
+                // as inexact).
+                logged_arguments: record.arguments.as_ref().filter(|_| record.redacted),
+            },
+        );
+        let decision = match decided {
             Ok(d) => d,
             Err(PolicyError::Argument(problem)) => {
                 let err = ArgumentError {
@@ -424,12 +431,6 @@ impl App {
         timer.lap(record, "policy");
         let allowed = decision.allowed;
         let determining = decision.determining_policies.clone();
-        let mut decision = decision;
-        if record.redacted {
-            // The Cedar request holds the full arguments: redact it like `arguments`, so a
-            // sensitive value never reaches the log (replay reports such records as inexact).
-            decision.request["context"]["input"] = record.arguments.clone().unwrap_or_default();
-        }
         record.policy = Some(decision);
         if !allowed {
             return Err(self

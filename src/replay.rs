@@ -287,7 +287,7 @@ pub fn replay(snapshot: &PolicySnapshot, records: &[DecisionRecord]) -> ReplayRe
         let Some(recorded) = &record.policy else {
             continue;
         };
-        if recorded.request.is_null() {
+        if recorded.request.get() == "null" {
             continue;
         }
         if record.redacted {

@@ -101,6 +101,27 @@ impl InputType {
         }
     }
 
+    /// A value of this type, for checking at load time that converted arguments conform to
+    /// the generated schema: with `all_fields`, every optional record field is present and
+    /// every set has one element; without, only required fields and empty sets.
+    pub fn example(&self, all_fields: bool) -> Value {
+        match self {
+            InputType::String => Value::String("example".to_owned()),
+            InputType::Long => Value::from(1),
+            InputType::Decimal => serde_json::json!(1.5),
+            InputType::Bool => Value::Bool(true),
+            InputType::Set(inner) if all_fields => Value::Array(vec![inner.example(true)]),
+            InputType::Set(_) => Value::Array(Vec::new()),
+            InputType::Record(fields) => Value::Object(
+                fields
+                    .iter()
+                    .filter(|(_, f)| all_fields || f.required)
+                    .map(|(name, f)| (name.clone(), f.ty.example(all_fields)))
+                    .collect(),
+            ),
+        }
+    }
+
     /// Converts an argument value (already checked against the JSON Schema) to a Cedar value.
     pub fn to_cedar(
         &self,

@@ -22,7 +22,8 @@ use cedar_policy::{
     PolicySet, Request, RestrictedExpression, Schema, SchemaFragment, ValidationMode, Validator,
 };
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::auth::VerifiedToken;
@@ -132,8 +133,9 @@ pub struct PolicyDecision {
     pub policy_set_hash: String,
     /// SHA-256 of the generated schema.
     pub schema_hash: String,
-    /// The Cedar request as evaluated: principal, action, resource, context, entities.
-    pub request: Value,
+    /// The Cedar request as evaluated: principal, action, resource, context, entities, as
+    /// JSON text (written once per decision, straight from the token and the call).
+    pub request: Box<RawValue>,
 }
 
 /// The facts of a call the policy sees besides the token.
@@ -147,6 +149,9 @@ pub struct CallFacts<'a> {
     pub request_id: &'a str,
     /// Request time, Unix seconds.
     pub now: i64,
+    /// The arguments as the decision log keeps them (sensitive ones redacted), when they
+    /// differ from `arguments`: the recorded request then holds these.
+    pub logged_arguments: Option<&'a Value>,
 }
 
 /// An immutable, validated policy set with its schema and per-tool data, built once per load.
@@ -156,10 +161,8 @@ pub struct PolicySnapshot {
     policies: PolicySet,
     policy_sources: Vec<(String, String)>,
     input_types: BTreeMap<String, InputType>,
-    /// Per tool, the static entities a decision on it can reach: its action and the
-    /// `call_tool` group, the tool, its server, and the `entities.json` entities. Built once
-    /// per load, so a decision's cost does not grow with the number of tools.
-    request_entities: BTreeMap<String, Vec<Entity>>,
+    /// Per tool, what a decision on it starts from, built and checked once per load.
+    tool_requests: BTreeMap<String, ToolRequest>,
     /// Per tool (and per named principal), the policies that can apply.
     index: index::PolicyIndex,
     /// SHA-256 over the policy files (names and contents).
@@ -179,13 +182,10 @@ impl PolicySnapshot {
         self.policies.policies().count()
     }
 
-    fn tool_entities(&self, tool_id: &str) -> Result<&[Entity], PolicyError> {
-        self.request_entities
-            .get(tool_id)
-            .map(Vec::as_slice)
-            .ok_or_else(|| {
-                PolicyError::Request(format!("tool `{tool_id}` is not in the loaded schema"))
-            })
+    fn tool_request(&self, tool_id: &str) -> Result<&ToolRequest, PolicyError> {
+        self.tool_requests.get(tool_id).ok_or_else(|| {
+            PolicyError::Request(format!("tool `{tool_id}` is not in the loaded schema"))
+        })
     }
 
     /// Every policy `@id`, sorted.
@@ -203,6 +203,24 @@ impl PolicySnapshot {
     pub fn policy_sources(&self) -> &[(String, String)] {
         &self.policy_sources
     }
+}
+
+/// What every decision on one tool shares, built once per load: its action and resource,
+/// and the static entities a decision on it can reach (its action and the `call_tool`
+/// group, the tool, its server, and the `entities.json` entities) with their transitive
+/// closure computed. A decision adds only the principal (and actor) to a copy of
+/// `entities`, so its cost does not grow with the number of tools.
+struct ToolRequest {
+    /// `Toolgate::Action::"<tool>"`.
+    action: EntityUid,
+    /// `Toolgate::Tool::"<tool>"`.
+    resource: EntityUid,
+    /// `action` as text, for the recorded request.
+    action_text: String,
+    /// `resource` as text, for the recorded request.
+    resource_text: String,
+    /// The static entities, transitively closed.
+    entities: Entities,
 }
 
 /// Holds the current policy snapshot and swaps it atomically on reload.
@@ -360,38 +378,36 @@ impl PolicyEngine {
         let input = input_type
             .to_cedar(call.arguments, "")
             .map_err(PolicyError::Argument)?;
+        let tool = snap.tool_request(&call.tool.id)?;
         let principal = principal_entity(token)?;
         let actor = actor_entity(token)?;
-        let token_json = token_context_json(token);
-        let session_json = session_context_json(token, call);
         let context = Context::from_pairs([
             ("input".to_owned(), input),
             ("token".to_owned(), token_expr(token)?),
-            ("session".to_owned(), session_expr(token, call)?),
+            (
+                "session".to_owned(),
+                session_expr(token, call.now, call.request_id)?,
+            ),
         ])
         .map_err(|e| PolicyError::Request(e.to_string()))?;
         let principal_uid = principal.uid();
-        let action = uid("Action", &call.tool.id)?;
-        let resource = uid("Tool", &call.tool.id)?;
+        // No per-request schema validation: every part of the request is built here to the
+        // schema's shape, and `load_snapshot` checked those shapes against the schema
+        // (`check_request_shapes`), with the arguments typed by the same `InputType` that
+        // generated the action's context type.
         let request = Request::new(
             principal_uid.clone(),
-            action.clone(),
-            resource.clone(),
+            tool.action.clone(),
+            tool.resource.clone(),
             context,
-            Some(&snap.schema),
-        )
-        .map_err(|e| PolicyError::Request(e.to_string()))?;
-
-        let mut per_request = vec![principal.clone()];
-        per_request.extend(actor.clone());
-        let entities = Entities::from_entities(
-            snap.tool_entities(&call.tool.id)?
-                .iter()
-                .cloned()
-                .chain(per_request.iter().cloned()),
             None,
         )
         .map_err(|e| PolicyError::Request(e.to_string()))?;
+        let entities = tool
+            .entities
+            .clone()
+            .add_entities(std::iter::once(principal).chain(actor), None)
+            .map_err(|e| PolicyError::Request(e.to_string()))?;
         let policies = if indexed {
             snap.index
                 .policies_for(&call.tool.id, &principal_uid)
@@ -414,20 +430,26 @@ impl PolicyEngine {
         for error in &errors {
             tracing::warn!(tool = %call.tool.id, %error, "policy evaluation error: the erroring policy was skipped");
         }
-        let entities_json = request_entities_json(token);
+        let recorded = RecordedRequest {
+            principal: &principal_uid,
+            action: &tool.action_text,
+            resource: &tool.resource_text,
+            context: RecordedContext {
+                input: call.logged_arguments.unwrap_or(call.arguments),
+                token: RecordedToken(token),
+                session: RecordedSession { token, call },
+            },
+            entities: RecordedEntities(token),
+        };
+        let request = serde_json::value::to_raw_value(&recorded)
+            .map_err(|e| PolicyError::Request(e.to_string()))?;
         Ok(PolicyDecision {
             allowed: response.decision() == CedarDecision::Allow,
             determining_policies,
             errors,
             policy_set_hash: snap.policy_set_hash.clone(),
             schema_hash: snap.schema_hash.clone(),
-            request: json!({
-                "principal": principal_uid.to_string(),
-                "action": action.to_string(),
-                "resource": resource.to_string(),
-                "context": { "input": call.arguments, "token": token_json, "session": session_json },
-                "entities": entities_json,
-            }),
+            request,
         })
     }
 
@@ -436,11 +458,10 @@ impl PolicyEngine {
     /// calls are always decided in full.
     pub fn may_call(&self, token: &VerifiedToken, tool: &Tool) -> bool {
         let snap = self.current.load();
-        let (Ok(principal), Ok(actor), Ok(action), Ok(resource)) = (
+        let (Ok(principal), Ok(actor), Ok(tool_request)) = (
             principal_entity(token),
             actor_entity(token),
-            uid("Action", &tool.id),
-            uid("Tool", &tool.id),
+            snap.tool_request(&tool.id),
         ) else {
             return false;
         };
@@ -451,20 +472,14 @@ impl PolicyEngine {
             .unwrap_or(&snap.policies);
         let request = cedar_policy::RequestBuilder::default()
             .principal(principal_uid)
-            .action(action)
-            .resource(resource)
+            .action(tool_request.action.clone())
+            .resource(tool_request.resource.clone())
             .build();
-        let Ok(static_entities) = snap.tool_entities(&tool.id) else {
-            return false;
-        };
-        let Ok(entities) = Entities::from_entities(
-            static_entities
-                .iter()
-                .cloned()
-                .chain(std::iter::once(principal))
-                .chain(actor),
-            None,
-        ) else {
+        let Ok(entities) = tool_request
+            .entities
+            .clone()
+            .add_entities(std::iter::once(principal).chain(actor), None)
+        else {
             return false;
         };
         let response = self
@@ -497,45 +512,177 @@ fn uid(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
     ))
 }
 
-/// The per-request entities in Cedar's entity JSON format, for the decision record, built
-/// from the token directly (cheaper than asking Cedar to re-encode the entities it was given).
-fn request_entities_json(token: &VerifiedToken) -> Vec<Value> {
-    let type_name = if token.actors.is_empty() {
-        "Agent"
-    } else {
-        "User"
-    };
-    let tags: serde_json::Map<String, Value> = token
-        .claims
-        .iter()
-        .map(|(k, v)| {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            (k.clone(), Value::String(text))
-        })
-        .collect();
-    let parents: Vec<Value> = token
-        .groups
-        .iter()
-        .map(|g| json!({ "type": format!("{NAMESPACE}::Group"), "id": g }))
-        .collect();
-    let mut entities = vec![json!({
-        "uid": { "type": format!("{NAMESPACE}::{type_name}"), "id": token.subject },
-        "attrs": { "iss": token.issuer, "sub": token.subject },
-        "parents": parents,
-        "tags": tags,
-    })];
-    if let Some(actor) = token.actors.first() {
-        entities.push(json!({
-            "uid": { "type": format!("{NAMESPACE}::Agent"), "id": actor },
-            "attrs": { "iss": token.issuer, "sub": actor },
-            "parents": [],
-            "tags": {},
-        }));
+/// The Cedar request of a decision as the log records it (`policy.request`), serialised
+/// straight from the token and the call: the same JSON as the request evaluated, in Cedar's
+/// entity and context formats, without building it as a `Value` first.
+#[derive(Serialize)]
+struct RecordedRequest<'a> {
+    #[serde(serialize_with = "display")]
+    principal: &'a EntityUid,
+    action: &'a str,
+    resource: &'a str,
+    context: RecordedContext<'a>,
+    entities: RecordedEntities<'a>,
+}
+
+#[derive(Serialize)]
+struct RecordedContext<'a> {
+    input: &'a Value,
+    token: RecordedToken<'a>,
+    session: RecordedSession<'a>,
+}
+
+fn display<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// `context.token`: the typed subset of the claims.
+struct RecordedToken<'a>(&'a VerifiedToken);
+
+impl Serialize for RecordedToken<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let token = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("iss", &token.issuer)?;
+        map.serialize_entry("sub", &token.subject)?;
+        map.serialize_entry("aud", &token.audiences)?;
+        map.serialize_entry("scopes", &token.scopes)?;
+        if let Some(c) = &token.client_id {
+            map.serialize_entry("client_id", c)?;
+        }
+        if let Some(j) = &token.jti {
+            map.serialize_entry("jti", j)?;
+        }
+        map.end()
     }
-    entities
+}
+
+/// `context.session`: time, request id and delegation.
+struct RecordedSession<'a> {
+    token: &'a VerifiedToken,
+    call: &'a CallFacts<'a>,
+}
+
+impl Serialize for RecordedSession<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (hour, weekday) = hour_and_weekday(self.call.now);
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("request_time", &self.call.now)?;
+        map.serialize_entry("request_id", self.call.request_id)?;
+        map.serialize_entry("hour_utc", &hour)?;
+        map.serialize_entry("weekday_utc", &weekday)?;
+        map.serialize_entry("delegation_depth", &self.token.actors.len())?;
+        if let Some(actor) = self.token.actors.first() {
+            map.serialize_entry("actor", actor)?;
+        }
+        map.end()
+    }
+}
+
+/// The per-request entities (principal, then the actor if any) in Cedar's entity JSON format.
+struct RecordedEntities<'a>(&'a VerifiedToken);
+
+impl Serialize for RecordedEntities<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let token = self.0;
+        let type_name = if token.actors.is_empty() {
+            "Agent"
+        } else {
+            "User"
+        };
+        let mut seq = serializer.serialize_seq(None)?;
+        seq.serialize_element(&RecordedEntity {
+            uid: RecordedUid {
+                type_name,
+                id: &token.subject,
+            },
+            attrs: RecordedAttrs {
+                iss: &token.issuer,
+                sub: &token.subject,
+            },
+            parents: RecordedParents(&token.groups),
+            tags: RecordedTags(Some(&token.claims)),
+        })?;
+        if let Some(actor) = token.actors.first() {
+            seq.serialize_element(&RecordedEntity {
+                uid: RecordedUid {
+                    type_name: "Agent",
+                    id: actor,
+                },
+                attrs: RecordedAttrs {
+                    iss: &token.issuer,
+                    sub: actor,
+                },
+                parents: RecordedParents(&[]),
+                tags: RecordedTags(None),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct RecordedEntity<'a> {
+    uid: RecordedUid<'a>,
+    attrs: RecordedAttrs<'a>,
+    parents: RecordedParents<'a>,
+    tags: RecordedTags<'a>,
+}
+
+struct RecordedUid<'a> {
+    type_name: &'a str,
+    id: &'a str,
+}
+
+impl Serialize for RecordedUid<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("type", &format_args!("{NAMESPACE}::{}", self.type_name))?;
+        map.serialize_entry("id", self.id)?;
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct RecordedAttrs<'a> {
+    iss: &'a str,
+    sub: &'a str,
+}
+
+/// Groups as `Group` parents.
+struct RecordedParents<'a>(&'a [String]);
+
+impl Serialize for RecordedParents<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|g| RecordedUid {
+            type_name: "Group",
+            id: g,
+        }))
+    }
+}
+
+/// Every claim as a string tag, as [`principal_entity`] makes them.
+struct RecordedTags<'a>(Option<&'a serde_json::Map<String, Value>>);
+
+impl Serialize for RecordedTags<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (k, v) in self.0.into_iter().flatten() {
+            match v {
+                Value::String(s) => map.serialize_entry(k, s)?,
+                other => map.serialize_entry(k, &other.to_string())?,
+            }
+        }
+        map.end()
+    }
 }
 
 /// The principal: `Agent::"<sub>"` for a token acting for itself, `User::"<sub>"` when the token
@@ -595,50 +742,20 @@ fn actor_entity(token: &VerifiedToken) -> Result<Option<Entity>, PolicyError> {
         .map_err(|e| PolicyError::Request(e.to_string()))
 }
 
-fn token_context_json(token: &VerifiedToken) -> Value {
-    let mut obj = json!({
-        "iss": token.issuer,
-        "sub": token.subject,
-        "aud": token.audiences,
-        "scopes": token.scopes,
-    });
-    if let Some(c) = &token.client_id {
-        obj["client_id"] = json!(c);
-    }
-    if let Some(j) = &token.jti {
-        obj["jti"] = json!(j);
-    }
-    obj
-}
-
-fn session_context_json(token: &VerifiedToken, call: &CallFacts<'_>) -> Value {
-    let (hour, weekday) = hour_and_weekday(call.now);
-    let mut obj = json!({
-        "request_time": call.now,
-        "request_id": call.request_id,
-        "hour_utc": hour,
-        "weekday_utc": weekday,
-        "delegation_depth": token.actors.len(),
-    });
-    if let Some(actor) = token.actors.first() {
-        obj["actor"] = json!(actor);
-    }
-    obj
-}
-
 fn session_expr(
     token: &VerifiedToken,
-    call: &CallFacts<'_>,
+    now: i64,
+    request_id: &str,
 ) -> Result<RestrictedExpression, PolicyError> {
-    let (hour, weekday) = hour_and_weekday(call.now);
+    let (hour, weekday) = hour_and_weekday(now);
     let mut pairs = vec![
         (
             "request_time".to_owned(),
-            RestrictedExpression::new_long(call.now),
+            RestrictedExpression::new_long(now),
         ),
         (
             "request_id".to_owned(),
-            RestrictedExpression::new_string(call.request_id.to_owned()),
+            RestrictedExpression::new_string(request_id.to_owned()),
         ),
         ("hour_utc".to_owned(), RestrictedExpression::new_long(hour)),
         (
@@ -808,10 +925,11 @@ fn load_snapshot(
     let action_by_uid: BTreeMap<String, &Entity> =
         actions.iter().map(|e| (e.uid().to_string(), e)).collect();
     let call_tool = uid("Action", "call_tool").map_err(|e| schema_error(e.to_string()))?;
-    let mut request_entities = BTreeMap::new();
+    let mut tool_requests = BTreeMap::new();
     for tool in tools.iter() {
         let action = uid("Action", &tool.id).map_err(|e| schema_error(e.to_string()))?;
-        let mut reachable: Vec<Entity> = [action, call_tool.clone()]
+        let resource = uid("Tool", &tool.id).map_err(|e| schema_error(e.to_string()))?;
+        let mut reachable: Vec<Entity> = [&action, &call_tool]
             .iter()
             .filter_map(|u| action_by_uid.get(&u.to_string()).map(|e| (*e).clone()))
             .collect();
@@ -820,8 +938,22 @@ fn load_snapshot(
         if let Some((_, entities)) = &extra {
             reachable.extend(entities.iter().cloned());
         }
-        request_entities.insert(tool.id.clone(), reachable);
+        let entities =
+            Entities::from_entities(reachable, None).map_err(|e| PolicyLoadError::Entities {
+                message: e.to_string(),
+            })?;
+        tool_requests.insert(
+            tool.id.clone(),
+            ToolRequest {
+                action_text: action.to_string(),
+                resource_text: resource.to_string(),
+                action,
+                resource,
+                entities,
+            },
+        );
     }
+    check_request_shapes(&schema, &input_types, &tool_requests).map_err(schema_error)?;
 
     let tool_actions = tools
         .iter()
@@ -848,11 +980,98 @@ fn load_snapshot(
         policies,
         policy_sources,
         input_types,
-        request_entities,
+        tool_requests,
         index,
         policy_set_hash,
         schema_hash,
     })
+}
+
+/// Checks, once per load, that every request a decision can build conforms to the schema,
+/// so that decisions can skip Cedar's per-request validation. The input type of each tool's
+/// action is generated from the same [`InputType`] that converts its arguments; the token
+/// claims, session and principal come from the schema stub, which an operator may edit. Two
+/// probes per tool cover every shape: an `Agent` with no optional claim, no actor and only
+/// the required arguments, and a `User` with every optional claim, an actor and every
+/// argument (record conformance is checked attribute by attribute, so these two cover the
+/// combinations in between).
+fn check_request_shapes(
+    schema: &Schema,
+    input_types: &BTreeMap<String, InputType>,
+    tool_requests: &BTreeMap<String, ToolRequest>,
+) -> Result<(), String> {
+    let bare = VerifiedToken {
+        issuer: "https://issuer.probe".to_owned(),
+        subject: "probe".to_owned(),
+        audiences: vec!["probe".to_owned()],
+        scopes: ["probe".to_owned()].into(),
+        groups: vec!["probe".to_owned()],
+        client_id: None,
+        jti: None,
+        kid: None,
+        algorithm: "EdDSA".to_owned(),
+        issued_at: None,
+        expires_at: 0,
+        actors: Vec::new(),
+        // Every claim becomes a string tag: one claim checks the tag type.
+        claims: [("probe".to_owned(), Value::from(1))].into_iter().collect(),
+        token_sha256: String::new(),
+    };
+    let full = VerifiedToken {
+        client_id: Some("probe".to_owned()),
+        jti: Some("probe".to_owned()),
+        actors: vec!["probe-agent".to_owned()],
+        ..bare.clone()
+    };
+    for (tool_id, tool) in tool_requests {
+        let input_type = input_types
+            .get(tool_id)
+            .ok_or_else(|| format!("tool `{tool_id}` has no input type"))?;
+        for (token, all_fields) in [(&bare, false), (&full, true)] {
+            let arguments = input_type.example(all_fields);
+            let shape_error = |e: &dyn std::fmt::Display| {
+                format!(
+                    "a request for tool `{tool_id}` (principal `{}`) does not conform to the schema: {e}",
+                    if token.actors.is_empty() {
+                        "Agent"
+                    } else {
+                        "User"
+                    }
+                )
+            };
+            let input = input_type
+                .to_cedar(&arguments, "")
+                .map_err(|e| shape_error(&e.message))?;
+            let context = Context::from_pairs([
+                ("input".to_owned(), input),
+                (
+                    "token".to_owned(),
+                    token_expr(token).map_err(|e| shape_error(&e))?,
+                ),
+                (
+                    "session".to_owned(),
+                    session_expr(token, 0, "probe").map_err(|e| shape_error(&e))?,
+                ),
+            ])
+            .map_err(|e| shape_error(&e))?;
+            let principal = principal_entity(token).map_err(|e| shape_error(&e))?;
+            Request::new(
+                principal.uid(),
+                tool.action.clone(),
+                tool.resource.clone(),
+                context,
+                Some(schema),
+            )
+            .map_err(|e| shape_error(&e))?;
+            // The per-request entities too (decisions add them without a schema).
+            Entities::from_entities(
+                std::iter::once(principal).chain(actor_entity(token).map_err(|e| shape_error(&e))?),
+                Some(schema),
+            )
+            .map_err(|e| shape_error(&e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Largest `entities.json` read.

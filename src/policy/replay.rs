@@ -5,10 +5,11 @@
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityUid, Request,
+    Authorizer, Context, Decision as CedarDecision, Entity, EntityUid, Request,
     RestrictedExpression,
 };
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{PolicyDecision, PolicyError, PolicySnapshot, uid};
 
@@ -103,7 +104,10 @@ fn session_expr(session: &Value) -> Result<RestrictedExpression, PolicyError> {
 impl PolicySnapshot {
     /// Decides a recorded Cedar request (the `policy.request` of a decision record) against
     /// this snapshot. The recorded request is returned unchanged in the decision.
-    pub fn decide_recorded(&self, request: &Value) -> Result<PolicyDecision, PolicyError> {
+    pub fn decide_recorded(&self, recorded: &RawValue) -> Result<PolicyDecision, PolicyError> {
+        let request: Value = serde_json::from_str(recorded.get())
+            .map_err(|e| bad(format!("recorded request: {e}")))?;
+        let request = &request;
         let parse_uid = |key: &str| -> Result<EntityUid, PolicyError> {
             EntityUid::from_str(string_of(request, key)?)
                 .map_err(|e| bad(format!("recorded `{key}`: {e}")))
@@ -145,14 +149,12 @@ impl PolicySnapshot {
                 );
             }
         }
-        let entities = Entities::from_entities(
-            self.tool_entities(&tool)?
-                .iter()
-                .cloned()
-                .chain(per_request),
-            None,
-        )
-        .map_err(|e| bad(e.to_string()))?;
+        let entities = self
+            .tool_request(&tool)?
+            .entities
+            .clone()
+            .add_entities(per_request, None)
+            .map_err(|e| bad(e.to_string()))?;
         let response = Authorizer::new().is_authorized(&cedar_request, &self.policies, &entities);
         Ok(PolicyDecision {
             allowed: response.decision() == CedarDecision::Allow,
@@ -168,7 +170,7 @@ impl PolicySnapshot {
                 .collect(),
             policy_set_hash: self.policy_set_hash.clone(),
             schema_hash: self.schema_hash.clone(),
-            request: request.clone(),
+            request: recorded.to_owned(),
         })
     }
 }

@@ -499,6 +499,7 @@ pub fn run_case(
         arguments: &case.arguments,
         request_id: "policy-test",
         now,
+        logged_arguments: None,
     };
     match engine.decide(&token, &facts) {
         Ok(decision) => {

@@ -110,8 +110,10 @@ fn recorded_entities_json_decodes_to_the_entities_evaluated() {
         claims,
         token_sha256: String::new(),
     };
-    let recorded = request_entities_json(&token);
+    let recorded = serde_json::to_value(RecordedEntities(&token)).unwrap();
     let decoded: Vec<Entity> = recorded
+        .as_array()
+        .unwrap()
         .iter()
         .map(|e| Entity::from_json_value(e.clone(), None).unwrap())
         .collect();

@@ -634,3 +634,50 @@ fn entities_json_is_validated_and_extends_the_groups() {
     let e = load_error(&[("a.cedar", ECHO_OK), ("entities.json", "{not json")]);
     assert!(e.starts_with("entities.json:"), "{e}");
 }
+
+/// Decisions skip Cedar's per-request validation because the shapes toolgate builds are
+/// checked against the schema at load: a schema stub edited so that they no longer conform
+/// is refused, instead of letting a policy on a missing attribute error (and be skipped).
+#[test]
+fn a_schema_stub_the_built_requests_do_not_conform_to_is_refused() {
+    let stub = std::fs::read_to_string(repo().join("schemas/toolgate.cedarschema")).unwrap();
+    let cases = [
+        ("jti?: String,", "jti?: String,\n    tenant: String,"),
+        ("client_id?: String,", "client_id: String,"),
+        ("request_id: String,", "request_id: Long,"),
+        ("actor?: Agent,", ""),
+        (
+            "entity Agent in [Group] = { iss: String, sub: String } tags String;",
+            "entity Agent in [Group] = { iss: String, sub: String, team: String } tags String;",
+        ),
+        (
+            "entity User in [Group] = { iss: String, sub: String } tags String;",
+            "entity User in [Group] = { iss: String, sub: String } tags Long;",
+        ),
+    ];
+    for (from, to) in cases {
+        assert!(stub.contains(from), "{from}");
+        let dir = tempfile::tempdir().unwrap();
+        let edited = dir.path().join("edited.cedarschema");
+        std::fs::write(&edited, stub.replace(from, to)).unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir(&policies).unwrap();
+        std::fs::write(policies.join("a.cedar"), ECHO_OK).unwrap();
+        let config = toolgate::config::Config::load(&repo().join("toolgate.toml")).unwrap();
+        let url = reqwest::Url::parse("http://127.0.0.1:9/").unwrap();
+        let demo = toolgate::tools::DemoUrls {
+            echo: url.clone(),
+            files: url.clone(),
+            payments: url,
+        };
+        let tools = toolgate::tools::Registry::from_config(&config, Some(&demo)).unwrap();
+        let err = match toolgate::policy::PolicyEngine::load(&edited, &policies, &tools) {
+            Ok(_) => panic!("a stub with `{to}` instead of `{from}` loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("does not conform to the schema"),
+            "{from}: {err}"
+        );
+    }
+}

@@ -142,6 +142,7 @@ fn indexed_decisions_equal_whole_set_decisions() {
                 arguments: &arguments,
                 request_id: "r",
                 now: 1_795_452_137,
+                logged_arguments: None,
             };
             let indexed = engine.decide(&token, &facts).unwrap();
             let whole = engine.decide_unindexed(&token, &facts).unwrap();
