@@ -44,9 +44,22 @@ const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// writer thread, which only appends.
 const WAL_CHECKPOINT_EVERY_RECORDS: u64 = 512;
 
-/// The writer's own SQLite auto-checkpoint threshold, in pages: a backstop that bounds the
-/// WAL (here 64 MiB with 4 KiB pages) if the background checkpoints fall behind or fail.
+/// The writer's own SQLite auto-checkpoint threshold, in pages, with background
+/// checkpoints: a backstop that bounds the WAL (here 64 MiB with 4 KiB pages) if they fall
+/// behind or fail.
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+
+/// SQLite's default auto-checkpoint threshold, in pages, kept when the writer checkpoints.
+const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 1000;
+
+/// Whether WAL checkpoints run on a background thread: with `synchronous = NORMAL` only.
+/// There a commit does not fsync, and the checkpoint's fsync was the writer's main stall.
+/// With FULL every commit already waits on an fsync of the WAL, and a concurrent
+/// checkpoint's fsync of the database made those waits longer (p99 at saturation 15 ms ->
+/// 31 ms in `bench/load.sh`), so the writer keeps checkpointing inline.
+fn background_wal_checkpoints(options: &AuditOptions) -> bool {
+    options.synchronous == Synchronous::Normal
+}
 
 /// Why the decision log could not take a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,16 +198,21 @@ impl AuditLog {
         let head = chain_head(&conn)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let healthy = Arc::new(AtomicBool::new(true));
-        let (wal_nudge, nudges) = std::sync::mpsc::sync_channel(1);
-        let wal_options = options.clone();
-        let wal_thread = std::thread::Builder::new()
-            .name("toolgate-audit-wal".to_owned())
-            .spawn(move || run_wal_checkpoints(&wal_options, &nudges))
-            .map_err(|e| AuditError::Unavailable(e.to_string()))?;
+        let (wal_nudge, wal_thread) = if background_wal_checkpoints(&options) {
+            let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
+            let wal_options = options.clone();
+            let thread = std::thread::Builder::new()
+                .name("toolgate-audit-wal".to_owned())
+                .spawn(move || run_wal_checkpoints(&wal_options, &nudges))
+                .map_err(|e| AuditError::Unavailable(e.to_string()))?;
+            (Some(nudge), Some(thread))
+        } else {
+            (None, None)
+        };
         let writer = Writer {
             options: options.clone(),
-            wal_nudge: Some(wal_nudge),
-            wal_thread: Some(wal_thread),
+            wal_nudge,
+            wal_thread,
             since_wal_checkpoint: 0,
             conn: Some(conn),
             head,
@@ -263,8 +281,13 @@ pub(crate) fn open_connection(
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
     };
+    let autocheckpoint = if background_wal_checkpoints(options) {
+        WRITER_AUTOCHECKPOINT_PAGES
+    } else {
+        SQLITE_AUTOCHECKPOINT_PAGES
+    };
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES};"
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA wal_autocheckpoint={autocheckpoint};"
     ))
     .map_err(unavailable)?;
     conn.execute_batch(SCHEMA_SQL).map_err(unavailable)?;
