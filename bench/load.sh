@@ -3,12 +3,22 @@
 # at fixed concurrency for a fixed time, with wrk on the same machine. Prints requests/s,
 # latency percentiles, server CPU per request (from /proc) and the ratio toolgate / baseline.
 # Usage: bench/load.sh [DURATION_S=10] [CONNECTIONS=32]. Traffic stays on 127.0.0.1.
+# Environment:
+#   TOOLGATE_B=PATH  also runs a second broker binary (e.g. one built from another commit)
+#                    in the same run, for an A/B comparison against the same baseline;
+#   RATE=N           paces the broker runs to about N requests/s in total: each connection
+#                    waits CONNECTIONS/N s before each request (wrk's `delay`), so latency is
+#                    measured below saturation (a closed loop with think time, not an open
+#                    constant-rate load);
+#   ENDPOINTS="authorize invoke"  which broker endpoints to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 CONNS=${2:-32}
 BASE_PORT=${BASE_PORT:-9400}
 BROKER_PORT=${BROKER_PORT:-9401}
+BROKER_B_PORT=${BROKER_B_PORT:-9402}
+ENDPOINTS=${ENDPOINTS:-authorize invoke}
 
 if ! command -v wrk >/dev/null; then
   echo "installing wrk (Debian package)" >&2
@@ -27,8 +37,17 @@ target/release/examples/bench_setup "$WORK" "http://127.0.0.1:$BASE_PORT/echo" "
 
 target/release/examples/bare_baseline "127.0.0.1:$BASE_PORT" & pids+=($!); BASE_PID=$!
 RUST_LOG=warn target/release/toolgate serve --config "$WORK/toolgate.toml" 2>"$WORK/broker.log" & pids+=($!); BROKER_PID=$!
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$BROKER_PORT/readyz" >/dev/null && break; sleep 0.2; done
-curl -sf "http://127.0.0.1:$BROKER_PORT/readyz" >/dev/null || { cat "$WORK/broker.log"; exit 1; }
+wait_ready() {
+  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && break; sleep 0.2; done
+  curl -sf "http://127.0.0.1:$1/readyz" >/dev/null || { cat "$2"; exit 1; }
+}
+wait_ready "$BROKER_PORT" "$WORK/broker.log"
+if [ -n "${TOOLGATE_B:-}" ]; then
+  sed -e "s/127.0.0.1:$BROKER_PORT/127.0.0.1:$BROKER_B_PORT/" -e 's/^state_dir = "state"/state_dir = "state-b"/' \
+    "$WORK/toolgate.toml" >"$WORK/toolgate-b.toml"
+  RUST_LOG=warn "$TOOLGATE_B" serve --config "$WORK/toolgate-b.toml" 2>"$WORK/broker-b.log" & pids+=($!); BROKER_B_PID=$!
+  wait_ready "$BROKER_B_PORT" "$WORK/broker-b.log"
+fi
 
 TOKEN=$(cat "$WORK/token")
 cat > "$WORK/post.lua" <<LUA
@@ -36,6 +55,10 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $TOKEN"
 wrk.body = io.open(os.getenv("BODY")):read("*a")
+local pause = tonumber(os.getenv("PAUSE_MS") or "0")
+if pause > 0 then
+  delay = function() return pause end
+end
 done = function(summary, latency, requests)
   io.write(string.format("RESULT rps=%.0f p50_us=%d p99_us=%d p999_us=%d errors=%d\n",
     summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
@@ -46,11 +69,11 @@ LUA
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TCK=$(getconf CLK_TCK)
 
-# run NAME PID URL BODY
+# run NAME PID URL BODY [PAUSE_MS]
 run() {
-  local name=$1 pid=$2 url=$3 body=$4 before after out rps reqs
+  local name=$1 pid=$2 url=$3 body=$4 pause=${5:-0} before after out rps reqs
   before=$(cpu_ticks "$pid")
-  out=$(BODY="$body" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$WORK/post.lua" "$url" | grep RESULT)
+  out=$(BODY="$body" PAUSE_MS="$pause" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$WORK/post.lua" "$url" | grep RESULT)
   after=$(cpu_ticks "$pid")
   rps=$(sed -E 's/.*rps=([0-9]+).*/\1/' <<<"$out")
   reqs=$((rps * DURATION))
@@ -60,9 +83,23 @@ run() {
 }
 
 echo "machine: $(nproc) cores; ${DURATION}s per run, $CONNS connections, wrk -t1 on the same machine"
+PAUSE=0
+if [ -n "${RATE:-}" ]; then
+  PAUSE=$((CONNS * 1000 / RATE))
+  echo "broker runs paced: each connection waits ${PAUSE} ms before each request (about $RATE requests/s in total)"
+fi
 run baseline "$BASE_PID" "http://127.0.0.1:$BASE_PORT/baseline" "$WORK/authorize.json"
-run authorize "$BROKER_PID" "http://127.0.0.1:$BROKER_PORT/v1/authorize" "$WORK/authorize.json"
-run invoke "$BROKER_PID" "http://127.0.0.1:$BROKER_PORT/v1/tools/bench___echo/invoke" "$WORK/invoke.json"
-awk -v a="$RPS_authorize" -v i="$RPS_invoke" -v b="$RPS_baseline" \
-  'BEGIN { printf "ratio authorize/baseline=%.3f invoke/baseline=%.3f\n", a / b, i / b }'
+brokers="a:$BROKER_PID:$BROKER_PORT"
+[ -n "${TOOLGATE_B:-}" ] && brokers="$brokers b:$BROKER_B_PID:$BROKER_B_PORT"
+for endpoint in $ENDPOINTS; do
+  for broker in $brokers; do
+    IFS=: read -r tag pid port <<<"$broker"
+    case $endpoint in
+      authorize) run "authorize_$tag" "$pid" "http://127.0.0.1:$port/v1/authorize" "$WORK/authorize.json" "$PAUSE" ;;
+      invoke) run "invoke_$tag" "$pid" "http://127.0.0.1:$port/v1/tools/bench___echo/invoke" "$WORK/invoke.json" "$PAUSE" ;;
+    esac
+    rps_var="RPS_${endpoint}_$tag"
+    awk -v x="${!rps_var}" -v b="$RPS_baseline" -v n="${endpoint}_$tag" 'BEGIN { printf "ratio %s/baseline=%.3f\n", n, x / b }'
+  done
+done
 echo "decision records: $(sqlite3 "$WORK/state/decisions.db" 'select count(*) from decisions' 2>/dev/null || echo '?')"
