@@ -341,12 +341,7 @@ impl App {
             return Err(self.deny(record, "tool", "unknown_tool", err).await);
         };
 
-        let missing: Vec<&str> = tool
-            .required_scopes
-            .iter()
-            .filter(|s| !token.scopes.contains(*s))
-            .map(String::as_str)
-            .collect();
+        let missing: Vec<&str> = tool.missing_scopes(&token.scopes).collect();
         if !missing.is_empty() {
             let err = CallError::InsufficientScope {
                 scope: tool.required_scopes.join(" "),
@@ -659,7 +654,7 @@ impl App {
         let listed: Vec<ToolListing> = self
             .tools()
             .iter()
-            .filter(|t| t.required_scopes.iter().all(|s| token.scopes.contains(s)))
+            .filter(|t| t.missing_scopes(&token.scopes).next().is_none())
             .filter(|t| self.policy.may_call(token, t))
             .map(|t| ToolListing {
                 name: t.id.clone(),

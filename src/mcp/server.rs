@@ -195,11 +195,10 @@ impl McpServer {
                 Err(reply) => reply,
             };
         };
-        if stateless_header
-            || params
-                .pointer(&meta_pointer(PROTOCOL_VERSION_META_KEY))
-                .is_some()
-        {
+        let envelope = params
+            .get("_meta")
+            .and_then(|meta| meta.get(PROTOCOL_VERSION_META_KEY));
+        if stateless_header || envelope.is_some() {
             let headers = EnvelopeHeaders {
                 protocol_version: request.protocol_version,
                 method: request.method_header,
@@ -649,11 +648,6 @@ struct EnvelopeHeaders<'a> {
     protocol_version: Option<&'a str>,
     method: Option<&'a str>,
     name: Option<&'a str>,
-}
-
-/// `/a~1b` style JSON pointer to a `params._meta` key.
-fn meta_pointer(key: &str) -> String {
-    format!("/_meta/{}", key.replace('~', "~0").replace('/', "~1"))
 }
 
 /// The 2026-07-28 envelope checks, in the spec's order: `_meta` carries the protocol version

@@ -138,14 +138,7 @@ pub fn parse_utc(text: &str) -> Option<i64> {
     if hh > 23 || mm > 59 || ss > 59 {
         return None;
     }
-    // Days from civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = crate::audit::query::days_from_civil(y, m, d);
     Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
@@ -469,12 +462,7 @@ pub fn run_case(
     };
     let token = synthetic_token(&case.principal, issuer, scopes, now)?;
 
-    let missing: Vec<&str> = tool
-        .required_scopes
-        .iter()
-        .filter(|s| !token.scopes.contains(*s))
-        .map(String::as_str)
-        .collect();
+    let missing: Vec<&str> = tool.missing_scopes(&token.scopes).collect();
     if !missing.is_empty() {
         return Ok(Actual {
             outcome: Outcome::InsufficientScope,

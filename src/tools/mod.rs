@@ -201,6 +201,17 @@ impl Tool {
         }
     }
 
+    /// The scopes this tool requires that `held` lacks, in the tool's order.
+    pub fn missing_scopes<'a>(
+        &'a self,
+        held: &'a std::collections::BTreeSet<String>,
+    ) -> impl Iterator<Item = &'a str> {
+        self.required_scopes
+            .iter()
+            .filter(|s| !held.contains(*s))
+            .map(String::as_str)
+    }
+
     /// The arguments with sensitive fields replaced by `"[redacted]"`, for the decision log.
     pub fn redact(&self, arguments: &Value) -> (Value, bool) {
         let mut copy = arguments.clone();
