@@ -330,7 +330,11 @@ async fn upstream_tools_are_listed_by_policy_called_with_the_broker_credential_a
     let late = app
         .invoke(Some(&operator), "weather___late_tool", json!({ "n": 7 }))
         .await;
-    assert_eq!(late.body["result"]["structuredContent"]["result"], "late 7");
+    assert_eq!(
+        late.body["result"]["structuredContent"]["result"], "late 7",
+        "{:?}",
+        late.body
+    );
 
     // A notification on the GET listen stream, once the broker has opened it.
     let deadline = Instant::now() + Duration::from_secs(30);
