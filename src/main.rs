@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// mimalloc: faster than glibc malloc on the request path, and it returns freed memory
+/// (such as the peak of a policy parse) to the system instead of keeping it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = toolgate::cli::Cli::parse();
     toolgate::cli::init_tracing(cli.log_format);

@@ -72,7 +72,7 @@ pub enum AuthSetupError {
 }
 
 /// The facts of a verified token that the later stages use.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct VerifiedToken {
     /// `iss`.
     pub issuer: String,

@@ -10,6 +10,7 @@ pub mod index;
 pub mod input;
 mod replay;
 pub mod testing;
+mod token_parts;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashSet};
@@ -230,6 +231,7 @@ pub struct PolicyEngine {
     /// Serialises reloads, so that two concurrent reloads cannot swap in an older set last.
     reload_lock: Mutex<()>,
     status: Mutex<ReloadStatus>,
+    token_parts: token_parts::TokenPartsCache,
 }
 
 /// Counters and the last error of reloads since start, for `/readyz` and `/admin/status`.
@@ -264,6 +266,7 @@ impl PolicyEngine {
             authorizer: Authorizer::new(),
             reload_lock: Mutex::new(()),
             status: Mutex::new(ReloadStatus::default()),
+            token_parts: token_parts::TokenPartsCache::new(),
         }
     }
 
@@ -379,18 +382,17 @@ impl PolicyEngine {
             .to_cedar(call.arguments, "")
             .map_err(PolicyError::Argument)?;
         let tool = snap.tool_request(&call.tool.id)?;
-        let principal = principal_entity(token)?;
-        let actor = actor_entity(token)?;
+        let parts = self.token_parts.get(token)?;
         let context = Context::from_pairs([
             ("input".to_owned(), input),
-            ("token".to_owned(), token_expr(token)?),
+            ("token".to_owned(), parts.context.clone()),
             (
                 "session".to_owned(),
                 session_expr(token, call.now, call.request_id)?,
             ),
         ])
         .map_err(|e| PolicyError::Request(e.to_string()))?;
-        let principal_uid = principal.uid();
+        let principal_uid = &parts.principal_uid;
         // No per-request schema validation: every part of the request is built here to the
         // schema's shape, and `load_snapshot` checked those shapes against the schema
         // (`check_request_shapes`), with the arguments typed by the same `InputType` that
@@ -406,11 +408,14 @@ impl PolicyEngine {
         let entities = tool
             .entities
             .clone()
-            .add_entities(std::iter::once(principal).chain(actor), None)
+            .add_entities(
+                std::iter::once(parts.principal.clone()).chain(parts.actor.clone()),
+                None,
+            )
             .map_err(|e| PolicyError::Request(e.to_string()))?;
         let policies = if indexed {
             snap.index
-                .policies_for(&call.tool.id, &principal_uid)
+                .policies_for(&call.tool.id, principal_uid)
                 .unwrap_or(&snap.policies)
         } else {
             &snap.policies
@@ -431,15 +436,15 @@ impl PolicyEngine {
             tracing::warn!(tool = %call.tool.id, %error, "policy evaluation error: the erroring policy was skipped");
         }
         let recorded = RecordedRequest {
-            principal: &principal_uid,
+            principal: principal_uid,
             action: &tool.action_text,
             resource: &tool.resource_text,
             context: RecordedContext {
                 input: call.logged_arguments.unwrap_or(call.arguments),
-                token: RecordedToken(token),
+                token: &parts.recorded_context,
                 session: RecordedSession { token, call },
             },
-            entities: RecordedEntities(token),
+            entities: &parts.recorded_entities,
         };
         let request = serde_json::value::to_raw_value(&recorded)
             .map_err(|e| PolicyError::Request(e.to_string()))?;
@@ -458,28 +463,24 @@ impl PolicyEngine {
     /// calls are always decided in full.
     pub fn may_call(&self, token: &VerifiedToken, tool: &Tool) -> bool {
         let snap = self.current.load();
-        let (Ok(principal), Ok(actor), Ok(tool_request)) = (
-            principal_entity(token),
-            actor_entity(token),
-            snap.tool_request(&tool.id),
-        ) else {
+        let (Ok(parts), Ok(tool_request)) =
+            (self.token_parts.get(token), snap.tool_request(&tool.id))
+        else {
             return false;
         };
-        let principal_uid = principal.uid();
         let policies = snap
             .index
-            .policies_for(&tool.id, &principal_uid)
+            .policies_for(&tool.id, &parts.principal_uid)
             .unwrap_or(&snap.policies);
         let request = cedar_policy::RequestBuilder::default()
-            .principal(principal_uid)
+            .principal(parts.principal_uid.clone())
             .action(tool_request.action.clone())
             .resource(tool_request.resource.clone())
             .build();
-        let Ok(entities) = tool_request
-            .entities
-            .clone()
-            .add_entities(std::iter::once(principal).chain(actor), None)
-        else {
+        let Ok(entities) = tool_request.entities.clone().add_entities(
+            std::iter::once(parts.principal.clone()).chain(parts.actor.clone()),
+            None,
+        ) else {
             return false;
         };
         let response = self
@@ -522,13 +523,13 @@ struct RecordedRequest<'a> {
     action: &'a str,
     resource: &'a str,
     context: RecordedContext<'a>,
-    entities: RecordedEntities<'a>,
+    entities: &'a RawValue,
 }
 
 #[derive(Serialize)]
 struct RecordedContext<'a> {
     input: &'a Value,
-    token: RecordedToken<'a>,
+    token: &'a RawValue,
     session: RecordedSession<'a>,
 }
 

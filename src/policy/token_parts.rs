@@ -1,0 +1,139 @@
+//! The parts of a Cedar request that depend only on the token (the principal and actor
+//! entities, `context.token`, and their recorded JSON), built once per token and reused
+//! while the token keeps calling: an agent sends many calls with one token.
+//!
+//! Entries are keyed by the token's SHA-256 and hold the token they were built from; a hit is
+//! used only if that token is equal to the caller's, so a `VerifiedToken` built by hand with a
+//! reused hash can never borrow another principal. The cache is bounded in entries and is
+//! emptied when full (a miss only costs building the parts again).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cedar_policy::{Entity, EntityUid, RestrictedExpression};
+use serde_json::value::RawValue;
+
+use super::{
+    PolicyError, RecordedEntities, RecordedToken, actor_entity, principal_entity, token_expr,
+};
+use crate::auth::VerifiedToken;
+
+/// Tokens whose parts are kept: the agents calling at one time, not every token ever seen.
+const CAPACITY: usize = 1024;
+
+/// What a decision takes from its token.
+pub(super) struct TokenParts {
+    /// The token these parts were built from.
+    token: VerifiedToken,
+    /// `Agent::"<sub>"` or `User::"<sub>"`, with groups as parents and claims as tags.
+    pub principal: Entity,
+    /// The principal's uid.
+    pub principal_uid: EntityUid,
+    /// The acting agent of a delegated token.
+    pub actor: Option<Entity>,
+    /// `context.token`.
+    pub context: RestrictedExpression,
+    /// `context.token` as the decision log records it.
+    pub recorded_context: Box<RawValue>,
+    /// The per-request entities as the decision log records them.
+    pub recorded_entities: Box<RawValue>,
+}
+
+impl TokenParts {
+    fn build(token: &VerifiedToken) -> Result<Self, PolicyError> {
+        let principal = principal_entity(token)?;
+        let json = |e: serde_json::Error| PolicyError::Request(e.to_string());
+        Ok(Self {
+            token: token.clone(),
+            principal_uid: principal.uid(),
+            principal,
+            actor: actor_entity(token)?,
+            context: token_expr(token)?,
+            recorded_context: serde_json::value::to_raw_value(&RecordedToken(token))
+                .map_err(json)?,
+            recorded_entities: serde_json::value::to_raw_value(&RecordedEntities(token))
+                .map_err(json)?,
+        })
+    }
+}
+
+/// A bounded map from token hash to its parts.
+pub(super) struct TokenPartsCache {
+    entries: Mutex<HashMap<String, Arc<TokenParts>>>,
+}
+
+impl TokenPartsCache {
+    pub fn new() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The parts of `token`, from the cache or built (and kept) now. Tokens without a hash
+    /// (built in tests and policy fixtures, not received) are built every time.
+    pub fn get(&self, token: &VerifiedToken) -> Result<Arc<TokenParts>, PolicyError> {
+        if token.token_sha256.is_empty() {
+            return TokenParts::build(token).map(Arc::new);
+        }
+        if let Ok(entries) = self.entries.lock()
+            && let Some(parts) = entries.get(&token.token_sha256)
+            && parts.token == *token
+        {
+            return Ok(parts.clone());
+        }
+        let parts = Arc::new(TokenParts::build(token)?);
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= CAPACITY {
+                entries.clear();
+            }
+            entries.insert(token.token_sha256.clone(), parts.clone());
+        }
+        Ok(parts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(subject: &str, hash: &str) -> VerifiedToken {
+        VerifiedToken {
+            issuer: "https://idp.test".to_owned(),
+            subject: subject.to_owned(),
+            audiences: vec!["toolgate".to_owned()],
+            scopes: Default::default(),
+            groups: vec!["readers".to_owned()],
+            client_id: None,
+            jti: None,
+            kid: None,
+            algorithm: "RS256".to_owned(),
+            issued_at: None,
+            expires_at: 0,
+            actors: Vec::new(),
+            claims: Default::default(),
+            token_sha256: hash.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_hit_is_reused_and_a_reused_hash_never_borrows_another_principal() {
+        let cache = TokenPartsCache::new();
+        let alice = token("alice", "h1");
+        let first = cache.get(&alice).unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.get(&alice).unwrap()));
+        // A different token claiming the same hash gets its own principal.
+        let mallory = cache.get(&token("mallory", "h1")).unwrap();
+        assert_eq!(mallory.principal_uid.id().unescaped(), "mallory");
+        assert!(!Arc::ptr_eq(&first, &mallory));
+    }
+
+    #[test]
+    fn tokens_without_a_hash_are_not_kept() {
+        let cache = TokenPartsCache::new();
+        let a = cache.get(&token("alice", "")).unwrap();
+        let b = cache.get(&token("bob", "")).unwrap();
+        assert_eq!(a.principal_uid.id().unescaped(), "alice");
+        assert_eq!(b.principal_uid.id().unescaped(), "bob");
+        assert!(cache.entries.lock().unwrap().is_empty());
+    }
+}
