@@ -10,7 +10,9 @@
 #                    waits CONNECTIONS/N s before each request (wrk's `delay`), so latency is
 #                    measured below saturation (a closed loop with think time, not an open
 #                    constant-rate load);
-#   ENDPOINTS="authorize invoke"  which broker endpoints to run.
+#   ENDPOINTS="authorize invoke"  which broker endpoints to run;
+#   PROFILE=production  the cargo profile to build and run (`production`: fat LTO, what
+#                    operators deploy; `release` builds much faster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -19,6 +21,8 @@ BASE_PORT=${BASE_PORT:-9400}
 BROKER_PORT=${BROKER_PORT:-9401}
 BROKER_B_PORT=${BROKER_B_PORT:-9402}
 ENDPOINTS=${ENDPOINTS:-authorize invoke}
+PROFILE=${PROFILE:-production}
+BIN_DIR=target/$PROFILE
 
 if ! command -v wrk >/dev/null; then
   echo "installing wrk (Debian package)" >&2
@@ -26,17 +30,17 @@ if ! command -v wrk >/dev/null; then
 fi
 command -v openssl >/dev/null || { echo "openssl is required" >&2; exit 1; }
 
-cargo build --release -q --bin toolgate --example bare_baseline --example bench_setup
+cargo build --profile "$PROFILE" -q --bin toolgate --example bare_baseline --example bench_setup
 WORK=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 openssl genrsa -traditional 2048 2>/dev/null | openssl rsa -traditional -outform DER -out "$WORK/rsa.der" 2>/dev/null
-target/release/examples/bench_setup "$WORK" "http://127.0.0.1:$BASE_PORT/echo" "127.0.0.1:$BROKER_PORT" >/dev/null
+"$BIN_DIR/examples/bench_setup" "$WORK" "http://127.0.0.1:$BASE_PORT/echo" "127.0.0.1:$BROKER_PORT" >/dev/null
 
-target/release/examples/bare_baseline "127.0.0.1:$BASE_PORT" & pids+=($!); BASE_PID=$!
-RUST_LOG=warn target/release/toolgate serve --config "$WORK/toolgate.toml" 2>"$WORK/broker.log" & pids+=($!); BROKER_PID=$!
+"$BIN_DIR/examples/bare_baseline" "127.0.0.1:$BASE_PORT" & pids+=($!); BASE_PID=$!
+RUST_LOG=warn "$BIN_DIR/toolgate" serve --config "$WORK/toolgate.toml" 2>"$WORK/broker.log" & pids+=($!); BROKER_PID=$!
 wait_ready() {
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && break; sleep 0.2; done
   curl -sf "http://127.0.0.1:$1/readyz" >/dev/null || { cat "$2"; exit 1; }

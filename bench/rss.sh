@@ -11,8 +11,9 @@ PORT=${PORT:-9511}
 if ! command -v wrk >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null
 fi
-cargo build --release -q --bin toolgate
-BIN=$PWD/target/release/toolgate
+PROFILE=${PROFILE:-release}  # memory does not depend on LTO; `production` builds much longer
+cargo build --profile "$PROFILE" -q --bin toolgate
+BIN=$PWD/target/$PROFILE/toolgate
 WORK=$(mktemp -d)
 pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }

@@ -2,6 +2,11 @@
 //! for principals named by `principal == ...` policies, those policies too. Built once per
 //! load; a decision then evaluates a small set instead of scanning every policy.
 //!
+//! Each policy is stored once per tool it can apply to: a principal's own policies are kept
+//! apart from the tool's general ones (not copied together), so memory grows with the policies,
+//! not with general policies times named principals. A call by such a principal evaluates both
+//! sets and combines the answers as Cedar combines policies (see [`combine`]).
+//!
 //! Why the decision is unchanged: a policy left out of a call's set has an action scope that
 //! cannot match the call's action, or a `principal ==` scope naming another principal. Such a
 //! policy is never satisfied for the call, so it can neither permit, forbid, determine nor
@@ -10,14 +15,26 @@
 
 use std::collections::HashMap;
 
-use cedar_policy::{ActionConstraint, EntityUid, Policy, PolicySet, PrincipalConstraint};
+use cedar_policy::{
+    ActionConstraint, Decision, EntityUid, Policy, PolicySet, PrincipalConstraint, Response,
+};
 
 /// The policies that can apply to one tool.
 struct ToolPolicies {
     /// Policies for any principal (scope `principal`, `in`, `is`, `is ... in`).
     general: PolicySet,
-    /// For each principal named in a `principal ==` scope: `general` plus those policies.
+    /// For each principal named in a `principal ==` scope: those policies only.
     by_principal: HashMap<EntityUid, PolicySet>,
+}
+
+/// The policies that can apply to one call: the tool's general ones and, if the principal is
+/// named by any, the principal's own. The two sets are disjoint.
+#[derive(Clone, Copy)]
+pub struct Applicable<'a> {
+    /// The tool's policies for any principal.
+    pub general: &'a PolicySet,
+    /// The principal's own policies on the tool, if any.
+    pub own: Option<&'a PolicySet>,
 }
 
 /// Per-tool policy sets, keyed by tool id.
@@ -53,11 +70,8 @@ impl PolicyIndex {
                 }
             }
             let mut by_principal = HashMap::with_capacity(specific.len());
-            for (principal, extra) in specific {
-                let mut set = general.clone();
-                for policy in extra {
-                    set.add(policy).map_err(|e| e.to_string())?;
-                }
+            for (principal, own) in specific {
+                let set = PolicySet::from_policies(own).map_err(|e| e.to_string())?;
                 by_principal.insert(principal, set);
             }
             by_tool.insert(
@@ -72,9 +86,75 @@ impl PolicyIndex {
     }
 
     /// The policies that can apply to `principal` calling `tool_id`.
-    pub fn policies_for(&self, tool_id: &str, principal: &EntityUid) -> Option<&PolicySet> {
+    pub fn policies_for(&self, tool_id: &str, principal: &EntityUid) -> Option<Applicable<'_>> {
         let tool = self.by_tool.get(tool_id)?;
-        Some(tool.by_principal.get(principal).unwrap_or(&tool.general))
+        Some(Applicable {
+            general: &tool.general,
+            own: tool.by_principal.get(principal),
+        })
+    }
+}
+
+/// One decision from the answers of two disjoint policy sets, as Cedar decides over their
+/// union: a satisfied `forbid` in either denies, with every satisfied forbid as the reason;
+/// otherwise a satisfied `permit` in either allows, with every satisfied permit as the reason;
+/// otherwise the default deny. A deny with reasons means a forbid was satisfied, since Cedar
+/// gives permits as reasons only for an allow. Errors (skipped policies) of both are kept.
+pub fn combine(a: Response, b: Response) -> Combined {
+    let forbids =
+        |r: &Response| r.decision() == Decision::Deny && r.diagnostics().reason().next().is_some();
+    let reasons = |r: &Response| {
+        r.diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    let (allowed, determining_policies) = if forbids(&a) || forbids(&b) {
+        let mut ids = Vec::new();
+        for r in [&a, &b].into_iter().filter(|r| forbids(r)) {
+            ids.extend(reasons(r));
+        }
+        (false, ids)
+    } else if a.decision() == Decision::Allow || b.decision() == Decision::Allow {
+        let mut ids = Vec::new();
+        for r in [&a, &b]
+            .into_iter()
+            .filter(|r| r.decision() == Decision::Allow)
+        {
+            ids.extend(reasons(r));
+        }
+        (true, ids)
+    } else {
+        (false, Vec::new())
+    };
+    let errors = [&a, &b]
+        .into_iter()
+        .flat_map(|r| r.diagnostics().errors().map(ToString::to_string))
+        .collect();
+    Combined {
+        allowed,
+        determining_policies,
+        errors,
+    }
+}
+
+/// A decision over one or two policy sets.
+pub struct Combined {
+    /// Whether the call is allowed.
+    pub allowed: bool,
+    /// Ids of the policies that determined it.
+    pub determining_policies: Vec<String>,
+    /// Evaluation errors.
+    pub errors: Vec<String>,
+}
+
+impl From<Response> for Combined {
+    fn from(r: Response) -> Self {
+        Self {
+            allowed: r.decision() == Decision::Allow,
+            determining_policies: r.diagnostics().reason().map(ToString::to_string).collect(),
+            errors: r.diagnostics().errors().map(ToString::to_string).collect(),
+        }
     }
 }
 

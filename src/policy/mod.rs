@@ -413,25 +413,32 @@ impl PolicyEngine {
                 None,
             )
             .map_err(|e| PolicyError::Request(e.to_string()))?;
-        let policies = if indexed {
-            snap.index
-                .policies_for(&call.tool.id, principal_uid)
-                .unwrap_or(&snap.policies)
+        let applicable = if indexed {
+            snap.index.policies_for(&call.tool.id, principal_uid)
         } else {
-            &snap.policies
+            None
         };
-        let response = self.authorizer.is_authorized(&request, policies, &entities);
-
-        let determining_policies: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(ToString::to_string)
-            .collect();
-        let errors: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(ToString::to_string)
-            .collect();
+        let index::Combined {
+            allowed,
+            determining_policies,
+            errors,
+        } = match applicable {
+            Some(index::Applicable {
+                general,
+                own: Some(own),
+            }) => index::combine(
+                self.authorizer.is_authorized(&request, general, &entities),
+                self.authorizer.is_authorized(&request, own, &entities),
+            ),
+            Some(index::Applicable { general, own: None }) => self
+                .authorizer
+                .is_authorized(&request, general, &entities)
+                .into(),
+            None => self
+                .authorizer
+                .is_authorized(&request, &snap.policies, &entities)
+                .into(),
+        };
         for error in &errors {
             tracing::warn!(tool = %call.tool.id, %error, "policy evaluation error: the erroring policy was skipped");
         }
@@ -449,7 +456,7 @@ impl PolicyEngine {
         let request = serde_json::value::to_raw_value(&recorded)
             .map_err(|e| PolicyError::Request(e.to_string()))?;
         Ok(PolicyDecision {
-            allowed: response.decision() == CedarDecision::Allow,
+            allowed,
             determining_policies,
             errors,
             policy_set_hash: snap.policy_set_hash.clone(),
@@ -468,10 +475,25 @@ impl PolicyEngine {
         else {
             return false;
         };
-        let policies = snap
-            .index
-            .policies_for(&tool.id, &parts.principal_uid)
-            .unwrap_or(&snap.policies);
+        // Listing is rarer than calling: a principal with policies of its own gets the union
+        // built here, so that partial evaluation sees every policy that could apply.
+        let union;
+        let policies = match snap.index.policies_for(&tool.id, &parts.principal_uid) {
+            Some(index::Applicable {
+                general,
+                own: Some(own),
+            }) => {
+                let Ok(merged) =
+                    PolicySet::from_policies(general.policies().chain(own.policies()).cloned())
+                else {
+                    return false;
+                };
+                union = merged;
+                &union
+            }
+            Some(index::Applicable { general, own: None }) => general,
+            None => &snap.policies,
+        };
         let request = cedar_policy::RequestBuilder::default()
             .principal(parts.principal_uid.clone())
             .action(tool_request.action.clone())
