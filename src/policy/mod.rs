@@ -423,6 +423,14 @@ impl PolicyEngine {
             determining_policies,
             errors,
         } = match applicable {
+            // Nothing general to combine with: the principal's own set alone.
+            Some(index::Applicable {
+                general,
+                own: Some(own),
+            }) if general.is_empty() => self
+                .authorizer
+                .is_authorized(&request, own, &entities)
+                .into(),
             Some(index::Applicable {
                 general,
                 own: Some(own),
