@@ -45,7 +45,9 @@ const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// is 1-2 KB of JSON: SQLite's default 4 KiB pages hold only two such rows and leave about a
 /// third empty, so every record cost more WAL frames, `pwrite` calls and checkpoint copying.
 /// 16 KiB pages hold ten. In the audit bench this cut the writer's CPU per record by ≈ 15-25%
-/// in 1,024-record transactions and the WAL checkpoint thread's by ≈ 40%, and was even at 64.
+/// in 1,024-record transactions and the WAL checkpoint thread's by ≈ 25-40%; with 64
+/// appenders NORMAL was even and FULL ≈ 10% slower (each commit's fsync carries 16 KiB
+/// index pages). See BENCHMARKS.md.
 const PAGE_SIZE: u32 = 16_384;
 
 /// Records committed between two WAL checkpoints on the background thread: a few megabytes
@@ -384,7 +386,7 @@ pub fn chain_hash(prev_hash: &str, record_json: &str) -> String {
     h.update(b"\n");
     h.update(record_json.as_bytes());
     // Into a buffer, then one copy: `hex::encode` builds its string one char at a time,
-    // which was most of this function's cost on the writer thread.
+    // which was about a quarter of this function's cost on the writer thread.
     let digest = h.finalize();
     let mut text = [0u8; 64];
     match hex::encode_to_slice(digest, &mut text) {
