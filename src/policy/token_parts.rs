@@ -19,7 +19,7 @@ use super::{
 use crate::auth::VerifiedToken;
 
 /// Tokens whose parts are kept: the agents calling at one time, not every token ever seen.
-const CAPACITY: usize = 1024;
+const CAPACITY: usize = 256;
 
 /// What a decision takes from its token.
 pub(super) struct TokenParts {
