@@ -170,3 +170,59 @@ fn action_may_match(
         ActionConstraint::In(list) => list.iter().any(|a| a == action || a == call_tool),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uid(text: &str) -> EntityUid {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn each_policy_is_stored_once_per_tool_not_once_per_named_principal() {
+        let mut text = String::new();
+        for g in 0..3 {
+            text.push_str(&format!(
+                "@id(\"general-{g}\") permit (principal in Toolgate::Group::\"g{g}\", action == Toolgate::Action::\"t\", resource);\n"
+            ));
+        }
+        for a in 0..4 {
+            text.push_str(&format!(
+                "@id(\"own-{a}\") permit (principal == Toolgate::Agent::\"a{a}\", action == Toolgate::Action::\"t\", resource);\n"
+            ));
+        }
+        text.push_str("@id(\"other-tool\") permit (principal, action == Toolgate::Action::\"u\", resource);\n");
+        let policies: PolicySet = text.parse().unwrap();
+        let index = PolicyIndex::build(
+            &policies,
+            [("t", uid("Toolgate::Action::\"t\""))],
+            &uid("Toolgate::Action::\"call_tool\""),
+        )
+        .unwrap();
+
+        let named = index
+            .policies_for("t", &uid("Toolgate::Agent::\"a2\""))
+            .unwrap();
+        assert_eq!(named.general.num_of_policies(), 3);
+        let own = named.own.unwrap();
+        assert_eq!(
+            own.num_of_policies(),
+            1,
+            "the general policies are not copied in"
+        );
+        let only = own.policies().next().unwrap();
+        assert_eq!(only.annotation("id"), Some("own-2"));
+
+        let unnamed = index
+            .policies_for("t", &uid("Toolgate::Agent::\"z\""))
+            .unwrap();
+        assert_eq!(unnamed.general.num_of_policies(), 3);
+        assert!(unnamed.own.is_none());
+        assert!(
+            index
+                .policies_for("u", &uid("Toolgate::Agent::\"z\""))
+                .is_none()
+        );
+    }
+}
