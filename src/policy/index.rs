@@ -16,7 +16,8 @@
 use std::collections::HashMap;
 
 use cedar_policy::{
-    ActionConstraint, Decision, EntityUid, Policy, PolicySet, PrincipalConstraint, Response,
+    ActionConstraint, Authorizer, Decision, Entities, EntityUid, Policy, PolicySet,
+    PrincipalConstraint, Request, Response,
 };
 
 /// The policies that can apply to one tool.
@@ -95,46 +96,21 @@ impl PolicyIndex {
     }
 }
 
-/// One decision from the answers of two disjoint policy sets, as Cedar decides over their
-/// union: a satisfied `forbid` in either denies, with every satisfied forbid as the reason;
-/// otherwise a satisfied `permit` in either allows, with every satisfied permit as the reason;
-/// otherwise the default deny. A deny with reasons means a forbid was satisfied, since Cedar
-/// gives permits as reasons only for an allow. Errors (skipped policies) of both are kept.
-pub fn combine(a: Response, b: Response) -> Combined {
-    let forbids =
-        |r: &Response| r.decision() == Decision::Deny && r.diagnostics().reason().next().is_some();
-    let reasons = |r: &Response| {
-        r.diagnostics()
-            .reason()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-    };
-    let (allowed, determining_policies) = if forbids(&a) || forbids(&b) {
-        let mut ids = Vec::new();
-        for r in [&a, &b].into_iter().filter(|r| forbids(r)) {
-            ids.extend(reasons(r));
+impl Applicable<'_> {
+    /// Decides `request` over these policies: one evaluation when either set is all there is,
+    /// otherwise both, combined by [`combine`].
+    pub fn decide(
+        self,
+        authorizer: &Authorizer,
+        request: &Request,
+        entities: &Entities,
+    ) -> Combined {
+        let decide = |set| Combined::from(authorizer.is_authorized(request, set, entities));
+        match self.own {
+            None => decide(self.general),
+            Some(own) if self.general.is_empty() => decide(own),
+            Some(own) => combine(decide(self.general), decide(own)),
         }
-        (false, ids)
-    } else if a.decision() == Decision::Allow || b.decision() == Decision::Allow {
-        let mut ids = Vec::new();
-        for r in [&a, &b]
-            .into_iter()
-            .filter(|r| r.decision() == Decision::Allow)
-        {
-            ids.extend(reasons(r));
-        }
-        (true, ids)
-    } else {
-        (false, Vec::new())
-    };
-    let errors = [&a, &b]
-        .into_iter()
-        .flat_map(|r| r.diagnostics().errors().map(ToString::to_string))
-        .collect();
-    Combined {
-        allowed,
-        determining_policies,
-        errors,
     }
 }
 
@@ -156,6 +132,34 @@ impl From<Response> for Combined {
             errors: r.diagnostics().errors().map(ToString::to_string).collect(),
         }
     }
+}
+
+/// One decision from the answers of two disjoint policy sets, as Cedar decides over their
+/// union: a satisfied `forbid` in either denies, with every satisfied forbid as the reason;
+/// otherwise a satisfied `permit` in either allows, with every satisfied permit as the reason;
+/// otherwise the default deny. A deny with reasons means a forbid was satisfied, since Cedar
+/// gives permits as reasons only for an allow. Errors (skipped policies) of both are kept.
+fn combine(a: Combined, b: Combined) -> Combined {
+    let forbids = |c: &Combined| !c.allowed && !c.determining_policies.is_empty();
+    let (allowed, determining): (bool, fn(&Combined) -> bool) = if forbids(&a) || forbids(&b) {
+        (false, forbids)
+    } else {
+        (a.allowed || b.allowed, |c| c.allowed)
+    };
+    let mut combined = Combined {
+        allowed,
+        determining_policies: Vec::new(),
+        errors: Vec::new(),
+    };
+    for part in [a, b] {
+        if determining(&part) {
+            combined
+                .determining_policies
+                .extend(part.determining_policies);
+        }
+        combined.errors.extend(part.errors);
+    }
+    combined
 }
 
 /// Whether an action scope can match `action`, whose only ancestor is the `call_tool` group.

@@ -408,10 +408,7 @@ impl PolicyEngine {
         let entities = tool
             .entities
             .clone()
-            .add_entities(
-                std::iter::once(parts.principal.clone()).chain(parts.actor.clone()),
-                None,
-            )
+            .add_entities(parts.entities(), None)
             .map_err(|e| PolicyError::Request(e.to_string()))?;
         let applicable = if indexed {
             snap.index.policies_for(&call.tool.id, principal_uid)
@@ -423,25 +420,7 @@ impl PolicyEngine {
             determining_policies,
             errors,
         } = match applicable {
-            // Nothing general to combine with: the principal's own set alone.
-            Some(index::Applicable {
-                general,
-                own: Some(own),
-            }) if general.is_empty() => self
-                .authorizer
-                .is_authorized(&request, own, &entities)
-                .into(),
-            Some(index::Applicable {
-                general,
-                own: Some(own),
-            }) => index::combine(
-                self.authorizer.is_authorized(&request, general, &entities),
-                self.authorizer.is_authorized(&request, own, &entities),
-            ),
-            Some(index::Applicable { general, own: None }) => self
-                .authorizer
-                .is_authorized(&request, general, &entities)
-                .into(),
+            Some(applicable) => applicable.decide(&self.authorizer, &request, &entities),
             None => self
                 .authorizer
                 .is_authorized(&request, &snap.policies, &entities)
@@ -507,10 +486,11 @@ impl PolicyEngine {
             .action(tool_request.action.clone())
             .resource(tool_request.resource.clone())
             .build();
-        let Ok(entities) = tool_request.entities.clone().add_entities(
-            std::iter::once(parts.principal.clone()).chain(parts.actor.clone()),
-            None,
-        ) else {
+        let Ok(entities) = tool_request
+            .entities
+            .clone()
+            .add_entities(parts.entities(), None)
+        else {
             return false;
         };
         let response = self

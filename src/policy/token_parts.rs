@@ -55,6 +55,11 @@ impl TokenParts {
                 .map_err(json)?,
         })
     }
+
+    /// The per-request entities: the principal, then the actor if any.
+    pub fn entities(&self) -> impl Iterator<Item = Entity> + '_ {
+        std::iter::once(self.principal.clone()).chain(self.actor.clone())
+    }
 }
 
 /// A bounded map from token hash to its parts.
