@@ -53,8 +53,11 @@ fn token(group: String) -> VerifiedToken {
         issued_at: Some(0),
         expires_at: 300,
         actors: Vec::new(),
-        claims: serde_json::from_value(json!({ "sub": "reporting-agent", "groups": [group] }))
-            .unwrap(),
+        claims: serde_json::from_value::<serde_json::Map<_, _>>(
+            json!({ "sub": "reporting-agent", "groups": [group] }),
+        )
+        .unwrap()
+        .into(),
         token_sha256: String::new(),
     }
 }

@@ -7,6 +7,7 @@
 //! choose which issuer's keys to try.
 
 mod cache;
+mod claims;
 mod error;
 mod json;
 pub mod keys;
@@ -26,6 +27,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+pub use claims::Claims;
 pub use error::TokenError;
 pub use keys::{KeySet, KeySetError};
 pub use revocation::{RevocationError, RevocationStore};
@@ -100,7 +102,7 @@ pub struct VerifiedToken {
     pub actors: Vec<String>,
     /// Every claim, for principal tags.
     #[serde(skip)]
-    pub claims: Map<String, Value>,
+    pub claims: Claims,
     /// SHA-256 of the compact token, hex: lets the log correlate without storing the token.
     pub token_sha256: String,
 }
@@ -742,7 +744,7 @@ fn check_claims(
         issued_at: iat,
         expires_at: exp,
         actors,
-        claims,
+        claims: Claims::new(claims),
         token_sha256: hex::encode(Sha256::digest(token.as_bytes())),
     })
 }

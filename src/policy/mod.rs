@@ -15,7 +15,7 @@ pub mod watch;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use cedar_policy::{
@@ -27,7 +27,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use crate::auth::VerifiedToken;
+use crate::auth::{Claims, VerifiedToken};
 use crate::tools::{ArgumentProblem, Registry, Tool};
 pub use input::{InputType, MappingError};
 
@@ -159,7 +159,11 @@ pub struct CallFacts<'a> {
 pub struct PolicySnapshot {
     schema: Schema,
     schema_text: String,
-    policies: PolicySet,
+    /// Every policy `@id`, sorted.
+    policy_ids: Vec<String>,
+    /// The whole policy set, parsed again from `policy_sources` on first use: only the
+    /// unindexed reference path needs it, so a serving broker keeps just the index's copy.
+    whole: OnceLock<Result<PolicySet, String>>,
     policy_sources: Vec<(String, String)>,
     input_types: BTreeMap<String, InputType>,
     /// Per tool, what a decision on it starts from, built and checked once per load.
@@ -180,7 +184,15 @@ impl PolicySnapshot {
 
     /// Number of policies.
     pub fn policy_count(&self) -> usize {
-        self.policies.policies().count()
+        self.policy_ids.len()
+    }
+
+    /// The whole policy set (see `whole`).
+    fn whole_set(&self) -> Result<&PolicySet, PolicyError> {
+        self.whole
+            .get_or_init(|| parse_policies(&self.policy_sources).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| PolicyError::Request(e.clone()))
     }
 
     fn tool_request(&self, tool_id: &str) -> Result<&ToolRequest, PolicyError> {
@@ -191,13 +203,7 @@ impl PolicySnapshot {
 
     /// Every policy `@id`, sorted.
     pub fn policy_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .policies
-            .policies()
-            .map(|p| p.id().to_string())
-            .collect();
-        ids.sort();
-        ids
+        self.policy_ids.clone()
     }
 
     /// The policy files this snapshot was loaded from, as (name, text).
@@ -423,7 +429,7 @@ impl PolicyEngine {
             Some(applicable) => applicable.decide(&self.authorizer, &request, &entities),
             None => self
                 .authorizer
-                .is_authorized(&request, &snap.policies, &entities)
+                .is_authorized(&request, snap.whole_set()?, &entities)
                 .into(),
         };
         for error in &errors {
@@ -479,7 +485,8 @@ impl PolicyEngine {
                 &union
             }
             Some(index::Applicable { general, own: None }) => general,
-            None => &snap.policies,
+            // Not indexed means no policy can apply to this tool.
+            None => return false,
         };
         let request = cedar_policy::RequestBuilder::default()
             .principal(parts.principal_uid.clone())
@@ -680,19 +687,28 @@ impl Serialize for RecordedParents<'_> {
 }
 
 /// Every claim as a string tag, as [`principal_entity`] makes them.
-struct RecordedTags<'a>(Option<&'a serde_json::Map<String, Value>>);
+struct RecordedTags<'a>(Option<&'a Claims>);
 
 impl Serialize for RecordedTags<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(None)?;
-        for (k, v) in self.0.into_iter().flatten() {
-            match v {
-                Value::String(s) => map.serialize_entry(k, s)?,
-                other => map.serialize_entry(k, &other.to_string())?,
-            }
+        let claims = match self.0 {
+            Some(claims) => claims.to_map().map_err(serde::ser::Error::custom)?,
+            None => Default::default(),
+        };
+        let mut map = serializer.serialize_map(Some(claims.len()))?;
+        for (k, v) in claims {
+            map.serialize_entry(&k, &tag_text(v))?;
         }
         map.end()
+    }
+}
+
+/// A claim's value as a tag: strings as they are, anything else as compact JSON.
+fn tag_text(value: Value) -> String {
+    match value {
+        Value::String(s) => s,
+        other => other.to_string(),
     }
 }
 
@@ -721,13 +737,13 @@ fn principal_entity(token: &VerifiedToken) -> Result<Entity, PolicyError> {
             RestrictedExpression::new_string(token.subject.clone()),
         ),
     ];
-    let tags = token.claims.iter().map(|(k, v)| {
-        let text = match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        (k.clone(), RestrictedExpression::new_string(text))
-    });
+    let claims = token
+        .claims
+        .to_map()
+        .map_err(|e| PolicyError::Request(e.to_string()))?;
+    let tags = claims
+        .into_iter()
+        .map(|(k, v)| (k, RestrictedExpression::new_string(tag_text(v))));
     Entity::new_with_tags(principal, attrs, parents, tags)
         .map_err(|e| PolicyError::Request(e.to_string()))
 }
@@ -973,6 +989,9 @@ fn load_snapshot(
         .map_err(|e| schema_error(e.to_string()))?;
     let index =
         index::PolicyIndex::build(&policies, tool_actions, &call_tool).map_err(schema_error)?;
+    let mut policy_ids: Vec<String> = policies.policies().map(|p| p.id().to_string()).collect();
+    policy_ids.sort();
+    drop(policies);
 
     let mut hasher = Sha256::new();
     // The extra entities decide calls too, so they are part of the policy set's hash.
@@ -988,7 +1007,8 @@ fn load_snapshot(
     Ok(PolicySnapshot {
         schema,
         schema_text,
-        policies,
+        policy_ids,
+        whole: OnceLock::new(),
         policy_sources,
         input_types,
         tool_requests,
@@ -1025,7 +1045,7 @@ fn check_request_shapes(
         expires_at: 0,
         actors: Vec::new(),
         // Every claim becomes a string tag: one claim checks the tag type.
-        claims: [("probe".to_owned(), Value::from(1))].into_iter().collect(),
+        claims: Claims::new([("probe".to_owned(), Value::from(1))].into_iter().collect()),
         token_sha256: String::new(),
     };
     let full = VerifiedToken {
@@ -1181,6 +1201,12 @@ fn tool_entity(tool: &Tool) -> Result<Entity, PolicyError> {
 
 /// Reads every `*.cedar` file of `dir` (sorted by name) into one set keyed by `@id`.
 fn load_policies(dir: &Path) -> Result<(PolicySet, Vec<(String, String)>), PolicyLoadError> {
+    let sources = read_policy_files(dir)?;
+    Ok((parse_policies(&sources)?, sources))
+}
+
+/// Every `*.cedar` file of `dir`, sorted by name, as (name, text).
+fn read_policy_files(dir: &Path) -> Result<Vec<(String, String)>, PolicyLoadError> {
     let io = |source| PolicyLoadError::Io {
         path: dir.to_owned(),
         source,
@@ -1191,9 +1217,7 @@ fn load_policies(dir: &Path) -> Result<(PolicySet, Vec<(String, String)>), Polic
         .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
         .collect();
     files.sort();
-    let mut set = PolicySet::new();
-    let mut sources = Vec::new();
-    let mut origin: BTreeMap<String, String> = BTreeMap::new();
+    let mut sources = Vec::with_capacity(files.len());
     for path in files {
         let name = path
             .file_name()
@@ -1203,26 +1227,35 @@ fn load_policies(dir: &Path) -> Result<(PolicySet, Vec<(String, String)>), Polic
             path: path.clone(),
             source,
         })?;
+        sources.push((name, text));
+    }
+    Ok(sources)
+}
+
+/// Parses policy files, given as (name, text), into one set keyed by `@id`.
+fn parse_policies(sources: &[(String, String)]) -> Result<PolicySet, PolicyLoadError> {
+    let mut set = PolicySet::new();
+    let mut origin: BTreeMap<String, String> = BTreeMap::new();
+    for (name, text) in sources {
         let parsed: PolicySet =
             text.parse()
                 .map_err(|e: cedar_policy::ParseErrors| PolicyLoadError::Parse {
                     file: name.clone(),
-                    line: first_label_line(&e, &text),
+                    line: first_label_line(&e, text),
                     message: e.to_string(),
                 })?;
         if parsed.templates().next().is_some() {
-            return Err(PolicyLoadError::Template { file: name });
+            return Err(PolicyLoadError::Template { file: name.clone() });
         }
         for policy in parsed.policies() {
-            let text_of_policy = policy.to_string();
             let Some(id) = policy.annotation("id") else {
                 return Err(PolicyLoadError::MissingId {
                     file: name.clone(),
-                    line: line_of(&text, &text_of_policy),
+                    line: line_of(text, &policy.to_string()),
                 });
             };
             let id = id.to_owned();
-            let here = format!("{name}:{}", line_of(&text, &format!("@id(\"{id}\")")));
+            let here = format!("{name}:{}", line_of(text, &format!("@id(\"{id}\")")));
             if let Some(first) = origin.get(&id) {
                 return Err(PolicyLoadError::DuplicateId {
                     id,
@@ -1233,14 +1266,13 @@ fn load_policies(dir: &Path) -> Result<(PolicySet, Vec<(String, String)>), Polic
             let renamed: Policy = policy.new_id(PolicyId::new(id.clone()));
             set.add(renamed).map_err(|e| PolicyLoadError::Parse {
                 file: name.clone(),
-                line: line_of(&text, &format!("@id(\"{id}\")")),
+                line: line_of(text, &format!("@id(\"{id}\")")),
                 message: e.to_string(),
             })?;
             origin.insert(id, here);
         }
-        sources.push((name, text));
     }
-    Ok((set, sources))
+    Ok(set)
 }
 
 /// Strict validation; every warning (e.g. an impossible policy) is treated as an error.

@@ -155,7 +155,8 @@ impl PolicySnapshot {
             .clone()
             .add_entities(per_request, None)
             .map_err(|e| bad(e.to_string()))?;
-        let response = Authorizer::new().is_authorized(&cedar_request, &self.policies, &entities);
+        let response =
+            Authorizer::new().is_authorized(&cedar_request, self.whole_set()?, &entities);
         Ok(PolicyDecision {
             allowed: response.decision() == CedarDecision::Allow,
             determining_policies: response

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::auth::VerifiedToken;
+use crate::auth::{Claims, VerifiedToken};
 use crate::policy::{CallFacts, PolicyEngine, PolicyError};
 use crate::tools::Registry;
 
@@ -576,7 +576,7 @@ fn synthetic_token(
         issued_at: Some(now),
         expires_at: now + 300,
         actors,
-        claims: claims.into_iter().collect(),
+        claims: Claims::new(claims.into_iter().collect()),
         token_sha256: String::new(),
     })
 }

@@ -107,7 +107,7 @@ fn recorded_entities_json_decodes_to_the_entities_evaluated() {
         issued_at: None,
         expires_at: 0,
         actors: vec!["agent-7".to_owned()],
-        claims,
+        claims: claims.into(),
         token_sha256: String::new(),
     };
     let recorded = serde_json::to_value(RecordedEntities(&token)).unwrap();

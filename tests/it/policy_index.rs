@@ -100,7 +100,7 @@ fn token(rng: &mut Rng) -> VerifiedToken {
         issued_at: None,
         expires_at: 0,
         actors,
-        claims,
+        claims: claims.into(),
         token_sha256: String::new(),
     }
 }
