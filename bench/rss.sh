@@ -19,7 +19,7 @@ pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-rss() { grep -E 'VmRSS|VmHWM' "/proc/$1/status" | tr -s ' \t' ' ' | paste -sd ' '; }
+rss() { grep -E 'VmRSS|VmHWM|RssAnon|RssFile' "/proc/$1/status" | tr -s ' \t' ' ' | paste -sd ' '; }
 start() {  # the dev config, in $WORK, on $PORT
   (cd "$WORK" && exec env TOOLGATE__SERVER__LISTEN=127.0.0.1:$PORT RUST_LOG=warn "$BIN" serve --dev --config toolgate.toml >/dev/null 2>&1) &
   pid=$!
