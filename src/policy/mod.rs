@@ -13,7 +13,7 @@ pub mod testing;
 mod token_parts;
 pub mod watch;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -1235,8 +1235,10 @@ fn read_policy_files(dir: &Path) -> Result<Vec<(String, String)>, PolicyLoadErro
 /// Parses policy files, given as (name, text), into one set keyed by `@id`.
 fn parse_policies(sources: &[(String, String)]) -> Result<PolicySet, PolicyLoadError> {
     let mut set = PolicySet::new();
-    let mut origin: BTreeMap<String, String> = BTreeMap::new();
-    for (name, text) in sources {
+    // Which source each id came from; lines are found only for an error, so a large file
+    // is not searched once per policy.
+    let mut origin: HashMap<String, usize> = HashMap::new();
+    for (file, (name, text)) in sources.iter().enumerate() {
         let parsed: PolicySet =
             text.parse()
                 .map_err(|e: cedar_policy::ParseErrors| PolicyLoadError::Parse {
@@ -1255,12 +1257,19 @@ fn parse_policies(sources: &[(String, String)]) -> Result<PolicySet, PolicyLoadE
                 });
             };
             let id = id.to_owned();
-            let here = format!("{name}:{}", line_of(text, &format!("@id(\"{id}\")")));
-            if let Some(first) = origin.get(&id) {
+            if let Some(&first) = origin.get(&id) {
+                let (first_name, first_text) = &sources[first];
+                let first_lines = id_lines(first_text, &id);
+                let second_line = if first == file {
+                    first_lines.get(1).copied()
+                } else {
+                    id_lines(text, &id).first().copied()
+                };
+                let at = |name: &str, line: Option<usize>| format!("{name}:{}", line.unwrap_or(1));
                 return Err(PolicyLoadError::DuplicateId {
+                    first: at(first_name, first_lines.first().copied()),
+                    second: at(name, second_line),
                     id,
-                    first: first.clone(),
-                    second: here,
                 });
             }
             let renamed: Policy = policy.new_id(PolicyId::new(id.clone()));
@@ -1269,10 +1278,18 @@ fn parse_policies(sources: &[(String, String)]) -> Result<PolicySet, PolicyLoadE
                 line: line_of(text, &format!("@id(\"{id}\")")),
                 message: e.to_string(),
             })?;
-            origin.insert(id, here);
+            origin.insert(id, file);
         }
     }
     Ok(set)
+}
+
+/// The lines (1-based) of every `@id("<id>")` in `text`.
+fn id_lines(text: &str, id: &str) -> Vec<usize> {
+    let needle = format!("@id(\"{id}\")");
+    text.match_indices(&needle)
+        .map(|(at, _)| text[..at].matches('\n').count() + 1)
+        .collect()
 }
 
 /// Strict validation; every warning (e.g. an impossible policy) is treated as an error.

@@ -126,3 +126,48 @@ fn recorded_entities_json_decodes_to_the_entities_evaluated() {
         assert_eq!(d, e);
     }
 }
+
+#[test]
+fn a_duplicate_id_names_both_places_in_one_file_and_across_files() {
+    let policy = |id: &str| format!("@id(\"{id}\")\npermit (principal, action, resource);\n");
+    let one_file = [(
+        "a.cedar".to_owned(),
+        format!("{}\n{}\n{}", policy("x"), policy("y"), policy("x")),
+    )];
+    match parse_policies(&one_file) {
+        Err(PolicyLoadError::DuplicateId { id, first, second }) => {
+            assert_eq!(
+                (id.as_str(), first.as_str(), second.as_str()),
+                ("x", "a.cedar:1", "a.cedar:7")
+            );
+        }
+        other => panic!(
+            "expected a duplicate id, got {:?}",
+            other.map(|s| s.num_of_policies())
+        ),
+    }
+    let two_files = [
+        (
+            "a.cedar".to_owned(),
+            format!("{}\n{}", policy("y"), policy("x")),
+        ),
+        ("b.cedar".to_owned(), format!("\n{}", policy("x"))),
+    ];
+    match parse_policies(&two_files) {
+        Err(PolicyLoadError::DuplicateId { first, second, .. }) => {
+            assert_eq!(
+                (first.as_str(), second.as_str()),
+                ("a.cedar:4", "b.cedar:2")
+            );
+        }
+        other => panic!(
+            "expected a duplicate id, got {:?}",
+            other.map(|s| s.num_of_policies())
+        ),
+    }
+    let distinct = [(
+        "a.cedar".to_owned(),
+        format!("{}{}", policy("x"), policy("y")),
+    )];
+    assert_eq!(parse_policies(&distinct).unwrap().num_of_policies(), 2);
+}
