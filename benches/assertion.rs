@@ -10,6 +10,10 @@ use toolgate::tools::assertion::{
     ASSERTION_TYP, AssertionClaims, Expected, act_claim, body_sha256, verify_assertion,
 };
 
+/// The broker's allocator (see `src/main.rs`), so the work is timed as the broker does it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn assertion(c: &mut Criterion) {
     let Ok((key, _)) = SigningKey::generate() else {
         return;

@@ -22,6 +22,10 @@ use toolgate::audit::{
 use toolgate::config::Synchronous;
 use toolgate::policy::PolicyDecision;
 
+/// The broker's allocator (see `src/main.rs`), so the work is timed as the broker does it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// (appenders, records per iteration, max_batch).
 const CASES: [(usize, usize, usize); 2] = [(64, 2048, 256), (1024, 8192, 1024)];
 

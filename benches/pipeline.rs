@@ -12,6 +12,10 @@ use serde_json::json;
 use toolgate::app::{App, CallRequest, Endpoint};
 use toolgate::signing::SigningKey;
 
+/// The broker's allocator (see `src/main.rs`), so the work is timed as the broker does it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Setup {
     _dir: tempfile::TempDir,
     app: Arc<App>,

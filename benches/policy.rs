@@ -15,6 +15,10 @@ use toolgate::config::Config;
 use toolgate::policy::{CallFacts, PolicyEngine};
 use toolgate::tools::{DemoUrls, Registry};
 
+/// The broker's allocator (see `src/main.rs`), so decisions are timed as the broker makes them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn registry(repo: &Path) -> Registry {
     let config = Config::load(&repo.join("toolgate.toml")).unwrap();
     let demo = DemoUrls::placeholder().unwrap();

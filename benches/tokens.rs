@@ -20,6 +20,10 @@ use toolgate::auth::{Authenticator, KeySet};
 use toolgate::config::Config;
 use toolgate::signing::SigningKey;
 
+/// The broker's allocator (see `src/main.rs`), so the work is timed as the broker does it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ISSUER: &str = "https://idp.bench";
 
 fn b64(bytes: impl AsRef<[u8]>) -> String {
