@@ -6,10 +6,12 @@
 # Environment:
 #   TOOLGATE_B=PATH  also runs a second broker binary (e.g. one built from another commit)
 #                    in the same run, for an A/B comparison against the same baseline;
-#   RATE=N           paces the broker runs to about N requests/s in total: each connection
-#                    waits CONNECTIONS/N s before each request (wrk's `delay`), so latency is
-#                    measured below saturation (a closed loop with think time, not an open
-#                    constant-rate load);
+#   RATE=N           paces the broker runs to about N requests/s in total: before each
+#                    request a connection waits a random think time (exponential, mean
+#                    CONNECTIONS/N s, wrk's `delay`), so latency is measured below saturation
+#                    (a closed loop with think time, not an open constant-rate load). The
+#                    baseline also runs paced, and the script prints what the broker adds
+#                    (its p50 and p99 minus the paced baseline's);
 #   ENDPOINTS="authorize invoke"  which broker endpoints to run;
 #   PROFILE=production  the cargo profile to build and run (`production`: fat LTO, what
 #                    operators deploy; `release` builds much faster).
@@ -61,7 +63,10 @@ wrk.headers["Authorization"] = "Bearer $TOKEN"
 wrk.body = io.open(os.getenv("BODY")):read("*a")
 local pause = tonumber(os.getenv("PAUSE_MS") or "0")
 if pause > 0 then
-  delay = function() return pause end
+  -- Exponential think times (mean PAUSE_MS): each connection is an independent caller, so
+  -- requests arrive spread out rather than in bursts of every connection at once.
+  math.randomseed(os.time())
+  delay = function() return -math.log(1 - math.random()) * pause end
 end
 done = function(summary, latency, requests)
   io.write(string.format("RESULT rps=%.0f p50_us=%d p99_us=%d p999_us=%d errors=%d\n",
@@ -83,6 +88,7 @@ run() {
   reqs=$((rps * DURATION))
   local cpu_us=$(( (after - before) * 1000000 / TCK / (reqs > 0 ? reqs : 1) ))
   echo "$name $out cpu_us_per_req=$cpu_us"
+  LAST=$out
   eval "RPS_$name=$rps"
 }
 
@@ -93,6 +99,12 @@ if [ -n "${RATE:-}" ]; then
   echo "broker runs paced: each connection waits ${PAUSE} ms before each request (about $RATE requests/s in total)"
 fi
 run baseline "$BASE_PID" "http://127.0.0.1:$BASE_PORT/baseline" "$WORK/authorize.json"
+if [ "$PAUSE" -gt 0 ]; then
+  # The same paced load on the baseline: what a broker run adds is its latency minus this.
+  run baseline_paced "$BASE_PID" "http://127.0.0.1:$BASE_PORT/baseline" "$WORK/authorize.json" "$PAUSE"
+  BASE_P50=$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$LAST")
+  BASE_P99=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$LAST")
+fi
 brokers="a:$BROKER_PID:$BROKER_PORT"
 [ -n "${TOOLGATE_B:-}" ] && brokers="$brokers b:$BROKER_B_PID:$BROKER_B_PORT"
 for endpoint in $ENDPOINTS; do
@@ -104,6 +116,10 @@ for endpoint in $ENDPOINTS; do
     esac
     rps_var="RPS_${endpoint}_$tag"
     awk -v x="${!rps_var}" -v b="$RPS_baseline" -v n="${endpoint}_$tag" 'BEGIN { printf "ratio %s/baseline=%.3f\n", n, x / b }'
+    if [ "$PAUSE" -gt 0 ]; then
+      p50=$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$LAST"); p99=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$LAST")
+      echo "added ${endpoint}_$tag: p50_us=$((p50 - BASE_P50)) p99_us=$((p99 - BASE_P99)) (broker minus the paced baseline)"
+    fi
   done
 done
 echo "decision records: $(sqlite3 "$WORK/state/decisions.db" 'select count(*) from decisions' 2>/dev/null || echo '?')"
