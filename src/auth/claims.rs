@@ -20,11 +20,6 @@ impl Claims {
     pub fn to_map(&self) -> Result<Map<String, Value>, serde_json::Error> {
         serde_json::from_str(&self.0)
     }
-
-    /// The claims as JSON text.
-    pub fn as_json(&self) -> &str {
-        &self.0
-    }
 }
 
 impl Default for Claims {

@@ -1275,7 +1275,7 @@ fn parse_policies(sources: &[(String, String)]) -> Result<PolicySet, PolicyLoadE
             let renamed: Policy = policy.new_id(PolicyId::new(id.clone()));
             set.add(renamed).map_err(|e| PolicyLoadError::Parse {
                 file: name.clone(),
-                line: line_of(text, &format!("@id(\"{id}\")")),
+                line: id_lines(text, &id).first().copied().unwrap_or(1),
                 message: e.to_string(),
             })?;
             origin.insert(id, file);
@@ -1301,11 +1301,13 @@ fn validate(
     let validator = Validator::new(schema.clone());
     let result = validator.validate(policies, ValidationMode::Strict);
     let locate = |id: &PolicyId| -> String {
-        let needle = format!("@id(\"{id}\")");
+        let id = id.to_string();
         sources
             .iter()
-            .find(|(_, text)| text.contains(&needle))
-            .map(|(name, text)| format!("{name}:{}", line_of(text, &needle)))
+            .find_map(|(name, text)| {
+                let line = id_lines(text, &id).first().copied()?;
+                Some(format!("{name}:{line}"))
+            })
             .unwrap_or_else(|| "?".to_owned())
     };
     let mut problems: Vec<String> = result
