@@ -4,14 +4,11 @@
 
 use std::str::FromStr;
 
-use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entity, EntityUid, Request,
-    RestrictedExpression,
-};
+use cedar_policy::{Authorizer, Context, Entity, EntityUid, Request, RestrictedExpression};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{PolicyDecision, PolicyError, PolicySnapshot, uid};
+use super::{PolicyDecision, PolicyError, PolicySnapshot, index, uid};
 
 fn bad(message: impl Into<String>) -> PolicyError {
     PolicyError::Request(message.into())
@@ -155,20 +152,17 @@ impl PolicySnapshot {
             .clone()
             .add_entities(per_request, None)
             .map_err(|e| bad(e.to_string()))?;
-        let response =
-            Authorizer::new().is_authorized(&cedar_request, self.whole_set()?, &entities);
+        let index::Combined {
+            allowed,
+            determining_policies,
+            errors,
+        } = Authorizer::new()
+            .is_authorized(&cedar_request, self.whole_set()?, &entities)
+            .into();
         Ok(PolicyDecision {
-            allowed: response.decision() == CedarDecision::Allow,
-            determining_policies: response
-                .diagnostics()
-                .reason()
-                .map(ToString::to_string)
-                .collect(),
-            errors: response
-                .diagnostics()
-                .errors()
-                .map(ToString::to_string)
-                .collect(),
+            allowed,
+            determining_policies,
+            errors,
             policy_set_hash: self.policy_set_hash.clone(),
             schema_hash: self.schema_hash.clone(),
             request: recorded.to_owned(),
