@@ -41,14 +41,14 @@ const ENCODE_CAPACITY: usize = 2048;
 /// Longest a request waits for its record to be committed before it fails with 503.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Page size of a new log (an existing file keeps its own). A record with its Cedar request
-/// is 1-2 KB of JSON: SQLite's default 4 KiB pages hold only two such rows and leave about a
-/// third empty, so every record cost more WAL frames, `pwrite` calls and checkpoint copying.
-/// 16 KiB pages hold ten. In the audit bench this cut the writer's CPU per record by ≈ 15-25%
-/// in 1,024-record transactions and the WAL checkpoint thread's by ≈ 25-40%; with 64
-/// appenders NORMAL was even and FULL ≈ 10% slower (each commit's fsync carries 16 KiB
-/// index pages). See BENCHMARKS.md.
-const PAGE_SIZE: u32 = 16_384;
+/// Page size of a new log (an existing file keeps its own): SQLite's default. Over HTTP a
+/// commit carries only the records of the requests in flight, and each one rewrites its table
+/// and index pages in full into the WAL; 4 KiB pages write a quarter of the bytes of 16 KiB
+/// ones, which this log used before. In `bench/load.sh` that took ≈ 25-30% off the latency of
+/// a lone request (FULL and NORMAL), ≈ 20-25% off the p50 at half of peak, and with NORMAL
+/// raised saturation throughput by ≈ 25%. Only huge batches (the audit bench's 1,024-record
+/// transactions) favoured 16 KiB pages. See BENCHMARKS.md.
+const PAGE_SIZE: u32 = 4096;
 
 /// Records committed between two WAL checkpoints on the background thread: a few megabytes
 /// of WAL for records of 1-2 KB with their index entries. Copying the WAL back into the
@@ -61,9 +61,10 @@ const WAL_CHECKPOINT_EVERY_RECORDS: u64 = 512;
 /// eventually rewinds it; it runs on the writer thread, so it should be rare.
 const WRITER_AUTOCHECKPOINT_BYTES: u32 = 64 << 20;
 
-/// The auto-checkpoint threshold, in bytes of WAL, when the writer checkpoints inline:
-/// SQLite's default of 1,000 pages at its default 4 KiB page size.
-const INLINE_AUTOCHECKPOINT_BYTES: u32 = 4_096_000;
+/// The auto-checkpoint threshold, in WAL pages, when the writer checkpoints inline (FULL):
+/// a checkpoint every ≈ 50-60 lone commits. SQLite's default of 1,000 pages made each one a
+/// stall of several milliseconds (p99 at half of peak 4.3-5.9 ms against 2.5-2.6 ms).
+const INLINE_AUTOCHECKPOINT_PAGES: u32 = 256;
 
 /// Whether WAL checkpoints run on a background thread: with `synchronous = NORMAL` only.
 /// There a commit does not fsync, and the checkpoint's fsync was the writer's main stall.
@@ -306,12 +307,11 @@ pub(crate) fn open_connection(
     let page_size: u32 = conn
         .query_row("PRAGMA page_size", [], |r| r.get(0))
         .map_err(unavailable)?;
-    let autocheckpoint_bytes = if background_wal_checkpoints(options) {
-        WRITER_AUTOCHECKPOINT_BYTES
+    let autocheckpoint = if background_wal_checkpoints(options) {
+        WRITER_AUTOCHECKPOINT_BYTES / page_size.max(512)
     } else {
-        INLINE_AUTOCHECKPOINT_BYTES
+        INLINE_AUTOCHECKPOINT_PAGES
     };
-    let autocheckpoint = autocheckpoint_bytes / page_size.max(512);
     conn.execute_batch(&format!("PRAGMA wal_autocheckpoint={autocheckpoint};"))
         .map_err(unavailable)?;
     conn.execute_batch(SCHEMA_SQL).map_err(unavailable)?;

@@ -218,7 +218,7 @@ async fn checkpoints_signed_by_another_key_fail() {
 }
 
 #[tokio::test]
-async fn a_new_log_gets_16k_pages_and_an_existing_4k_log_keeps_its_own() {
+async fn a_new_log_gets_4k_pages_and_an_existing_16k_log_keeps_its_own() {
     let page_size = |path: &Path| -> i64 {
         Connection::open(path)
             .unwrap()
@@ -226,20 +226,20 @@ async fn a_new_log_gets_16k_pages_and_an_existing_4k_log_keeps_its_own() {
             .unwrap()
     };
     let (_dir, path, _key, jwks) = written_log(12).await;
-    assert_eq!(page_size(&path), 16_384);
+    assert_eq!(page_size(&path), 4096);
     assert_eq!(verify::verify_db(&path, Some(&jwks)).unwrap().records, 12);
 
-    // A log created before the larger pages: the writer appends to it as it is.
+    // A log created with the larger pages of earlier versions: the writer appends to it as it is.
     let dir = tempfile::tempdir().unwrap();
     let old = dir.path().join("decisions.db");
     Connection::open(&old)
         .unwrap()
-        .execute_batch("PRAGMA page_size=4096; CREATE TABLE earlier (x INTEGER);")
+        .execute_batch("PRAGMA page_size=16384; CREATE TABLE earlier (x INTEGER);")
         .unwrap();
     let (key, _) = SigningKey::generate().unwrap();
     let key = Arc::new(key);
     append(&old, &key, 1..=12).await;
-    assert_eq!(page_size(&old), 4096);
+    assert_eq!(page_size(&old), 16_384);
     let report = verify::verify_db(&old, Some(&checkpoint::jwks_of(&key).unwrap())).unwrap();
     assert_eq!(report.records, 12);
 }
