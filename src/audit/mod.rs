@@ -63,7 +63,7 @@ const WRITER_AUTOCHECKPOINT_BYTES: u32 = 64 << 20;
 
 /// The auto-checkpoint threshold, in WAL pages, when the writer checkpoints inline (FULL):
 /// a checkpoint every ≈ 50-60 lone commits. SQLite's default of 1,000 pages made each one a
-/// stall of several milliseconds (p99 at half of peak 4.3-5.9 ms against 2.5-2.6 ms).
+/// stall of several milliseconds (p99 at half of peak 4.3-5.9 ms against 2.5-2.7 ms).
 const INLINE_AUTOCHECKPOINT_PAGES: u32 = 256;
 
 /// Whether WAL checkpoints run on a background thread: with `synchronous = NORMAL` only.
