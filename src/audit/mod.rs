@@ -44,10 +44,11 @@ const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Page size of a new log (an existing file keeps its own): SQLite's default. Over HTTP a
 /// commit carries only the records of the requests in flight, and each one rewrites its table
 /// and index pages in full into the WAL; 4 KiB pages write a quarter of the bytes of 16 KiB
-/// ones, which this log used before. In `bench/load.sh` that took ≈ 25-30% off the latency of
-/// a lone request (FULL and NORMAL), ≈ 20-25% off the p50 at half of peak, and with NORMAL
-/// raised saturation throughput by ≈ 25%. Only huge batches (the audit bench's 1,024-record
-/// transactions) favoured 16 KiB pages. See BENCHMARKS.md.
+/// ones, which this log used before. In `bench/load.sh` that took ≈ 10% (NORMAL) to ≈ 20%
+/// (FULL) off the p50 of a lone request, ≈ 20% off FULL's p50 at half of peak and ≈ 25% off
+/// NORMAL's p99 there, and raised NORMAL's saturation throughput by ≈ 25-40%. Only huge
+/// batches (the audit bench's 1,024-record transactions) favoured 16 KiB pages. See
+/// BENCHMARKS.md.
 const PAGE_SIZE: u32 = 4096;
 
 /// Records committed between two WAL checkpoints on the background thread: a few megabytes
