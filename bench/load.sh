@@ -6,6 +6,8 @@
 # Environment:
 #   TOOLGATE_B=PATH  also runs a second broker binary (e.g. one built from another commit)
 #                    in the same run, for an A/B comparison against the same baseline;
+#   TOOLGATE_A=PATH  runs this broker binary as `a` instead of building the checkout's (to
+#                    compare two saved builds, e.g. of one experiment, without rebuilding);
 #   RATE=N           paces the broker runs to about N requests/s in total: before each
 #                    request a connection waits a random think time (exponential, mean
 #                    CONNECTIONS/N s, wrk's `delay`), so latency is measured below saturation
@@ -32,7 +34,12 @@ if ! command -v wrk >/dev/null; then
 fi
 command -v openssl >/dev/null || { echo "openssl is required" >&2; exit 1; }
 
-cargo build --profile "$PROFILE" -q --bin toolgate --example bare_baseline --example bench_setup
+BROKER_A=${TOOLGATE_A:-$BIN_DIR/toolgate}
+if [ -n "${TOOLGATE_A:-}" ]; then
+  cargo build --profile "$PROFILE" -q --example bare_baseline --example bench_setup
+else
+  cargo build --profile "$PROFILE" -q --bin toolgate --example bare_baseline --example bench_setup
+fi
 WORK=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -42,7 +49,7 @@ openssl genrsa -traditional 2048 2>/dev/null | openssl rsa -traditional -outform
 "$BIN_DIR/examples/bench_setup" "$WORK" "http://127.0.0.1:$BASE_PORT/echo" "127.0.0.1:$BROKER_PORT" >/dev/null
 
 "$BIN_DIR/examples/bare_baseline" "127.0.0.1:$BASE_PORT" & pids+=($!); BASE_PID=$!
-RUST_LOG=warn "$BIN_DIR/toolgate" serve --config "$WORK/toolgate.toml" 2>"$WORK/broker.log" & pids+=($!); BROKER_PID=$!
+RUST_LOG=warn "$BROKER_A" serve --config "$WORK/toolgate.toml" 2>"$WORK/broker.log" & pids+=($!); BROKER_PID=$!
 wait_ready() {
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && break; sleep 0.2; done
   curl -sf "http://127.0.0.1:$1/readyz" >/dev/null || { cat "$2"; exit 1; }
