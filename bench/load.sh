@@ -35,11 +35,9 @@ fi
 command -v openssl >/dev/null || { echo "openssl is required" >&2; exit 1; }
 
 BROKER_A=${TOOLGATE_A:-$BIN_DIR/toolgate}
-if [ -n "${TOOLGATE_A:-}" ]; then
-  cargo build --profile "$PROFILE" -q --example bare_baseline --example bench_setup
-else
-  cargo build --profile "$PROFILE" -q --bin toolgate --example bare_baseline --example bench_setup
-fi
+build_broker=(--bin toolgate)
+[ -n "${TOOLGATE_A:-}" ] && build_broker=()
+cargo build --profile "$PROFILE" -q "${build_broker[@]}" --example bare_baseline --example bench_setup
 WORK=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -91,13 +89,15 @@ run() {
   before=$(cpu_ticks "$pid")
   out=$(BODY="$body" PAUSE_MS="$pause" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$WORK/post.lua" "$url" | grep RESULT)
   after=$(cpu_ticks "$pid")
-  rps=$(sed -E 's/.*rps=([0-9]+).*/\1/' <<<"$out")
+  LAST=$out
+  rps=$(field rps)
   reqs=$((rps * DURATION))
   local cpu_us=$(( (after - before) * 1000000 / TCK / (reqs > 0 ? reqs : 1) ))
   echo "$name $out cpu_us_per_req=$cpu_us"
-  LAST=$out
   eval "RPS_$name=$rps"
 }
+# field NAME: the value of NAME (rps, p50_us, ...) in the last run's RESULT line
+field() { sed -E "s/.* $1=([0-9]+).*/\1/" <<<" $LAST"; }
 
 echo "machine: $(nproc) cores; ${DURATION}s per run, $CONNS connections, wrk -t1 on the same machine"
 PAUSE=0
@@ -109,8 +109,8 @@ run baseline "$BASE_PID" "http://127.0.0.1:$BASE_PORT/baseline" "$WORK/authorize
 if [ "$PAUSE" -gt 0 ]; then
   # The same paced load on the baseline: what a broker run adds is its latency minus this.
   run baseline_paced "$BASE_PID" "http://127.0.0.1:$BASE_PORT/baseline" "$WORK/authorize.json" "$PAUSE"
-  BASE_P50=$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$LAST")
-  BASE_P99=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$LAST")
+  BASE_P50=$(field p50_us)
+  BASE_P99=$(field p99_us)
 fi
 brokers="a:$BROKER_PID:$BROKER_PORT"
 [ -n "${TOOLGATE_B:-}" ] && brokers="$brokers b:$BROKER_B_PID:$BROKER_B_PORT"
@@ -124,8 +124,7 @@ for endpoint in $ENDPOINTS; do
     rps_var="RPS_${endpoint}_$tag"
     awk -v x="${!rps_var}" -v b="$RPS_baseline" -v n="${endpoint}_$tag" 'BEGIN { printf "ratio %s/baseline=%.3f\n", n, x / b }'
     if [ "$PAUSE" -gt 0 ]; then
-      p50=$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$LAST"); p99=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$LAST")
-      echo "added ${endpoint}_$tag: p50_us=$((p50 - BASE_P50)) p99_us=$((p99 - BASE_P99)) (broker minus the paced baseline)"
+      echo "added ${endpoint}_$tag: p50_us=$(($(field p50_us) - BASE_P50)) p99_us=$(($(field p99_us) - BASE_P99)) (broker minus the paced baseline)"
     fi
   done
 done
