@@ -13,6 +13,7 @@ mod json;
 pub mod keys;
 pub mod remote;
 pub mod revocation;
+mod revocation_view;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -2,19 +2,22 @@
 //! database (`<state_dir>/state.db`) so they survive restarts and are shared by the server
 //! and the `toolgate revoke` CLI (which may write while the server runs).
 //!
-//! Every check is an indexed point query on each request, so a revocation written by any
-//! process takes effect on the next request; nothing is cached in memory. Entries carry an
+//! A revocation written by any process takes effect on the next request: each check reads
+//! the revocations in effect from memory, reloaded whenever the change marker beside the
+//! database says a revocation was written (see `revocation_view.rs`). Entries carry an
 //! expiry: the moment every token they could affect has expired anyway (cut-off + the
 //! longest lifetime and leeway of the issuers concerned); expired entries are pruned.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use rusqlite::{Connection, OpenFlags, params};
 use serde::{Deserialize, Serialize};
 
+use super::revocation_view::{self, MarkerStamp, RevocationView};
 use crate::config::Config;
 
 /// How long a request waits for the state database held by another process.
@@ -137,6 +140,12 @@ pub struct RevocationStore {
     path: PathBuf,
     conn: Mutex<Connection>,
     inserts: AtomicU64,
+    /// The change marker every revocation appends to.
+    marker: PathBuf,
+    /// The revocations in effect, as of the marker stamp they were loaded under.
+    view: ArcSwapOption<RevocationView>,
+    /// Held while the view reloads, so concurrent requests reload it once.
+    reloading: Mutex<()>,
 }
 
 impl std::fmt::Debug for RevocationStore {
@@ -170,10 +179,19 @@ impl RevocationStore {
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
             .map_err(|e| db_error(&e))?;
         conn.execute_batch(SCHEMA_SQL).map_err(|e| db_error(&e))?;
+        let marker = revocation_view::marker_path(path);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&marker)
+            .map_err(|e| db_error(&format!("change marker `{}`: {e}", marker.display())))?;
         let store = Self {
             path: path.to_owned(),
             conn: Mutex::new(conn),
             inserts: AtomicU64::new(0),
+            marker,
+            view: ArcSwapOption::empty(),
+            reloading: Mutex::new(()),
         };
         store.prune(crate::auth::unix_now())?;
         Ok(store)
@@ -279,6 +297,8 @@ impl RevocationStore {
         let restore = conn.execute_batch("PRAGMA synchronous=NORMAL;");
         result.map_err(|e| self.db_error(e))?;
         restore.map_err(|e| self.db_error(e))?;
+        // Committed first, then announced: a server that sees the marker change finds the row.
+        self.announce_change()?;
         Ok(Revocation {
             id: conn.last_insert_rowid(),
             kind,
@@ -291,17 +311,45 @@ impl RevocationStore {
         })
     }
 
+    /// Appends a byte to the change marker, telling every server sharing this database to
+    /// reload its view of the revocations.
+    fn announce_change(&self) -> Result<(), RevocationError> {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.marker)
+            .and_then(|mut f| f.write_all(b"\n"))
+            .map_err(|e| {
+                self.db_error(format!(
+                    "the revocation is stored, but a running server may not apply it until \
+                     the change marker `{}` can be written: {e}",
+                    self.marker.display()
+                ))
+            })
+    }
+
     /// The revocations still in effect at `now`, oldest first.
     pub fn list(&self, now: i64) -> Result<Vec<Revocation>, RevocationError> {
+        self.in_effect(now, None)
+    }
+
+    /// The revocations in effect at `now`, oldest first, at most `limit` of them.
+    fn in_effect(
+        &self,
+        now: i64,
+        limit: Option<usize>,
+    ) -> Result<Vec<Revocation>, RevocationError> {
+        let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
         let conn = self.lock()?;
         let mut stmt = conn
-            .prepare(
+            .prepare_cached(
                 "SELECT id, kind, issuer, value, before, created_at, expires_at, reason
-                 FROM revocations WHERE expires_at >= ?1 ORDER BY id",
+                 FROM revocations WHERE expires_at >= ?1 ORDER BY id LIMIT ?2",
             )
             .map_err(|e| self.db_error(e))?;
         let rows = stmt
-            .query_map(params![now], |r| {
+            .query_map(params![now, limit], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -338,7 +386,61 @@ impl RevocationStore {
     /// second of the cut-off counts as before it (fail closed; the client just gets a new
     /// token). A token without `iat` counts as issued before any cut-off of its subject or
     /// issuer: we cannot show it was issued after.
+    ///
+    /// Answered from the view in memory, reloaded first if the change marker moved; with no
+    /// readable marker, or more revocations than the view holds, from the database.
     pub fn is_revoked(
+        &self,
+        issuer: &str,
+        subject: &str,
+        jti: Option<&str>,
+        iat: Option<i64>,
+        now: i64,
+    ) -> Result<bool, RevocationError> {
+        let Some(stamp) = MarkerStamp::read(&self.marker) else {
+            return self.query_is_revoked(issuer, subject, jti, iat, now);
+        };
+        match self.view_at(stamp, now)? {
+            Some(view) => Ok(view.is_revoked(issuer, subject, jti, iat, now)),
+            None => self.query_is_revoked(issuer, subject, jti, iat, now),
+        }
+    }
+
+    /// The view loaded under `stamp`, reloading it if the marker moved since; `None` if the
+    /// revocations in effect are too many to hold.
+    fn view_at(
+        &self,
+        stamp: MarkerStamp,
+        now: i64,
+    ) -> Result<Option<Arc<RevocationView>>, RevocationError> {
+        let current = |view: Option<Arc<RevocationView>>| view.filter(|v| v.stamp == stamp);
+        if let Some(view) = current(self.view.load_full()) {
+            return Ok(Some(view));
+        }
+        let _reloading = self
+            .reloading
+            .lock()
+            .map_err(|_| self.db_error("view lock poisoned"))?;
+        if let Some(view) = current(self.view.load_full()) {
+            return Ok(Some(view));
+        }
+        // On a failure the old view stays out of use: every check retries the reload and
+        // fails closed until the database can be read. Entries that expired a minute ago are
+        // loaded too, for a concurrent check whose clock read came a little earlier; each
+        // check compares expiries with its own time.
+        let since = now.saturating_sub(60);
+        let revocations = self.in_effect(since, Some(revocation_view::MAX_ENTRIES + 1))?;
+        if revocations.len() > revocation_view::MAX_ENTRIES {
+            self.view.store(None);
+            return Ok(None);
+        }
+        let view = Arc::new(RevocationView::new(stamp, revocations));
+        self.view.store(Some(view.clone()));
+        Ok(Some(view))
+    }
+
+    /// Whether a token is revoked, by a query on the database.
+    fn query_is_revoked(
         &self,
         issuer: &str,
         subject: &str,
@@ -485,6 +587,130 @@ leeway_seconds = 10
         assert!(matches!(
             store.revoke(&config, &jti, now),
             Err(RevocationError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn the_view_answers_as_the_query_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RevocationStore::open(&dir.path().join("state.db")).unwrap();
+        let config = config();
+        let iss = "https://idp.test";
+        let now = 1_000_000;
+        let requests = [
+            RevocationRequest {
+                jti: Some("j1".to_owned()),
+                ..Default::default()
+            },
+            RevocationRequest {
+                jti: Some("j2".to_owned()),
+                issuer: Some(iss.to_owned()),
+                ..Default::default()
+            },
+            RevocationRequest {
+                subject: Some("alice".to_owned()),
+                before: Some(now - 100),
+                ..Default::default()
+            },
+            RevocationRequest {
+                subject: Some("bob".to_owned()),
+                issuer: Some(iss.to_owned()),
+                ..Default::default()
+            },
+            RevocationRequest {
+                issuer: Some(iss.to_owned()),
+                before: Some(now - 300),
+                ..Default::default()
+            },
+        ];
+        let mut expiries = Vec::new();
+        for request in &requests {
+            expiries.push(store.revoke(&config, request, now).unwrap().expires_at);
+        }
+        let mut revoked = 0;
+        for issuer in [iss, "https://other.test"] {
+            for subject in ["alice", "bob", "carol"] {
+                for jti in [None, Some("j1"), Some("j2"), Some("j3")] {
+                    for iat in [
+                        None,
+                        Some(now - 400),
+                        Some(now - 200),
+                        Some(now),
+                        Some(now + 1),
+                    ] {
+                        for at in [now, expiries[0], expiries[0] + 1] {
+                            let view = store.is_revoked(issuer, subject, jti, iat, at).unwrap();
+                            let query = store
+                                .query_is_revoked(issuer, subject, jti, iat, at)
+                                .unwrap();
+                            assert_eq!(view, query, "{issuer} {subject} {jti:?} {iat:?} {at}");
+                            revoked += usize::from(view);
+                        }
+                    }
+                }
+            }
+        }
+        // Both answers occur, and they came from the view.
+        assert!(revoked > 20 && revoked < 300, "{revoked}");
+        assert!(store.view.load().is_some());
+    }
+
+    #[test]
+    fn a_revocation_by_another_store_is_seen_on_the_next_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let server = RevocationStore::open(&path).unwrap();
+        let cli = RevocationStore::open(&path).unwrap();
+        let iss = "https://idp.test";
+        let now = 1_000_000;
+        assert!(
+            !server
+                .is_revoked(iss, "alice", None, Some(now), now)
+                .unwrap()
+        );
+        let loaded = server.view.load_full().unwrap();
+        let subject = RevocationRequest {
+            subject: Some("alice".to_owned()),
+            ..Default::default()
+        };
+        cli.revoke(&config(), &subject, now).unwrap();
+        assert!(
+            server
+                .is_revoked(iss, "alice", None, Some(now), now)
+                .unwrap()
+        );
+        assert!(!Arc::ptr_eq(&loaded, &server.view.load_full().unwrap()));
+
+        // Without its marker the store answers from the database, and is still exact.
+        std::fs::remove_file(revocation_view::marker_path(&path)).unwrap();
+        let jti = RevocationRequest {
+            jti: Some("j1".to_owned()),
+            ..Default::default()
+        };
+        let mut conn = cli.lock().unwrap();
+        let tx = conn.transaction().unwrap();
+        tx.execute(
+            "INSERT INTO revocations (kind, value, before, created_at, expires_at)
+             VALUES ('jti', 'j1', ?1, ?1, ?2)",
+            params![now, now + 100],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        drop(conn);
+        assert!(
+            server
+                .is_revoked(iss, "bob", Some("j1"), Some(now), now)
+                .unwrap()
+        );
+        // The next revocation creates the marker again, and the view comes back into use.
+        cli.revoke(&config(), &jti, now).unwrap();
+        assert!(
+            server
+                .is_revoked(iss, "bob", Some("j1"), Some(now), now)
+                .unwrap()
+        );
+        assert!(server.view.load().as_ref().is_some_and(
+            |v| v.stamp == MarkerStamp::read(&revocation_view::marker_path(&path)).unwrap()
         ));
     }
 

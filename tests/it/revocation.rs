@@ -263,10 +263,16 @@ async fn unreadable_revocation_store_fails_closed_with_503_not_401() {
     let (token, _) = token_issued(&app, "agent-a", 0);
     assert_eq!(echo(&app, &token).await.status, 200);
 
-    // The state database loses its revocation table: whether this token is revoked can no
-    // longer be known. The call is refused, as an outage (retry later), not as a bad token.
-    let state = rusqlite::Connection::open(app.dir.path().join("state").join("state.db")).unwrap();
+    // The state database loses its revocation table, and a revocation is announced (the
+    // change marker grows, as `toolgate revoke` makes it): the revocations in effect can no
+    // longer be read. The call is refused, as an outage (retry later), not as a bad token.
+    let state_dir = app.dir.path().join("state");
+    let state = rusqlite::Connection::open(state_dir.join("state.db")).unwrap();
     state.execute_batch("DROP TABLE revocations").unwrap();
+    let marker = state_dir.join("state.revocations");
+    let mut announced = std::fs::read(&marker).unwrap();
+    announced.push(b'\n');
+    std::fs::write(&marker, announced).unwrap();
     let reply = echo(&app, &token).await;
     assert_eq!(reply.status, 503, "{:?}", reply.body);
     assert_eq!(reply.header("retry-after"), Some("1"));
@@ -291,4 +297,10 @@ async fn unreadable_revocation_store_fails_closed_with_503_not_401() {
         1,
         "dispatched without a revocation check"
     );
+    // Without the marker every check queries the database itself: refused the same way.
+    std::fs::remove_file(&marker).unwrap();
+    let reply = echo(&app, &token).await;
+    assert_eq!(reply.status, 503, "{:?}", reply.body);
+    assert_eq!(reply.body["error"], "state_unavailable");
+    assert_eq!(app.backend.calls("/echo").len(), 1);
 }
