@@ -174,7 +174,12 @@ pub struct PolicySnapshot {
     pub policy_set_hash: String,
     /// SHA-256 over the generated schema text.
     pub schema_hash: String,
+    /// Unique to this load, so that entities cached per token are never reused across loads.
+    generation: u64,
 }
+
+/// Counts policy loads, for [`PolicySnapshot::generation`].
+static SNAPSHOT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl PolicySnapshot {
     /// The generated Cedar schema text (stub plus per-tool actions).
@@ -411,11 +416,7 @@ impl PolicyEngine {
             None,
         )
         .map_err(|e| PolicyError::Request(e.to_string()))?;
-        let entities = tool
-            .entities
-            .clone()
-            .add_entities(parts.entities(), None)
-            .map_err(|e| PolicyError::Request(e.to_string()))?;
+        let entities = parts.entities_for(snap.generation, &call.tool.id, &tool.entities)?;
         let applicable = if indexed {
             snap.index.policies_for(&call.tool.id, principal_uid)
         } else {
@@ -493,10 +494,7 @@ impl PolicyEngine {
             .action(tool_request.action.clone())
             .resource(tool_request.resource.clone())
             .build();
-        let Ok(entities) = tool_request
-            .entities
-            .clone()
-            .add_entities(parts.entities(), None)
+        let Ok(entities) = parts.entities_for(snap.generation, &tool.id, &tool_request.entities)
         else {
             return false;
         };
@@ -1015,6 +1013,7 @@ fn load_snapshot(
         index,
         policy_set_hash,
         schema_hash,
+        generation: SNAPSHOT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
     })
 }
 

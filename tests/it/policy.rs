@@ -298,6 +298,36 @@ async fn echo_status(app: &TestApp) -> u16 {
 }
 
 #[tokio::test]
+async fn a_reload_that_changes_entities_applies_to_a_token_already_calling() {
+    let app = TestApp::spawn().await;
+    let mut claims = app.claims("erika", "payments:write", &["finance-eu"]);
+    claims["act"] = json!({ "sub": "payments-agent" });
+    let erika = app.sign(&claims);
+    let transfer =
+        json!({ "amount": 250, "currency": "EUR", "to_account": "DE02120300000000202051" });
+    // `policies/entities.json` puts finance-eu inside finance; the same token calls twice,
+    // so the second decision reuses what was built for it.
+    for _ in 0..2 {
+        let reply = app
+            .invoke(Some(&erika), "payments___transfer", transfer.clone())
+            .await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+    }
+    // finance-eu leaves finance: the same token, on the same tool, is now refused.
+    std::fs::write(
+        app.policies_dir().join("entities.json"),
+        r#"[{ "uid": { "type": "Toolgate::Group", "id": "finance-eu" }, "attrs": {}, "parents": [] }]"#,
+    )
+    .unwrap();
+    let reply = app.post("/admin/policies/reload", &app.admin_token()).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let reply = app
+        .invoke(Some(&erika), "payments___transfer", transfer)
+        .await;
+    assert_eq!(reply.status, 403, "{:?}", reply.body);
+}
+
+#[tokio::test]
 async fn admin_reload_swaps_a_valid_set_and_rejects_an_invalid_one() {
     let app = TestApp::spawn().await;
     let admin = app.admin_token();
