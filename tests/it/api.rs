@@ -360,6 +360,43 @@ async fn authorize_decides_without_dispatch() {
 }
 
 #[tokio::test]
+async fn a_well_formed_request_id_is_recorded_and_otherwise_the_decision_id_stands_in() {
+    let app = TestApp::spawn().await;
+    let token = app.token("reporting-agent", "files:read", &["reporting"]);
+    let body = json!({ "tool": "files___read_file", "arguments": { "path": "/srv/reports/x" } });
+    for supplied in [Some("trace-42.a_b"), Some("bad id!"), None] {
+        let mut request = app
+            .client
+            .post(app.url("/v1/authorize"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(id) = supplied {
+            request = request.header("x-request-id", id);
+        }
+        let reply = request.send().await.unwrap();
+        assert_eq!(reply.status(), 200);
+        let decision_id = reply.headers()["x-toolgate-decision-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let row = app
+            .decisions()
+            .into_iter()
+            .find(|r| r.decision_id == decision_id)
+            .unwrap();
+        let expected = supplied
+            .filter(|id| !id.contains(' '))
+            .unwrap_or(&decision_id);
+        assert_eq!(row.record["request_id"], expected);
+        assert_eq!(
+            row.record["policy"]["request"]["context"]["session"]["request_id"],
+            expected
+        );
+    }
+}
+
+#[tokio::test]
 async fn tool_listing_is_filtered_by_scope_and_policy() {
     let app = TestApp::spawn().await;
     let names = |reply: &crate::support::Reply| -> Vec<String> {
