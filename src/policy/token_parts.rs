@@ -1,6 +1,7 @@
 //! The parts of a Cedar request that depend only on the token (the principal and actor
-//! entities, `context.token`, and their recorded JSON), built once per token and reused
-//! while the token keeps calling: an agent sends many calls with one token.
+//! entities, `context.token`, and their recorded JSON, and per tool and policy load the
+//! request's entities), built once per token and reused while the token keeps calling: an
+//! agent sends many calls with one token.
 //!
 //! Entries are keyed by the token's SHA-256 and hold the token they were built from; a hit is
 //! used only if that token is equal to the caller's, so a `VerifiedToken` built by hand with a
