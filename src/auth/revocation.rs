@@ -180,11 +180,20 @@ impl RevocationStore {
             .map_err(|e| db_error(&e))?;
         conn.execute_batch(SCHEMA_SQL).map_err(|e| db_error(&e))?;
         let marker = revocation_view::marker_path(path);
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&marker)
-            .map_err(|e| db_error(&format!("change marker `{}`: {e}", marker.display())))?;
+        let marker_error =
+            |e: std::io::Error| db_error(&format!("change marker `{}`: {e}", marker.display()));
+        if !marker.exists() {
+            // Whoever may write revocations to the database may announce them: the marker
+            // gets the database file's permissions.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&marker)
+                .map_err(marker_error)?;
+            std::fs::metadata(path)
+                .and_then(|db| std::fs::set_permissions(&marker, db.permissions()))
+                .map_err(marker_error)?;
+        }
         let store = Self {
             path: path.to_owned(),
             conn: Mutex::new(conn),
@@ -712,6 +721,21 @@ leeway_seconds = 10
         assert!(server.view.load().as_ref().is_some_and(
             |v| v.stamp == MarkerStamp::read(&revocation_view::marker_path(&path)).unwrap()
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_marker_gets_the_database_files_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(RevocationStore::open(&path).unwrap());
+        let marker = revocation_view::marker_path(&path);
+        std::fs::remove_file(&marker).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
+        drop(RevocationStore::open(&path).unwrap());
+        let mode = std::fs::metadata(&marker).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o660);
     }
 
     #[test]
