@@ -437,7 +437,7 @@ impl PolicyEngine {
             tracing::warn!(tool = %call.tool.id, %error, "policy evaluation error: the erroring policy was skipped");
         }
         let recorded = RecordedRequest {
-            principal: principal_uid,
+            principal: &parts.principal_text,
             action: &tool.action_text,
             resource: &tool.resource_text,
             context: RecordedContext {
@@ -533,8 +533,7 @@ fn uid(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
 /// entity and context formats, without building it as a `Value` first.
 #[derive(Serialize)]
 struct RecordedRequest<'a> {
-    #[serde(serialize_with = "display")]
-    principal: &'a EntityUid,
+    principal: &'a str,
     action: &'a str,
     resource: &'a str,
     context: RecordedContext<'a>,
@@ -546,13 +545,6 @@ struct RecordedContext<'a> {
     input: &'a Value,
     token: &'a RawValue,
     session: RecordedSession<'a>,
-}
-
-fn display<T: std::fmt::Display, S: serde::Serializer>(
-    value: &T,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(value)
 }
 
 /// `context.token`: the typed subset of the claims.

@@ -33,6 +33,8 @@ pub(super) struct TokenParts {
     pub principal: Entity,
     /// The principal's uid.
     pub principal_uid: EntityUid,
+    /// The principal's uid as text, for the recorded request.
+    pub principal_text: String,
     /// The acting agent of a delegated token.
     pub actor: Option<Entity>,
     /// `context.token`.
@@ -53,6 +55,7 @@ impl TokenParts {
         Ok(Self {
             token: token.clone(),
             principal_uid: principal.uid(),
+            principal_text: principal.uid().to_string(),
             principal,
             actor: actor_entity(token)?,
             context: token_expr(token)?,
