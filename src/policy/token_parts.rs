@@ -43,9 +43,10 @@ pub(super) struct TokenParts {
     pub recorded_context: Box<RawValue>,
     /// The per-request entities as the decision log records them.
     pub recorded_entities: Box<RawValue>,
-    /// Per policy load and tool, the tool's static entities with this token's added (adding
-    /// them recomputes Cedar's transitive closure, ≈ 4% of a request's CPU).
-    entities_by_tool: Mutex<HashMap<(u64, String), Arc<Entities>>>,
+    /// For one policy load (its generation) and per tool, the tool's static entities with
+    /// this token's added (adding them recomputes Cedar's transitive closure, ≈ 4% of a
+    /// request's CPU).
+    entities_by_tool: Mutex<(u64, HashMap<String, Arc<Entities>>)>,
 }
 
 impl TokenParts {
@@ -63,7 +64,7 @@ impl TokenParts {
                 .map_err(json)?,
             recorded_entities: serde_json::value::to_raw_value(&RecordedEntities(token))
                 .map_err(json)?,
-            entities_by_tool: Mutex::new(HashMap::new()),
+            entities_by_tool: Mutex::new((0, HashMap::new())),
         })
     }
 
@@ -75,9 +76,9 @@ impl TokenParts {
         tool_id: &str,
         tool_entities: &Entities,
     ) -> Result<Arc<Entities>, PolicyError> {
-        let key = (generation, tool_id.to_owned());
         if let Ok(cached) = self.entities_by_tool.lock()
-            && let Some(entities) = cached.get(&key)
+            && cached.0 == generation
+            && let Some(entities) = cached.1.get(tool_id)
         {
             return Ok(entities.clone());
         }
@@ -89,10 +90,12 @@ impl TokenParts {
                 .map_err(|e| PolicyError::Request(e.to_string()))?,
         );
         if let Ok(mut cached) = self.entities_by_tool.lock() {
-            if cached.len() >= TOOLS_PER_TOKEN {
-                cached.clear();
+            let (cached_generation, by_tool) = &mut *cached;
+            if *cached_generation != generation || by_tool.len() >= TOOLS_PER_TOKEN {
+                *cached_generation = generation;
+                by_tool.clear();
             }
-            cached.insert(key, entities.clone());
+            by_tool.insert(tool_id.to_owned(), entities.clone());
         }
         Ok(entities)
     }
