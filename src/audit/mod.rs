@@ -305,10 +305,10 @@ pub(crate) fn open_connection(
         "PRAGMA page_size={PAGE_SIZE}; PRAGMA journal_mode=WAL; PRAGMA synchronous={sync};"
     ))
     .map_err(unavailable)?;
-    let page_size: u32 = conn
-        .query_row("PRAGMA page_size", [], |r| r.get(0))
-        .map_err(unavailable)?;
     let autocheckpoint = if background_wal_checkpoints(options) {
+        let page_size: u32 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(unavailable)?;
         WRITER_AUTOCHECKPOINT_BYTES / page_size.max(512)
     } else {
         INLINE_AUTOCHECKPOINT_PAGES

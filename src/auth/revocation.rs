@@ -185,11 +185,7 @@ impl RevocationStore {
         if !marker.exists() {
             // Whoever may write revocations to the database may announce them: the marker
             // gets the database file's permissions.
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&marker)
-                .map_err(marker_error)?;
+            revocation_view::open_marker(&marker).map_err(marker_error)?;
             std::fs::metadata(path)
                 .and_then(|db| std::fs::set_permissions(&marker, db.permissions()))
                 .map_err(marker_error)?;
@@ -324,10 +320,7 @@ impl RevocationStore {
     /// reload its view of the revocations.
     fn announce_change(&self) -> Result<(), RevocationError> {
         use std::io::Write;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.marker)
+        revocation_view::open_marker(&self.marker)
             .and_then(|mut f| f.write_all(b"\n"))
             .map_err(|e| {
                 self.db_error(format!(

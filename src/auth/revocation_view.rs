@@ -24,6 +24,14 @@ pub(super) fn marker_path(db_path: &Path) -> PathBuf {
     db_path.with_extension("revocations")
 }
 
+/// Opens the marker for appending, creating it if needed.
+pub(super) fn open_marker(marker: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(marker)
+}
+
 /// What identifies one state of the marker file: a revocation appends a byte (length), and
 /// a replaced file has another inode or change time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
