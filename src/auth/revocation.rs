@@ -17,7 +17,7 @@ use arc_swap::ArcSwapOption;
 use rusqlite::{Connection, OpenFlags, params};
 use serde::{Deserialize, Serialize};
 
-use super::revocation_view::{self, MarkerStamp, RevocationView};
+use super::revocation_view::{self, Marker, MarkerStamp, RevocationView};
 use crate::config::Config;
 
 /// How long a request waits for the state database held by another process.
@@ -141,7 +141,7 @@ pub struct RevocationStore {
     conn: Mutex<Connection>,
     inserts: AtomicU64,
     /// The change marker every revocation appends to.
-    marker: PathBuf,
+    marker: Marker,
     /// The revocations in effect, as of the marker stamp they were loaded under.
     view: ArcSwapOption<RevocationView>,
     /// Held while the view reloads, so concurrent requests reload it once.
@@ -194,7 +194,7 @@ impl RevocationStore {
             path: path.to_owned(),
             conn: Mutex::new(conn),
             inserts: AtomicU64::new(0),
-            marker,
+            marker: Marker::new(marker),
             view: ArcSwapOption::empty(),
             reloading: Mutex::new(()),
         };
@@ -320,13 +320,13 @@ impl RevocationStore {
     /// reload its view of the revocations.
     fn announce_change(&self) -> Result<(), RevocationError> {
         use std::io::Write;
-        revocation_view::open_marker(&self.marker)
+        revocation_view::open_marker(self.marker.path())
             .and_then(|mut f| f.write_all(b"\n"))
             .map_err(|e| {
                 self.db_error(format!(
                     "the revocation is stored, but a running server may not apply it until \
                      the change marker `{}` can be written: {e}",
-                    self.marker.display()
+                    self.marker.path().display()
                 ))
             })
     }
@@ -399,7 +399,7 @@ impl RevocationStore {
         iat: Option<i64>,
         now: i64,
     ) -> Result<bool, RevocationError> {
-        let Some(stamp) = MarkerStamp::read(&self.marker) else {
+        let Some(stamp) = self.marker.stamp() else {
             return self.query_is_revoked(issuer, subject, jti, iat, now);
         };
         match self.view_at(stamp, now)? {
@@ -711,9 +711,37 @@ leeway_seconds = 10
                 .is_revoked(iss, "bob", Some("j1"), Some(now), now)
                 .unwrap()
         );
-        assert!(server.view.load().as_ref().is_some_and(
-            |v| v.stamp == MarkerStamp::read(&revocation_view::marker_path(&path)).unwrap()
-        ));
+        let marker = revocation_view::marker_path(&path);
+        let stamp_on_disk = || MarkerStamp::of_linked(&std::fs::File::open(&marker).unwrap());
+        assert!(
+            server
+                .view
+                .load()
+                .as_ref()
+                .is_some_and(|v| Some(v.stamp) == stamp_on_disk())
+        );
+
+        // A marker replaced by another file (renamed over it) is followed to the new file.
+        let replacement = path.with_extension("new-marker");
+        std::fs::write(&replacement, b"").unwrap();
+        std::fs::rename(&replacement, &marker).unwrap();
+        let carol = RevocationRequest {
+            subject: Some("carol".to_owned()),
+            ..Default::default()
+        };
+        cli.revoke(&config(), &carol, now).unwrap();
+        assert!(
+            server
+                .is_revoked(iss, "carol", None, Some(now), now)
+                .unwrap()
+        );
+        assert!(
+            server
+                .view
+                .load()
+                .as_ref()
+                .is_some_and(|v| Some(v.stamp) == stamp_on_disk())
+        );
     }
 
     #[cfg(unix)]

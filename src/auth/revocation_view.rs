@@ -5,13 +5,16 @@
 //! The view stays exact across processes through a change marker beside the database
 //! (`state.revocations`): every revocation, by this server's API or by `toolgate revoke` in
 //! another process, is committed first and then appends one byte to the marker. A request
-//! reads the marker's metadata (one `statx`) and reloads the view if it differs from the one
+//! reads the marker's metadata (one `fstat` of the open marker) and reloads the view if it differs from the one
 //! the view was loaded under; the metadata is read *before* the reload, so a revocation whose
 //! append came before a request's check is always in the view that check uses. Without a
 //! marker (deleted, unreadable) every check queries the database, as it did before the view.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 
 use super::revocation::{Revocation, RevocationKind};
 
@@ -32,6 +35,44 @@ pub(super) fn open_marker(marker: &Path) -> std::io::Result<std::fs::File> {
         .open(marker)
 }
 
+/// The change marker, held open so that a check reads its metadata from the open file
+/// (`fstat`) rather than resolving its path (`statx`, ≈ 3 µs under load). A held file that
+/// is no longer linked (the marker was deleted or replaced) is dropped and the path opened
+/// again, so a check never watches a file that revocations no longer append to.
+#[derive(Debug)]
+pub(super) struct Marker {
+    path: PathBuf,
+    held: ArcSwapOption<std::fs::File>,
+}
+
+impl Marker {
+    /// The marker at `path`, opened on the first check.
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            held: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Where the marker is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The marker's current stamp, or `None` if there is no marker to read.
+    pub fn stamp(&self) -> Option<MarkerStamp> {
+        if let Some(file) = self.held.load().as_deref()
+            && let Some(stamp) = MarkerStamp::of_linked(file)
+        {
+            return Some(stamp);
+        }
+        let file = std::fs::File::open(&self.path).ok();
+        let stamp = file.as_ref().and_then(MarkerStamp::of_linked);
+        self.held.store(file.filter(|_| stamp.is_some()).map(Arc::new));
+        stamp
+    }
+}
+
 /// What identifies one state of the marker file: a revocation appends a byte (length), and
 /// a replaced file has another inode or change time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,11 +84,12 @@ pub(super) struct MarkerStamp {
 }
 
 impl MarkerStamp {
-    /// The marker's current stamp, or `None` if it cannot be read.
+    /// The stamp of an open marker, or `None` if its metadata cannot be read or it is no
+    /// longer linked under any name.
     #[cfg(unix)]
-    pub fn read(marker: &Path) -> Option<Self> {
+    pub fn of_linked(file: &std::fs::File) -> Option<Self> {
         use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(marker).ok()?;
+        let m = file.metadata().ok().filter(|m| m.nlink() > 0)?;
         Some(Self {
             dev: m.dev(),
             ino: m.ino(),
@@ -58,7 +100,7 @@ impl MarkerStamp {
 
     /// Without Unix metadata the marker cannot tell a change apart: every check queries.
     #[cfg(not(unix))]
-    pub fn read(_marker: &Path) -> Option<Self> {
+    pub fn of_linked(_file: &std::fs::File) -> Option<Self> {
         None
     }
 }
