@@ -15,6 +15,10 @@
 #                    baseline also runs paced, and the script prints what the broker adds
 #                    (its p50 and p99 minus the paced baseline's);
 #   ENDPOINTS="authorize invoke"  which broker endpoints to run;
+#   ROUNDS=N         repeats the baseline and broker runs N times, interleaved (baseline, a,
+#                    b, baseline, a, b, ...), each broker run compared with the baseline run
+#                    just before it, and prints the median of each ratio (and of the added
+#                    latency when paced): drift on a shared machine then touches a and b alike;
 #   PROFILE=production  the cargo profile to build and run (`production`: fat LTO, what
 #                    operators deploy; `release` builds much faster).
 set -euo pipefail
@@ -105,27 +109,43 @@ if [ -n "${RATE:-}" ]; then
   PAUSE=$((CONNS * 1000 / RATE))
   echo "broker runs paced: each connection waits ${PAUSE} ms before each request (about $RATE requests/s in total)"
 fi
-run baseline "$BASE_PID" "http://127.0.0.1:$BASE_PORT/baseline" "$WORK/authorize.json"
-if [ "$PAUSE" -gt 0 ]; then
-  # The same paced load on the baseline: what a broker run adds is its latency minus this.
-  run baseline_paced "$BASE_PID" "http://127.0.0.1:$BASE_PORT/baseline" "$WORK/authorize.json" "$PAUSE"
-  BASE_P50=$(field p50_us)
-  BASE_P99=$(field p99_us)
-fi
+ROUNDS=${ROUNDS:-1}
 brokers="a:$BROKER_PID:$BROKER_PORT"
 [ -n "${TOOLGATE_B:-}" ] && brokers="$brokers b:$BROKER_B_PID:$BROKER_B_PORT"
-for endpoint in $ENDPOINTS; do
-  for broker in $brokers; do
-    IFS=: read -r tag pid port <<<"$broker"
-    case $endpoint in
-      authorize) run "authorize_$tag" "$pid" "http://127.0.0.1:$port/v1/authorize" "$WORK/authorize.json" "$PAUSE" ;;
-      invoke) run "invoke_$tag" "$pid" "http://127.0.0.1:$port/v1/tools/bench___echo/invoke" "$WORK/invoke.json" "$PAUSE" ;;
-    esac
-    rps_var="RPS_${endpoint}_$tag"
-    awk -v x="${!rps_var}" -v b="$RPS_baseline" -v n="${endpoint}_$tag" 'BEGIN { printf "ratio %s/baseline=%.3f\n", n, x / b }'
-    if [ "$PAUSE" -gt 0 ]; then
-      echo "added ${endpoint}_$tag: p50_us=$(($(field p50_us) - BASE_P50)) p99_us=$(($(field p99_us) - BASE_P99)) (broker minus the paced baseline)"
-    fi
+# One "NAME VALUE" line per ratio and added latency of every round, for the medians.
+SUMMARY="$WORK/summary"
+: >"$SUMMARY"
+for round in $(seq "$ROUNDS"); do
+  [ "$ROUNDS" -gt 1 ] && echo "round $round of $ROUNDS"
+  run baseline "$BASE_PID" "http://127.0.0.1:$BASE_PORT/baseline" "$WORK/authorize.json"
+  if [ "$PAUSE" -gt 0 ]; then
+    # The same paced load on the baseline: what a broker run adds is its latency minus this.
+    run baseline_paced "$BASE_PID" "http://127.0.0.1:$BASE_PORT/baseline" "$WORK/authorize.json" "$PAUSE"
+    BASE_P50=$(field p50_us)
+    BASE_P99=$(field p99_us)
+  fi
+  for endpoint in $ENDPOINTS; do
+    for broker in $brokers; do
+      IFS=: read -r tag pid port <<<"$broker"
+      case $endpoint in
+        authorize) run "authorize_$tag" "$pid" "http://127.0.0.1:$port/v1/authorize" "$WORK/authorize.json" "$PAUSE" ;;
+        invoke) run "invoke_$tag" "$pid" "http://127.0.0.1:$port/v1/tools/bench___echo/invoke" "$WORK/invoke.json" "$PAUSE" ;;
+      esac
+      rps_var="RPS_${endpoint}_$tag"
+      awk -v x="${!rps_var}" -v b="$RPS_baseline" -v n="${endpoint}_$tag" 'BEGIN { printf "ratio %s/baseline=%.3f\n", n, x / b }' | tee -a "$SUMMARY"
+      if [ "$PAUSE" -gt 0 ]; then
+        echo "added ${endpoint}_$tag: p50_us=$(($(field p50_us) - BASE_P50)) p99_us=$(($(field p99_us) - BASE_P99)) (broker minus the paced baseline)" | tee -a "$SUMMARY"
+      fi
+    done
   done
 done
+if [ "$ROUNDS" -gt 1 ]; then
+  echo "medians of $ROUNDS rounds:"
+  # "ratio NAME=X" and "added NAME: p50_us=X p99_us=Y ..." lines, one median per measure.
+  sed -E -e 's/^ratio ([^=]+)=([0-9.]+)$/ratio_\1 \2/' \
+    -e 's/^added ([^:]+): p50_us=(-?[0-9]+) p99_us=(-?[0-9]+).*/added_p50_\1 \2\nadded_p99_\1 \3/' "$SUMMARY" |
+    sort -k1,1 -k2,2g | awk '
+      { values[$1] = values[$1] " " $2; count[$1]++ }
+      END { for (k in values) { n = split(substr(values[k], 2), v, " "); m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2; printf "  %s median=%s (of %d: %s)\n", k, m, n, substr(values[k], 2) } }' | sort
+fi
 echo "decision records: $(sqlite3 "$WORK/state/decisions.db" 'select count(*) from decisions' 2>/dev/null || echo '?')"
