@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 pub use claims::Claims;
 pub use error::TokenError;
 pub use keys::{KeySet, KeySetError};
-pub use revocation::{RevocationError, RevocationStore};
+pub use revocation::{RevocationError, RevocationStore, TokenFacts};
 
 use crate::config::{Config, IssuerConfig};
 
@@ -392,10 +392,12 @@ impl Authenticator {
         };
         if store
             .is_revoked(
-                &token.issuer,
-                &token.subject,
-                token.jti.as_deref(),
-                token.issued_at,
+                TokenFacts {
+                    issuer: &token.issuer,
+                    subject: &token.subject,
+                    jti: token.jti.as_deref(),
+                    issued_at: token.issued_at,
+                },
                 now,
             )
             .map_err(unavailable)?

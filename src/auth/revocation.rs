@@ -135,6 +135,19 @@ pub struct Revocation {
     pub reason: Option<String>,
 }
 
+/// What a revocation can match in a token.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenFacts<'a> {
+    /// `iss`.
+    pub issuer: &'a str,
+    /// `sub`.
+    pub subject: &'a str,
+    /// `jti`, if the token has one.
+    pub jti: Option<&'a str>,
+    /// `iat`, if the token has one.
+    pub issued_at: Option<i64>,
+}
+
 /// The revocation list and single-use `jti` set in the state database.
 pub struct RevocationStore {
     path: PathBuf,
@@ -391,20 +404,13 @@ impl RevocationStore {
     ///
     /// Answered from the view in memory, reloaded first if the change marker moved; with no
     /// readable marker, or more revocations than the view holds, from the database.
-    pub fn is_revoked(
-        &self,
-        issuer: &str,
-        subject: &str,
-        jti: Option<&str>,
-        iat: Option<i64>,
-        now: i64,
-    ) -> Result<bool, RevocationError> {
+    pub fn is_revoked(&self, token: TokenFacts<'_>, now: i64) -> Result<bool, RevocationError> {
         let Some(stamp) = self.marker.stamp() else {
-            return self.query_is_revoked(issuer, subject, jti, iat, now);
+            return self.query_is_revoked(token, now);
         };
         match self.view_at(stamp, now)? {
-            Some(view) => Ok(view.is_revoked(issuer, subject, jti, iat, now)),
-            None => self.query_is_revoked(issuer, subject, jti, iat, now),
+            Some(view) => Ok(view.is_revoked(token, now)),
+            None => self.query_is_revoked(token, now),
         }
     }
 
@@ -442,14 +448,7 @@ impl RevocationStore {
     }
 
     /// Whether a token is revoked, by a query on the database.
-    fn query_is_revoked(
-        &self,
-        issuer: &str,
-        subject: &str,
-        jti: Option<&str>,
-        iat: Option<i64>,
-        now: i64,
-    ) -> Result<bool, RevocationError> {
+    fn query_is_revoked(&self, token: TokenFacts<'_>, now: i64) -> Result<bool, RevocationError> {
         let conn = self.lock()?;
         // Cached: this runs on every request, and planning the query costs more than running it.
         let mut statement = conn
@@ -463,7 +462,13 @@ impl RevocationStore {
             .map_err(|e| self.db_error(e))?;
         statement
             .query_row(
-                params![now, issuer, jti, subject, iat.unwrap_or(i64::MIN)],
+                params![
+                    now,
+                    token.issuer,
+                    token.jti,
+                    token.subject,
+                    token.issued_at.unwrap_or(i64::MIN)
+                ],
                 |r| r.get::<_, bool>(0),
             )
             .map_err(|e| self.db_error(e))
@@ -541,6 +546,20 @@ leeway_seconds = 10
         .unwrap()
     }
 
+    fn facts<'a>(
+        issuer: &'a str,
+        subject: &'a str,
+        jti: Option<&'a str>,
+        issued_at: Option<i64>,
+    ) -> TokenFacts<'a> {
+        TokenFacts {
+            issuer,
+            subject,
+            jti,
+            issued_at,
+        }
+    }
+
     #[test]
     fn revocations_match_and_expire() {
         let dir = tempfile::tempdir().unwrap();
@@ -557,25 +576,29 @@ leeway_seconds = 10
         // Issued at or before the cut-off, or with no `iat`: revoked. After: not.
         assert!(
             store
-                .is_revoked(iss, "alice", None, Some(now), now)
-                .unwrap()
-        );
-        assert!(store.is_revoked(iss, "alice", None, None, now).unwrap());
-        assert!(
-            !store
-                .is_revoked(iss, "alice", None, Some(now + 1), now)
+                .is_revoked(facts(iss, "alice", None, Some(now)), now)
                 .unwrap()
         );
         assert!(
+            store
+                .is_revoked(facts(iss, "alice", None, None), now)
+                .unwrap()
+        );
+        assert!(
             !store
-                .is_revoked(iss, "bob", None, Some(now - 5), now)
+                .is_revoked(facts(iss, "alice", None, Some(now + 1)), now)
+                .unwrap()
+        );
+        assert!(
+            !store
+                .is_revoked(facts(iss, "bob", None, Some(now - 5)), now)
                 .unwrap()
         );
         // Once every affected token has expired the entry no longer matches or lists.
         let later = rev.expires_at + 1;
         assert!(
             !store
-                .is_revoked(iss, "alice", None, Some(now), later)
+                .is_revoked(facts(iss, "alice", None, Some(now)), later)
                 .unwrap()
         );
         assert!(store.list(later).unwrap().is_empty());
@@ -641,9 +664,11 @@ leeway_seconds = 10
                         Some(now + 1),
                     ] {
                         for at in [now, expiries[0], expiries[0] + 1] {
-                            let view = store.is_revoked(issuer, subject, jti, iat, at).unwrap();
+                            let view = store
+                                .is_revoked(facts(issuer, subject, jti, iat), at)
+                                .unwrap();
                             let query = store
-                                .query_is_revoked(issuer, subject, jti, iat, at)
+                                .query_is_revoked(facts(issuer, subject, jti, iat), at)
                                 .unwrap();
                             assert_eq!(view, query, "{issuer} {subject} {jti:?} {iat:?} {at}");
                             revoked += usize::from(view);
@@ -667,7 +692,7 @@ leeway_seconds = 10
         let now = 1_000_000;
         assert!(
             !server
-                .is_revoked(iss, "alice", None, Some(now), now)
+                .is_revoked(facts(iss, "alice", None, Some(now)), now)
                 .unwrap()
         );
         let loaded = server.view.load_full().unwrap();
@@ -678,7 +703,7 @@ leeway_seconds = 10
         cli.revoke(&config(), &subject, now).unwrap();
         assert!(
             server
-                .is_revoked(iss, "alice", None, Some(now), now)
+                .is_revoked(facts(iss, "alice", None, Some(now)), now)
                 .unwrap()
         );
         assert!(!Arc::ptr_eq(&loaded, &server.view.load_full().unwrap()));
@@ -701,14 +726,14 @@ leeway_seconds = 10
         drop(conn);
         assert!(
             server
-                .is_revoked(iss, "bob", Some("j1"), Some(now), now)
+                .is_revoked(facts(iss, "bob", Some("j1"), Some(now)), now)
                 .unwrap()
         );
         // The next revocation creates the marker again, and the view comes back into use.
         cli.revoke(&config(), &jti, now).unwrap();
         assert!(
             server
-                .is_revoked(iss, "bob", Some("j1"), Some(now), now)
+                .is_revoked(facts(iss, "bob", Some("j1"), Some(now)), now)
                 .unwrap()
         );
         let marker = revocation_view::marker_path(&path);
@@ -732,7 +757,7 @@ leeway_seconds = 10
         cli.revoke(&config(), &carol, now).unwrap();
         assert!(
             server
-                .is_revoked(iss, "carol", None, Some(now), now)
+                .is_revoked(facts(iss, "carol", None, Some(now)), now)
                 .unwrap()
         );
         assert!(

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use super::revocation::{Revocation, RevocationKind};
+use super::revocation::{Revocation, RevocationKind, TokenFacts};
 
 /// Most revocations held in memory; above this, every check queries the database instead
 /// (≈ 150 bytes each, so the view stays within ≈ 15 MB).
@@ -68,7 +68,8 @@ impl Marker {
         }
         let file = std::fs::File::open(&self.path).ok();
         let stamp = file.as_ref().and_then(MarkerStamp::of_linked);
-        self.held.store(file.filter(|_| stamp.is_some()).map(Arc::new));
+        self.held
+            .store(file.filter(|_| stamp.is_some()).map(Arc::new));
         stamp
     }
 }
@@ -163,15 +164,14 @@ impl RevocationView {
     }
 
     /// Whether a token is revoked: the same rule as `RevocationStore::query_is_revoked`.
-    pub fn is_revoked(
-        &self,
-        issuer: &str,
-        subject: &str,
-        jti: Option<&str>,
-        iat: Option<i64>,
-        now: i64,
-    ) -> bool {
-        let iat = iat.unwrap_or(i64::MIN);
+    pub fn is_revoked(&self, token: TokenFacts<'_>, now: i64) -> bool {
+        let TokenFacts {
+            issuer,
+            subject,
+            jti,
+            issued_at,
+        } = token;
+        let iat = issued_at.unwrap_or(i64::MIN);
         let by_jti = jti
             .and_then(|j| self.by_jti.get(j))
             .is_some_and(|cs| cs.iter().any(|c| c.applies(issuer, now)));
