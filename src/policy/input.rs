@@ -123,13 +123,23 @@ impl InputType {
     }
 
     /// Converts an argument value (already checked against the JSON Schema) to a Cedar value.
+    /// A problem's `path` is a JSON pointer below `path`.
     pub fn to_cedar(
         &self,
         value: &Value,
         path: &str,
     ) -> Result<RestrictedExpression, ArgumentProblem> {
+        self.convert(value).map_err(|mut problem| {
+            problem.path.insert_str(0, path);
+            problem
+        })
+    }
+
+    /// [`Self::to_cedar`] with problems located relative to `value`. The pointer is only
+    /// built for a problem, from the failing value up, so a good call allocates none.
+    fn convert(&self, value: &Value) -> Result<RestrictedExpression, ArgumentProblem> {
         let problem = |message: &str| ArgumentProblem {
-            path: path.to_owned(),
+            path: String::new(),
             message: message.to_owned(),
         };
         match (self, value) {
@@ -159,31 +169,27 @@ impl InputType {
             (InputType::Set(inner), Value::Array(items)) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
-                    out.push(inner.to_cedar(item, &format!("{path}/{i}"))?);
+                    out.push(inner.convert(item).map_err(|p| p.below(&i.to_string()))?);
                 }
                 Ok(RestrictedExpression::new_set(out))
             }
             (InputType::Record(fields), Value::Object(map)) => {
                 for key in map.keys() {
                     if !fields.contains_key(key) {
-                        return Err(ArgumentProblem {
-                            path: format!("{path}/{}", escape_pointer(key)),
-                            message: "unknown field".to_owned(),
-                        });
+                        return Err(problem("unknown field").below(key));
                     }
                 }
                 let mut pairs = Vec::with_capacity(fields.len());
                 for (name, field) in fields {
-                    let child = format!("{path}/{}", escape_pointer(name));
                     match map.get(name) {
                         None | Some(Value::Null) if !field.required => {}
                         None | Some(Value::Null) => {
-                            return Err(ArgumentProblem {
-                                path: child,
-                                message: "required field is missing".to_owned(),
-                            });
+                            return Err(problem("required field is missing").below(name));
                         }
-                        Some(v) => pairs.push((name.clone(), field.ty.to_cedar(v, &child)?)),
+                        Some(v) => pairs.push((
+                            name.clone(),
+                            field.ty.convert(v).map_err(|p| p.below(name))?,
+                        )),
                     }
                 }
                 RestrictedExpression::new_record(pairs).map_err(|e| problem(&e.to_string()))
@@ -191,6 +197,21 @@ impl InputType {
             _ => Err(problem("value does not have the declared type")),
         }
     }
+}
+
+impl ArgumentProblem {
+    /// The same problem seen from the parent: `/segment` (escaped as RFC 6901 asks) is put in
+    /// front of the pointer.
+    fn below(mut self, segment: &str) -> Self {
+        self.path
+            .insert_str(0, &format!("/{}", escape_pointer(segment)));
+        self
+    }
+}
+
+/// A JSON Pointer reference token (RFC 6901): `~` and `/` escaped.
+fn escape_pointer(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// Renders a JSON number as a Cedar decimal literal, or `None` if it does not fit exactly.
@@ -210,10 +231,6 @@ fn decimal_literal(number: &str) -> Option<String> {
     }
     let frac = if frac_part.is_empty() { "0" } else { frac_part };
     Some(format!("{int_part}.{frac}"))
-}
-
-fn escape_pointer(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// Keywords whose meaning a Cedar type cannot carry; a schema using them is refused.

@@ -94,3 +94,44 @@ fn decimal_literals() {
     assert_eq!(decimal_literal("1.23456"), None);
     assert_eq!(decimal_literal("1e3"), None);
 }
+
+#[test]
+fn a_problem_is_located_by_an_escaped_pointer_through_records_and_sets() {
+    let ty = InputType::from_tool_schema(&json!({
+        "type": "object",
+        "properties": {
+            "a/b": {
+                "type": "object",
+                "properties": {
+                    "n~": { "type": "array", "items": { "type": "integer" } },
+                    "need": { "type": "string" }
+                },
+                "required": ["need"]
+            }
+        }
+    }))
+    .unwrap();
+    let located = |value: serde_json::Value, prefix: &str| {
+        let problem = ty.to_cedar(&value, prefix).unwrap_err();
+        (problem.path, problem.message)
+    };
+    assert_eq!(
+        located(json!({"a/b": {"need": "x", "n~": [1, 2.5]}}), ""),
+        (
+            "/a~1b/n~0/1".to_owned(),
+            "not an integer: the policy sees this number as a Cedar Long".to_owned()
+        )
+    );
+    assert_eq!(
+        located(json!({"a/b": {"n~": []}}), "/input").0,
+        "/input/a~1b/need"
+    );
+    assert_eq!(
+        located(json!({"a/b": {"need": "x", "extra": 1}}), ""),
+        ("/a~1b/extra".to_owned(), "unknown field".to_owned())
+    );
+    assert!(
+        ty.to_cedar(&json!({"a/b": {"need": "x", "n~": [1, 2]}}), "")
+            .is_ok()
+    );
+}
