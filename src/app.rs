@@ -225,6 +225,17 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Most characters of a requested tool name that a record or an error repeats.
+const MAX_RECORDED_TOOL_CHARS: usize = 200;
+
+/// At most `max` characters of `s`, cut at a character boundary.
+fn prefix_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}
+
 /// The caller's request id if it is well-formed, else `None`.
 fn well_formed_request_id(supplied: Option<&str>) -> Option<String> {
     supplied
@@ -252,7 +263,13 @@ fn new_record(endpoint: &str, supplied_request_id: Option<&str>) -> (String, Dec
 /// SHA-256 of a JSON value's text: lets a record prove which arguments it saw without keeping
 /// redacted ones.
 pub fn sha256_json(value: &Value) -> String {
-    hex::encode(Sha256::digest(value.to_string().as_bytes()))
+    // Serialized straight into the hash: the same bytes as `value.to_string()`, with no
+    // intermediate string. Writing into a hasher cannot fail.
+    let mut hasher = Sha256::new();
+    if serde_json::to_writer(&mut hasher, value).is_err() {
+        return hex::encode(Sha256::digest(value.to_string().as_bytes()));
+    }
+    hex::encode(hasher.finalize())
 }
 
 struct Timer(Instant);
@@ -313,7 +330,7 @@ impl App {
         tool_error: &mut Option<u16>,
     ) -> Result<Option<Value>, CallError> {
         let mut timer = Timer(Instant::now());
-        record.tool = Some(request.tool.chars().take(200).collect());
+        record.tool = Some(prefix_chars(request.tool, MAX_RECORDED_TOOL_CHARS).to_owned());
 
         let verified;
         let token = match credentials {
@@ -334,7 +351,9 @@ impl App {
         timer.lap(record, "auth");
 
         let Some(tool) = self.tools.load().get(request.tool).cloned() else {
-            let err = CallError::UnknownTool(request.tool.chars().take(200).collect());
+            let err = CallError::UnknownTool(
+                prefix_chars(request.tool, MAX_RECORDED_TOOL_CHARS).to_owned(),
+            );
             return Err(self.deny(record, "tool", "unknown_tool", err).await);
         };
 
@@ -508,7 +527,10 @@ impl App {
         }
     }
 
-    async fn authenticate(&self, authorization: Option<&str>) -> Result<VerifiedToken, TokenError> {
+    async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<Arc<VerifiedToken>, TokenError> {
         let token = auth::bearer_token(authorization)?;
         self.authenticator.verify_fresh(token).await
     }
@@ -606,7 +628,7 @@ impl App {
         &self,
         endpoint: &str,
         authorization: Option<&str>,
-    ) -> Result<VerifiedToken, (String, CallError)> {
+    ) -> Result<Arc<VerifiedToken>, (String, CallError)> {
         match self.authenticate(authorization).await {
             Ok(token) => Ok(token),
             Err(e) => {
@@ -724,5 +746,37 @@ impl App {
         self.reload_lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{prefix_chars, sha256_json};
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn the_arguments_hash_is_over_their_compact_json_text() {
+        let value = serde_json::json!({"path": "/tmp/a\"b", "n": [1, 2.5, null], "é": {"x": true}});
+        let text = value.to_string();
+        assert_eq!(
+            sha256_json(&value),
+            hex::encode(Sha256::digest(text.as_bytes()))
+        );
+        assert_eq!(
+            sha256_json(&serde_json::json!({})),
+            // SHA-256 of the two bytes `{}`.
+            "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+    }
+
+    #[test]
+    fn a_prefix_is_cut_at_a_character_boundary() {
+        assert_eq!(prefix_chars("files___read", 200), "files___read");
+        assert_eq!(prefix_chars("abc", 3), "abc");
+        assert_eq!(prefix_chars("abcd", 3), "abc");
+        // Two-byte and four-byte characters count once each.
+        assert_eq!(prefix_chars("ééé", 2), "éé");
+        assert_eq!(prefix_chars("a🦀b", 2), "a🦀");
+        assert_eq!(prefix_chars("", 0), "");
     }
 }

@@ -12,8 +12,8 @@ use super::{KeySet, VerifiedToken};
 
 /// One cached verification.
 pub struct CachedToken {
-    /// The verified facts.
-    pub verified: VerifiedToken,
+    /// The verified facts, shared with every request that presents the token.
+    pub verified: Arc<VerifiedToken>,
     /// Index of the issuer that verified it.
     pub issuer: usize,
     /// `nbf`, re-checked on every hit.

@@ -247,7 +247,7 @@ impl Authenticator {
 
     /// [`Self::verify`], but an unknown `kid` or missing keys of a remote issuer first
     /// trigger a (rate-limited, single-flight) refetch and one retry.
-    pub async fn verify_fresh(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+    pub async fn verify_fresh(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
         self.with_refetch(token, || self.verify(token)).await
     }
 
@@ -290,14 +290,17 @@ impl Authenticator {
     }
 
     /// Verifies a compact JWT at the current time.
-    pub fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+    pub fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
         self.verify_at(token, unix_now())
     }
 
     /// Verifies a compact JWT as of `now` (Unix seconds) for one of the issuer's audiences.
-    pub fn verify_at(&self, token: &str, now: i64) -> Result<VerifiedToken, TokenError> {
+    /// The facts are shared with the verified-token cache: a hit copies none of them.
+    pub fn verify_at(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, TokenError> {
         if !self.cache.enabled() || token.len() > self.max_token_bytes {
-            return self.verify_uncached(token, now).map(|(v, _, _)| v);
+            return self
+                .verify_uncached(token, now)
+                .map(|(v, _, _)| Arc::new(v));
         }
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(hit) = self.cache.get(&hash) {
@@ -314,16 +317,17 @@ impl Authenticator {
                     return Err(TokenError::NotYetValid);
                 }
                 self.check_revocation(issuer, &hit.verified, now)?;
-                return Ok(hit.verified.clone());
+                return Ok(Arc::clone(&hit.verified));
             }
             self.cache.remove(&hash);
         }
         let (verified, issuer_index, not_before) = self.verify_uncached(token, now)?;
+        let verified = Arc::new(verified);
         let keys = self.issuers[issuer_index].keys.load_full();
         self.cache.insert(
             hash,
             cache::CachedToken {
-                verified: verified.clone(),
+                verified: Arc::clone(&verified),
                 issuer: issuer_index,
                 not_before,
                 keys,
