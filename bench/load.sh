@@ -18,7 +18,10 @@
 #   ROUNDS=N         repeats the baseline and broker runs N times, interleaved (baseline, a,
 #                    b, baseline, a, b, ...), each broker run compared with the baseline run
 #                    just before it, and prints the median of each ratio (and of the added
-#                    latency when paced): drift on a shared machine then touches a and b alike;
+#                    latency when paced): drift on a shared machine then touches a and b alike.
+#                    With TOOLGATE_B each round also prints a/b, the two brokers' requests/s
+#                    run straight after each other (b first in every other round), and
+#                    its median;
 #   PROFILE=production  the cargo profile to build and run (`production`: fat LTO, what
 #                    operators deploy; `release` builds much faster).
 set -euo pipefail
@@ -125,7 +128,10 @@ for round in $(seq "$ROUNDS"); do
     BASE_P99=$(field p99_us)
   fi
   for endpoint in $ENDPOINTS; do
-    for broker in $brokers; do
+    order=$brokers
+    # Every other round runs b first, so that neither broker always follows the baseline.
+    [ $((round % 2)) -eq 0 ] && order=$(tr ' ' '\n' <<<"$brokers" | tac | tr '\n' ' ')
+    for broker in $order; do
       IFS=: read -r tag pid port <<<"$broker"
       case $endpoint in
         authorize) run "authorize_$tag" "$pid" "http://127.0.0.1:$port/v1/authorize" "$WORK/authorize.json" "$PAUSE" ;;
@@ -137,6 +143,11 @@ for round in $(seq "$ROUNDS"); do
         echo "added ${endpoint}_$tag: p50_us=$(($(field p50_us) - BASE_P50)) p99_us=$(($(field p99_us) - BASE_P99)) (broker minus the paced baseline)" | tee -a "$SUMMARY"
       fi
     done
+    if [ -n "${TOOLGATE_B:-}" ]; then
+      # The two brokers of one round, side by side: drift between rounds cancels out.
+      a_var="RPS_${endpoint}_a" b_var="RPS_${endpoint}_b"
+      awk -v a="${!a_var}" -v b="${!b_var}" -v n="$endpoint" 'BEGIN { printf "ratio %s_a/%s_b=%.3f\n", n, n, a / b }' | tee -a "$SUMMARY"
+    fi
   done
 done
 if [ "$ROUNDS" -gt 1 ]; then
