@@ -136,7 +136,7 @@ impl InputType {
     }
 
     /// [`Self::to_cedar`] with problems located relative to `value`. The pointer is only
-    /// built for a problem, from the failing value up, so a good call allocates none.
+    /// built for a problem, from the failing value up: a call that converts builds none.
     fn convert(&self, value: &Value) -> Result<RestrictedExpression, ArgumentProblem> {
         let problem = |message: &str| ArgumentProblem {
             path: String::new(),
