@@ -118,6 +118,8 @@ brokers="a:$BROKER_PID:$BROKER_PORT"
 # One "NAME VALUE" line per ratio and added latency of every round, for the medians.
 SUMMARY="$WORK/summary"
 : >"$SUMMARY"
+# ratio NAME X Y: prints and records "ratio NAME=X/Y"
+ratio() { awk -v n="$1" -v x="$2" -v y="$3" 'BEGIN { printf "ratio %s=%.3f\n", n, x / y }' | tee -a "$SUMMARY"; }
 for round in $(seq "$ROUNDS"); do
   [ "$ROUNDS" -gt 1 ] && echo "round $round of $ROUNDS"
   run baseline "$BASE_PID" "http://127.0.0.1:$BASE_PORT/baseline" "$WORK/authorize.json"
@@ -138,7 +140,7 @@ for round in $(seq "$ROUNDS"); do
         invoke) run "invoke_$tag" "$pid" "http://127.0.0.1:$port/v1/tools/bench___echo/invoke" "$WORK/invoke.json" "$PAUSE" ;;
       esac
       rps_var="RPS_${endpoint}_$tag"
-      awk -v x="${!rps_var}" -v b="$RPS_baseline" -v n="${endpoint}_$tag" 'BEGIN { printf "ratio %s/baseline=%.3f\n", n, x / b }' | tee -a "$SUMMARY"
+      ratio "${endpoint}_$tag/baseline" "${!rps_var}" "$RPS_baseline"
       if [ "$PAUSE" -gt 0 ]; then
         echo "added ${endpoint}_$tag: p50_us=$(($(field p50_us) - BASE_P50)) p99_us=$(($(field p99_us) - BASE_P99)) (broker minus the paced baseline)" | tee -a "$SUMMARY"
       fi
@@ -146,7 +148,7 @@ for round in $(seq "$ROUNDS"); do
     if [ -n "${TOOLGATE_B:-}" ]; then
       # The two brokers of one round, side by side: drift between rounds cancels out.
       a_var="RPS_${endpoint}_a" b_var="RPS_${endpoint}_b"
-      awk -v a="${!a_var}" -v b="${!b_var}" -v n="$endpoint" 'BEGIN { printf "ratio %s_a/%s_b=%.3f\n", n, n, a / b }' | tee -a "$SUMMARY"
+      ratio "${endpoint}_a/${endpoint}_b" "${!a_var}" "${!b_var}"
     fi
   done
 done

@@ -5,10 +5,11 @@
 //! The view stays exact across processes through a change marker beside the database
 //! (`state.revocations`): every revocation, by this server's API or by `toolgate revoke` in
 //! another process, is committed first and then appends one byte to the marker. A request
-//! reads the marker's metadata (one `fstat` of the open marker) and reloads the view if it differs from the one
-//! the view was loaded under; the metadata is read *before* the reload, so a revocation whose
-//! append came before a request's check is always in the view that check uses. Without a
-//! marker (deleted, unreadable) every check queries the database, as it did before the view.
+//! reads the marker's metadata (one `fstat` of the open marker) and reloads the view if it
+//! differs from the one the view was loaded under; the metadata is read *before* the reload,
+//! so a revocation whose append came before a request's check is always in the view that
+//! check uses. Without a marker (deleted, unreadable) every check queries the database, as it
+//! did before the view.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
