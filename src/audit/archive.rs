@@ -8,6 +8,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use serde::Serialize;
 
 use super::checkpoint::{self, StoredCheckpoint};
+use super::lookup;
 use super::query::{self, Filter, MAX_LIMIT};
 use super::verify::{self, VerifyError};
 use super::{Head, now_ms};
@@ -53,13 +54,18 @@ pub fn archive(
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(io)?;
     let start = super::chain_head_from_anchor(&conn).map_err(io)?;
-    let first_kept: Option<i64> = conn
-        .query_row(
-            "SELECT MIN(seq) FROM decisions WHERE time_ms >= ?1",
-            [before_ms],
-            |r| r.get(0),
-        )
-        .map_err(io)?;
+    let first_kept = query::query(
+        &conn,
+        &Filter {
+            since_ms: Some(before_ms),
+            limit: 1,
+            ..Filter::default()
+        },
+    )
+    .map_err(io)?
+    .decisions
+    .first()
+    .map(|r| r.seq);
     let last_seq: Option<i64> = conn
         .query_row("SELECT MAX(seq) FROM decisions", [], |r| r.get(0))
         .map_err(io)?;
@@ -135,6 +141,7 @@ pub fn archive(
     checkpoint::insert(&tx, &seal).map_err(io)?;
     tx.execute("DELETE FROM decisions WHERE seq <= ?1", [cut])
         .map_err(io)?;
+    lookup::forget_through(&tx, cut).map_err(io)?;
     tx.execute("DELETE FROM checkpoints WHERE seq < ?1", [cut])
         .map_err(io)?;
     tx.execute(

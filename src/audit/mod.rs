@@ -7,10 +7,12 @@
 //! so that an edited, deleted, inserted or reordered record breaks verification. Records are
 //! numbered without gaps (`seq`), and the writer signs checkpoints of the head with the
 //! broker's key (see [`checkpoint`]) so that a truncated tail is detected too. Reading back:
-//! [`verify`], [`query`], [`archive`]; the format is documented in `docs/decision-log.md`.
+//! [`verify`], [`query`] (through the indexed [`lookup`] table, which keeps indexes off the
+//! commit path), [`archive`]; the format is documented in `docs/decision-log.md`.
 
 pub mod archive;
 pub mod checkpoint;
+pub mod lookup;
 pub mod query;
 pub mod record;
 pub mod verify;
@@ -63,9 +65,12 @@ const WAL_CHECKPOINT_EVERY_RECORDS: u64 = 512;
 const WRITER_AUTOCHECKPOINT_BYTES: u32 = 64 << 20;
 
 /// The auto-checkpoint threshold, in WAL pages, when the writer checkpoints inline (FULL):
-/// a checkpoint every ≈ 50-60 lone commits. SQLite's default of 1,000 pages made each one a
-/// stall of several milliseconds (p99 at half of peak 4.3-5.9 ms against 2.5-2.7 ms).
-const INLINE_AUTOCHECKPOINT_PAGES: u32 = 256;
+/// a checkpoint every ≈ 15-30 commits. SQLite's default of 1,000 pages made each one a stall
+/// of several milliseconds (p99 at half of peak 4.3-5.9 ms against 2.5-2.7 ms with 256).
+/// Without indexes on `decisions` most WAL frames are distinct table pages, so 256 frames
+/// made each checkpoint copy more pages than before (p99 at half of peak 4.1 ms against
+/// 3.2 ms); 128 brought it to 2.9 ms (BENCHMARKS.md, ninth pass).
+const INLINE_AUTOCHECKPOINT_PAGES: u32 = 128;
 
 /// Whether WAL checkpoints run on a background thread: with `synchronous = NORMAL` only.
 /// There a commit does not fsync, and the checkpoint's fsync was the writer's main stall.
@@ -184,9 +189,6 @@ CREATE TABLE IF NOT EXISTS decisions (
     prev_hash   TEXT NOT NULL,
     hash        TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS decisions_by_id ON decisions (decision_id);
-CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (time_ms);
-CREATE INDEX IF NOT EXISTS decisions_by_subject_tool ON decisions (subject, tool);
 CREATE TABLE IF NOT EXISTS checkpoints (
     id          INTEGER PRIMARY KEY,
     seq         INTEGER NOT NULL,
@@ -213,8 +215,10 @@ impl AuditLog {
         {
             std::fs::create_dir_all(dir).map_err(|e| AuditError::Unavailable(e.to_string()))?;
         }
-        let conn = open_connection(&options, true)?;
+        let mut conn = open_connection(&options, true)?;
         let head = chain_head(&conn)?;
+        let covered =
+            lookup::prepare(&mut conn).map_err(|e| AuditError::Unavailable(e.to_string()))?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let healthy = Arc::new(AtomicBool::new(true));
         let (wal_nudge, wal_thread) = if background_wal_checkpoints(&options) {
@@ -235,6 +239,7 @@ impl AuditLog {
             since_wal_checkpoint: 0,
             conn: Some(conn),
             head,
+            covered,
             inode: inode_of(&options.path),
             healthy: healthy.clone(),
             since_checkpoint: 0,
@@ -316,6 +321,8 @@ pub(crate) fn open_connection(
     conn.execute_batch(&format!("PRAGMA wal_autocheckpoint={autocheckpoint};"))
         .map_err(unavailable)?;
     conn.execute_batch(SCHEMA_SQL).map_err(unavailable)?;
+    conn.execute_batch(lookup::SCHEMA_SQL)
+        .map_err(unavailable)?;
     Ok(conn)
 }
 
@@ -442,6 +449,8 @@ struct Writer {
     since_wal_checkpoint: u64,
     conn: Option<Connection>,
     head: Head,
+    /// The last record the lookup table covers (see [`lookup`]).
+    covered: i64,
     inode: Option<u64>,
     healthy: Arc<AtomicBool>,
     since_checkpoint: u64,
@@ -497,12 +506,44 @@ impl Writer {
             for job in batch.drain(..) {
                 let _ = job.ack.send(result.clone());
             }
+            if result.is_ok() {
+                self.extend_lookup(rx.is_empty());
+            }
         }
         // Every sender is gone and the queue is drained: seal the log with a checkpoint.
         self.checkpoint_now("shutdown");
         self.wal_nudge = None;
         if let Some(thread) = self.wal_thread.take() {
             let _ = thread.join();
+        }
+    }
+
+    /// Extends the lookup table once enough records are uncovered: when no record is waiting
+    /// (`idle`), or regardless once the tail is long (see [`lookup`]). It runs after the
+    /// batch's requests were answered, in a transaction of its own that does not wait for an
+    /// fsync: the lookup rows can be rebuilt from `decisions`, and the next commit's fsync
+    /// makes them durable anyway. A failure is logged and the connection reopened, which
+    /// covers the tail again; requests never fail because of it.
+    fn extend_lookup(&mut self, idle: bool) {
+        let uncovered = self.head.seq - self.covered;
+        let threshold = if idle {
+            lookup::FILL_WHEN_IDLE_RECORDS
+        } else {
+            lookup::MAX_UNCOVERED_RECORDS
+        };
+        if uncovered < threshold {
+            return;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let full = self.options.synchronous == Synchronous::Full;
+        match lookup::extend(conn, self.covered, full) {
+            Ok(covered) => self.covered = covered,
+            Err(e) => {
+                tracing::warn!(error = %e, "decision log lookup table not extended; queries scan the tail meanwhile");
+                self.conn = None;
+            }
         }
     }
 
@@ -537,8 +578,10 @@ impl Writer {
             self.conn = None;
         }
         if self.conn.is_none() {
-            let conn = open_connection(&self.options, false)?;
+            let mut conn = open_connection(&self.options, false)?;
             self.head = chain_head(&conn)?;
+            self.covered =
+                lookup::prepare(&mut conn).map_err(|e| AuditError::Unavailable(e.to_string()))?;
             self.inode = inode_of(&self.options.path);
             self.conn = Some(conn);
         }

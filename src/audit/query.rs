@@ -179,46 +179,107 @@ fn to_logged(
     })
 }
 
+/// Appends `filter`'s conditions on the columns of `table` (`decisions` or the lookup table,
+/// which share their names) to `sql`, binding their values in `args`.
+fn push_conditions<'a>(
+    filter: &'a Filter,
+    table: &str,
+    sql: &mut String,
+    args: &mut Vec<&'a dyn ToSql>,
+) {
+    let conditions: [(&str, &str, Option<&'a dyn ToSql>); 6] = [
+        (
+            "subject",
+            "=",
+            filter.agent.as_ref().map(|v| v as &dyn ToSql),
+        ),
+        ("tool", "=", filter.tool.as_ref().map(|v| v as &dyn ToSql)),
+        (
+            "decision",
+            "=",
+            filter.decision.as_ref().map(|v| v as &dyn ToSql),
+        ),
+        ("kind", "=", filter.kind.as_ref().map(|v| v as &dyn ToSql)),
+        (
+            "time_ms",
+            ">=",
+            filter.since_ms.as_ref().map(|v| v as &dyn ToSql),
+        ),
+        (
+            "time_ms",
+            "<",
+            filter.until_ms.as_ref().map(|v| v as &dyn ToSql),
+        ),
+    ];
+    for (column, op, value) in conditions {
+        if let Some(value) = value {
+            args.push(value);
+            sql.push_str(&format!(" AND {table}.{column} {op} ?{}", args.len()));
+        }
+    }
+}
+
+/// Runs a query for records and returns their rows, oldest first.
+fn fetch(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn ToSql],
+) -> Result<Vec<(i64, String, String, String)>, QueryError> {
+    let mut stmt = conn.prepare(sql).map_err(unavailable)?;
+    stmt.query_map(args, row_to_logged)
+        .map_err(unavailable)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(unavailable)
+}
+
+/// At most `limit` records after `after` matching `filter`, oldest first, in two parts: the
+/// records the lookup table covers, found through its indexes, then the uncovered tail of
+/// `decisions` (see [`super::lookup`]). The log is append-only, so the two parts join up even
+/// when the writer extends the coverage between them.
+fn matching(
+    conn: &Connection,
+    filter: &Filter,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<(i64, String, String, String)>, QueryError> {
+    let covered = super::lookup::coverage(conn).map_err(unavailable)?;
+    let fetch_limit = limit as i64;
+    let mut rows = Vec::new();
+    if after < covered {
+        let mut sql = "SELECT d.seq, d.prev_hash, d.hash, d.record
+             FROM decisions_lookup l JOIN decisions d ON d.seq = l.seq
+             WHERE l.seq > ?1 AND l.seq <= ?2"
+            .to_owned();
+        let mut args: Vec<&dyn ToSql> = vec![&after, &covered];
+        push_conditions(filter, "l", &mut sql, &mut args);
+        args.push(&fetch_limit);
+        sql.push_str(&format!(" ORDER BY l.seq LIMIT ?{}", args.len()));
+        rows = fetch(conn, &sql, &args)?;
+    }
+    if rows.len() < limit {
+        let from = after.max(covered);
+        let rest = (limit - rows.len()) as i64;
+        let mut sql =
+            "SELECT seq, prev_hash, hash, record FROM decisions WHERE seq > ?1".to_owned();
+        let mut args: Vec<&dyn ToSql> = vec![&from];
+        push_conditions(filter, "decisions", &mut sql, &mut args);
+        args.push(&rest);
+        sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", args.len()));
+        rows.extend(fetch(conn, &sql, &args)?);
+    }
+    Ok(rows)
+}
+
 /// One page of records matching `filter`, by ascending sequence number (keyset pagination).
 pub fn query(conn: &Connection, filter: &Filter) -> Result<Page, QueryError> {
     filter.validate()?;
-    let mut sql = "SELECT seq, prev_hash, hash, record FROM decisions WHERE seq > ?1".to_owned();
-    let after = filter.after_seq.unwrap_or(0);
-    let mut args: Vec<&dyn ToSql> = vec![&after];
-    if let Some(v) = &filter.agent {
-        args.push(v);
-        sql.push_str(&format!(" AND subject = ?{}", args.len()));
-    }
-    if let Some(v) = &filter.tool {
-        args.push(v);
-        sql.push_str(&format!(" AND tool = ?{}", args.len()));
-    }
-    if let Some(v) = &filter.decision {
-        args.push(v);
-        sql.push_str(&format!(" AND decision = ?{}", args.len()));
-    }
-    if let Some(v) = &filter.kind {
-        args.push(v);
-        sql.push_str(&format!(" AND kind = ?{}", args.len()));
-    }
-    if let Some(v) = &filter.since_ms {
-        args.push(v);
-        sql.push_str(&format!(" AND time_ms >= ?{}", args.len()));
-    }
-    if let Some(v) = &filter.until_ms {
-        args.push(v);
-        sql.push_str(&format!(" AND time_ms < ?{}", args.len()));
-    }
     // One extra row tells whether there is a next page.
-    let fetch = (filter.limit + 1) as i64;
-    args.push(&fetch);
-    sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", args.len()));
-    let mut stmt = conn.prepare(&sql).map_err(unavailable)?;
-    let rows = stmt
-        .query_map(args.as_slice(), row_to_logged)
-        .map_err(unavailable)?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(unavailable)?;
+    let rows = matching(
+        conn,
+        filter,
+        filter.after_seq.unwrap_or(0),
+        filter.limit + 1,
+    )?;
     let more = rows.len() > filter.limit;
     let decisions = rows
         .into_iter()
@@ -241,16 +302,23 @@ pub fn by_decision_id(conn: &Connection, id: &str) -> Result<Vec<LoggedRecord>, 
     if id.is_empty() || id.len() > 64 {
         return Err(QueryError::NotFound(id.chars().take(64).collect()));
     }
-    let mut stmt = conn
-        .prepare(
-            "SELECT seq, prev_hash, hash, record FROM decisions WHERE decision_id = ?1 ORDER BY seq",
-        )
-        .map_err(unavailable)?;
-    let rows = stmt
-        .query_map([id], row_to_logged)
-        .map_err(unavailable)?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(unavailable)?;
+    let covered = super::lookup::coverage(conn).map_err(unavailable)?;
+    let mut rows = Vec::new();
+    if covered > 0 {
+        rows = fetch(
+            conn,
+            "SELECT d.seq, d.prev_hash, d.hash, d.record
+             FROM decisions_lookup l JOIN decisions d ON d.seq = l.seq
+             WHERE l.decision_id = ?1 AND l.seq <= ?2 ORDER BY l.seq",
+            &[&id, &covered],
+        )?;
+    }
+    rows.extend(fetch(
+        conn,
+        "SELECT seq, prev_hash, hash, record FROM decisions
+         WHERE seq > ?2 AND decision_id = ?1 ORDER BY seq",
+        &[&id, &covered],
+    )?);
     if rows.is_empty() {
         return Err(QueryError::NotFound(id.to_owned()));
     }

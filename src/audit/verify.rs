@@ -21,6 +21,15 @@ pub enum VerifyError {
     /// The log could not be read.
     #[error("cannot read the log: {0}")]
     Read(String),
+    /// The lookup table that queries use does not mirror `decisions` (see
+    /// [`super::lookup`]): queries could miss or misfile the record.
+    #[error(
+        "record {seq}: its row in the lookup table is missing or disagrees with the log (queries could miss it); drop the `decisions_lookup` table and the broker rebuilds it when it starts"
+    )]
+    Lookup {
+        /// The first record concerned.
+        seq: i64,
+    },
     /// A record's content does not hash to its stored hash.
     #[error("record {seq}: content does not match its hash (the record was edited)")]
     Edited {
@@ -209,7 +218,12 @@ pub fn verify_db(path: &Path, keys: Option<&JwkSet>) -> Result<VerifyReport, Ver
         seq: 0,
         hash: GENESIS_HASH.to_owned(),
     });
-    verify_rows(start, required_anchor, rows, &checkpoints, keys)
+    let report = verify_rows(start, required_anchor, rows, &checkpoints, keys)?;
+    // The rows' columns match their records (checked above); the lookup rows must match them.
+    match super::lookup::first_mismatch(&conn).map_err(read_err)? {
+        Some(seq) => Err(VerifyError::Lookup { seq }),
+        None => Ok(report),
+    }
 }
 
 /// Verifies a JSONL export or archive. The chain starts at the first record's `prev_hash`

@@ -4,6 +4,7 @@
 
 mod api;
 mod audit;
+mod audit_lookup;
 mod cli;
 mod corpus;
 mod dispatch;
