@@ -6,7 +6,7 @@
 //!
 //! Records look like the broker's: ≈ 1 KB of JSON with a principal, token facts and the
 //! recorded Cedar request; decision ids and times increase (UUIDv7, the clock) across
-//! iterations, so the indexes grow at their right edge as in production.
+//! iterations, so the lookup table's indexes grow at their right edge as in production.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
