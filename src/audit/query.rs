@@ -232,6 +232,31 @@ fn fetch(
         .map_err(unavailable)
 }
 
+/// Records in a time window at most this many make a query read the window through the
+/// time index and sort it; a wider window (or none) is read in sequence order instead.
+const NARROW_WINDOW_RECORDS: i64 = 10_000;
+
+/// Whether `filter` has a time window that holds at most [`NARROW_WINDOW_RECORDS`] covered
+/// records, counted through the time index (stopping at the bound). SQLite cannot tell
+/// a narrow window from a wide one by itself: for "the last hour" of a large log it would
+/// scan the lookup table from the start in sequence order.
+fn narrow_time_window(conn: &Connection, filter: &Filter) -> Result<bool, QueryError> {
+    if filter.since_ms.is_none() && filter.until_ms.is_none() {
+        return Ok(false);
+    }
+    let since = filter.since_ms.unwrap_or(i64::MIN);
+    let until = filter.until_ms.unwrap_or(i64::MAX);
+    let in_window: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM decisions_lookup INDEXED BY decisions_lookup_by_time
+             WHERE time_ms >= ?1 AND time_ms < ?2 LIMIT ?3)",
+            [since, until, NARROW_WINDOW_RECORDS + 1],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    Ok(in_window <= NARROW_WINDOW_RECORDS)
+}
+
 /// At most `limit` records after `after` matching `filter`, oldest first, in two parts: the
 /// records the lookup table covers, found through its indexes, then the uncovered tail of
 /// `decisions` (see [`super::lookup`]). The log is append-only, so the two parts join up even
@@ -246,14 +271,24 @@ fn matching(
     let fetch_limit = limit as i64;
     let mut rows = Vec::new();
     if after < covered {
-        let mut sql = "SELECT d.seq, d.prev_hash, d.hash, d.record
-             FROM decisions_lookup l JOIN decisions d ON d.seq = l.seq
-             WHERE l.seq > ?1 AND l.seq <= ?2"
-            .to_owned();
+        // The page's sequence numbers come from the lookup table alone; only they are then
+        // read from `decisions`, so a sort never carries record text.
+        let index = if narrow_time_window(conn, filter)? {
+            "INDEXED BY decisions_lookup_by_time"
+        } else {
+            ""
+        };
+        let mut sql = format!(
+            "SELECT seq, prev_hash, hash, record FROM decisions WHERE seq IN (
+                SELECT l.seq FROM decisions_lookup l {index} WHERE l.seq > ?1 AND l.seq <= ?2"
+        );
         let mut args: Vec<&dyn ToSql> = vec![&after, &covered];
         push_conditions(filter, "l", &mut sql, &mut args);
         args.push(&fetch_limit);
-        sql.push_str(&format!(" ORDER BY l.seq LIMIT ?{}", args.len()));
+        sql.push_str(&format!(
+            " ORDER BY l.seq LIMIT ?{}) ORDER BY seq",
+            args.len()
+        ));
         rows = fetch(conn, &sql, &args)?;
     }
     if rows.len() < limit {

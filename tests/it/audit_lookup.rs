@@ -134,6 +134,14 @@ fn assert_queries_match(path: &Path, seqs: std::ops::RangeInclusive<i64>) {
             (|s| s.decision == "deny" && s.kind == "dispatch"),
         ),
         (
+            "since",
+            Filter {
+                since_ms: Some(450_000),
+                ..Filter::default()
+            },
+            (|s| s.time_ms >= 450_000),
+        ),
+        (
             "time window and tool",
             Filter {
                 since_ms: Some(200_000),
