@@ -86,6 +86,17 @@ pub(crate) fn forget_through(conn: &Connection, seq: i64) -> rusqlite::Result<()
     Ok(())
 }
 
+/// Whether the writer should extend the lookup table now: `uncovered` records are not in
+/// it, and `idle` says no record is waiting to be committed.
+pub(crate) fn extension_due(uncovered: i64, idle: bool) -> bool {
+    let threshold = if idle {
+        FILL_WHEN_IDLE_RECORDS
+    } else {
+        MAX_UNCOVERED_RECORDS
+    };
+    uncovered >= threshold
+}
+
 /// Covers the records after `covered` (the current coverage), at most `limit` of them.
 fn fill(conn: &Connection, covered: i64, limit: i64) -> rusqlite::Result<()> {
     conn.execute(
@@ -159,4 +170,43 @@ pub(crate) fn first_mismatch(conn: &Connection) -> rusqlite::Result<Option<i64>>
         |r| r.get::<_, i64>(0),
     )
     .optional()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_extends_when_idle_or_when_the_tail_is_long() {
+        assert!(!extension_due(FILL_WHEN_IDLE_RECORDS - 1, true));
+        assert!(extension_due(FILL_WHEN_IDLE_RECORDS, true));
+        assert!(!extension_due(MAX_UNCOVERED_RECORDS - 1, false));
+        assert!(extension_due(MAX_UNCOVERED_RECORDS, false));
+    }
+
+    #[test]
+    fn an_extension_covers_at_most_its_share_of_the_tail() -> rusqlite::Result<()> {
+        let mut conn = Connection::open_in_memory()?;
+        conn.execute_batch(crate::audit::SCHEMA_SQL)?;
+        conn.execute_batch(SCHEMA_SQL)?;
+        let records = EXTEND_AT_MOST_RECORDS + 100;
+        for seq in 1..=records {
+            conn.execute(
+                "INSERT INTO decisions (seq, decision_id, kind, time_ms, stage, reason, decision,
+                 subject, tool, record, prev_hash, hash)
+                 VALUES (?1, 'd' || ?1, 'decision', ?1, 'policy', 'allowed', 'allow', 'a', 't',
+                 '{}', '', '')",
+                [seq],
+            )?;
+        }
+        let covered = extend(&mut conn, 0, true)?;
+        assert_eq!(covered, EXTEND_AT_MOST_RECORDS);
+        assert_eq!(extend(&mut conn, covered, true)?, records);
+        assert_eq!(extend(&mut conn, records, true)?, records);
+        assert_eq!(first_mismatch(&conn)?, None);
+        // FULL durability is restored for the writer's next commit.
+        let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+        assert_eq!(synchronous, 2);
+        Ok(())
+    }
 }

@@ -525,13 +525,7 @@ impl Writer {
     /// makes them durable anyway. A failure is logged and the connection reopened, which
     /// covers the tail again; requests never fail because of it.
     fn extend_lookup(&mut self, idle: bool) {
-        let uncovered = self.head.seq - self.covered;
-        let threshold = if idle {
-            lookup::FILL_WHEN_IDLE_RECORDS
-        } else {
-            lookup::MAX_UNCOVERED_RECORDS
-        };
-        if uncovered < threshold {
+        if !lookup::extension_due(self.head.seq - self.covered, idle) {
             return;
         }
         let Some(conn) = self.conn.as_mut() else {
