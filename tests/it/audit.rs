@@ -28,19 +28,28 @@ async fn written_log(n: i64) -> (tempfile::TempDir, PathBuf, Arc<SigningKey>, Jw
     (dir, path, key, jwks)
 }
 
-async fn append(path: &Path, key: &Arc<SigningKey>, seqs: std::ops::RangeInclusive<i64>) {
-    let (log, writer) = AuditLog::open(AuditOptions {
+/// A log at `path` with NORMAL durability, batches of at most 64 records and a checkpoint
+/// signed by `key` every `checkpoint_every` records.
+pub(crate) fn log_options(
+    path: &Path,
+    key: &Arc<SigningKey>,
+    checkpoint_every: u64,
+) -> AuditOptions {
+    AuditOptions {
         path: path.to_owned(),
         synchronous: Synchronous::Normal,
         busy_timeout: std::time::Duration::from_secs(2),
         max_batch: 64,
         checkpoints: Some(CheckpointOptions {
             key: key.clone(),
-            every_records: 5,
+            every_records: checkpoint_every,
             interval: None,
         }),
-    })
-    .unwrap();
+    }
+}
+
+async fn append(path: &Path, key: &Arc<SigningKey>, seqs: std::ops::RangeInclusive<i64>) {
+    let (log, writer) = AuditLog::open(log_options(path, key, 5)).unwrap();
     for i in seqs {
         let mut r = DecisionRecord::new(format!("d{i}"), format!("r{i}"), "invoke", i * 1000);
         r.stage = "policy".to_owned();
