@@ -97,15 +97,16 @@ pub(crate) fn extension_due(uncovered: i64, idle: bool) -> bool {
     uncovered >= threshold
 }
 
-/// Covers the records after `covered` (the current coverage), at most `limit` of them.
-fn fill(conn: &Connection, covered: i64, limit: i64) -> rusqlite::Result<()> {
+/// Covers the records after `covered` (the current coverage), at most `limit` of them
+/// (all for a negative `limit`). Returns the new coverage.
+fn fill(conn: &Connection, covered: i64, limit: i64) -> rusqlite::Result<i64> {
     conn.execute(
         "INSERT INTO decisions_lookup (seq, decision_id, kind, time_ms, decision, subject, tool)
          SELECT seq, decision_id, kind, time_ms, decision, subject, tool
          FROM decisions WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         [covered, limit],
     )?;
-    Ok(())
+    coverage(conn)
 }
 
 /// Covers up to [`EXTEND_AT_MOST_RECORDS`] more records in a transaction of its own, without
@@ -117,8 +118,7 @@ pub(crate) fn extend(conn: &mut Connection, covered: i64, full: bool) -> rusqlit
     }
     let result = (|| {
         let tx = conn.transaction()?;
-        fill(&tx, covered, EXTEND_AT_MOST_RECORDS)?;
-        let covered = coverage(&tx)?;
+        let covered = fill(&tx, covered, EXTEND_AT_MOST_RECORDS)?;
         tx.commit()?;
         Ok(covered)
     })();
@@ -134,9 +134,7 @@ pub(crate) fn extend(conn: &mut Connection, covered: i64, full: bool) -> rusqlit
 pub(crate) fn prepare(conn: &mut Connection) -> rusqlite::Result<i64> {
     let tx = conn.transaction()?;
     tx.execute_batch(OLD_INDEXES_SQL)?;
-    let covered = coverage(&tx)?;
-    fill(&tx, covered, -1)?;
-    let covered = coverage(&tx)?;
+    let covered = fill(&tx, coverage(&tx)?, -1)?;
     tx.commit()?;
     Ok(covered)
 }

@@ -2,7 +2,9 @@
 //! with a scan of what was written; a log from before it is read, then upgraded; archiving
 //! and `verify` keep it in step with the log.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::jwk::JwkSet;
 use std::sync::Arc;
 
 use rusqlite::Connection;
@@ -70,6 +72,15 @@ async fn append(path: &Path, key: &Arc<SigningKey>, seqs: std::ops::RangeInclusi
     tokio::task::spawn_blocking(move || writer.join())
         .await
         .unwrap();
+}
+
+/// A directory for a log that does not exist yet, its path, a checkpoint key and its JWKS.
+fn scratch_log() -> (tempfile::TempDir, PathBuf, Arc<SigningKey>, JwkSet) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.db");
+    let key = Arc::new(SigningKey::generate().unwrap().0);
+    let jwks = toolgate::audit::checkpoint::jwks_of(&key).unwrap();
+    (dir, path, key, jwks)
 }
 
 fn coverage(path: &Path) -> i64 {
@@ -169,10 +180,7 @@ fn assert_queries_match(path: &Path, seqs: std::ops::RangeInclusive<i64>) {
 
 #[tokio::test]
 async fn queries_through_the_lookup_table_and_the_tail_match_a_scan() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("decisions.db");
-    let key = Arc::new(SigningKey::generate().unwrap().0);
-    let jwks = toolgate::audit::checkpoint::jwks_of(&key).unwrap();
+    let (dir, path, key, jwks) = scratch_log();
 
     append(&path, &key, 1..=600).await;
     // Between appends the writer is mostly idle, and it extends the table when 256 or more
@@ -213,10 +221,7 @@ async fn queries_through_the_lookup_table_and_the_tail_match_a_scan() {
 
 #[tokio::test]
 async fn a_log_from_before_the_lookup_table_is_read_then_upgraded() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("decisions.db");
-    let key = Arc::new(SigningKey::generate().unwrap().0);
-    let jwks = toolgate::audit::checkpoint::jwks_of(&key).unwrap();
+    let (_dir, path, key, jwks) = scratch_log();
     append(&path, &key, 1..=300).await;
 
     // The layout of earlier versions: the indexes on `decisions`, no lookup table.
@@ -252,10 +257,7 @@ async fn a_log_from_before_the_lookup_table_is_read_then_upgraded() {
 
 #[tokio::test]
 async fn verify_reports_a_lookup_table_out_of_step_and_a_dropped_one_is_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("decisions.db");
-    let key = Arc::new(SigningKey::generate().unwrap().0);
-    let jwks = toolgate::audit::checkpoint::jwks_of(&key).unwrap();
+    let (dir, path, key, jwks) = scratch_log();
     append(&path, &key, 1..=300).await;
     let pristine = dir.path().join("pristine.db");
     std::fs::copy(&path, &pristine).unwrap();
