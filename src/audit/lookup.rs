@@ -67,10 +67,23 @@ pub fn coverage(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 fn exists(conn: &Connection) -> rusqlite::Result<bool> {
+    schema_has(conn, "table", "decisions_lookup")
+}
+
+/// The index on the lookup table's time column, which narrow time windows are read through.
+pub(crate) const TIME_INDEX: &str = "decisions_lookup_by_time";
+
+/// Whether the lookup table's time index exists. Someone may have dropped it by hand; the
+/// broker recreates it when it next opens the log, and queries meanwhile do without it.
+pub(crate) fn time_index_exists(conn: &Connection) -> rusqlite::Result<bool> {
+    schema_has(conn, "index", TIME_INDEX)
+}
+
+fn schema_has(conn: &Connection, kind: &str, name: &str) -> rusqlite::Result<bool> {
     let found = conn
         .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions_lookup'",
-            [],
+            "SELECT 1 FROM sqlite_master WHERE type = ?1 AND name = ?2",
+            [kind, name],
             |_| Ok(()),
         )
         .optional()?;

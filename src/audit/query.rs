@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::checkpoint::StoredCheckpoint;
+use super::lookup::TIME_INDEX;
 
 /// Most records one query returns, whatever the caller asks for.
 pub const MAX_LIMIT: usize = 1000;
@@ -244,12 +245,18 @@ fn narrow_time_window(conn: &Connection, filter: &Filter) -> Result<bool, QueryE
     if filter.since_ms.is_none() && filter.until_ms.is_none() {
         return Ok(false);
     }
+    // `INDEXED BY` fails when the index is missing: without it, read in sequence order.
+    if !super::lookup::time_index_exists(conn).map_err(unavailable)? {
+        return Ok(false);
+    }
     let since = filter.since_ms.unwrap_or(i64::MIN);
     let until = filter.until_ms.unwrap_or(i64::MAX);
     let in_window: i64 = conn
         .query_row(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM decisions_lookup INDEXED BY decisions_lookup_by_time
-             WHERE time_ms >= ?1 AND time_ms < ?2 LIMIT ?3)",
+            &format!(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM decisions_lookup INDEXED BY {TIME_INDEX}
+                 WHERE time_ms >= ?1 AND time_ms < ?2 LIMIT ?3)"
+            ),
             [since, until, NARROW_WINDOW_RECORDS + 1],
             |r| r.get(0),
         )
@@ -274,9 +281,9 @@ fn matching(
         // The page's sequence numbers come from the lookup table alone; only they are then
         // read from `decisions`, so a sort never carries record text.
         let index = if narrow_time_window(conn, filter)? {
-            "INDEXED BY decisions_lookup_by_time"
+            format!("INDEXED BY {TIME_INDEX}")
         } else {
-            ""
+            String::new()
         };
         let mut sql = format!(
             "SELECT seq, prev_hash, hash, record FROM decisions WHERE seq IN (

@@ -1,6 +1,6 @@
 //! The decision log's lookup table: queries through it and through the uncovered tail agree
 //! with a scan of what was written; a log from before it is read, then upgraded; archiving
-//! and `verify` keep it in step with the log.
+//! and `verify` keep it in step with the log; queries answer without its indexes.
 
 use std::path::{Path, PathBuf};
 
@@ -303,4 +303,39 @@ async fn verify_reports_a_lookup_table_out_of_step_and_a_dropped_one_is_rebuilt(
     assert_eq!(coverage(&path), 300);
     assert_queries_match(&path, 1..=301);
     verify::verify_db(&path, Some(&jwks)).unwrap();
+}
+
+#[tokio::test]
+async fn queries_answer_without_the_lookup_indexes_and_the_broker_recreates_them() {
+    let (_dir, path, key, _jwks) = scratch_log();
+    append(&path, &key, 1..=300).await;
+    let lookup_indexes = |path: &Path| -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master
+                 WHERE type = 'index' AND tbl_name = 'decisions_lookup'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(lookup_indexes(&path), 3);
+    // Dropped by hand (an operator reclaiming space, a bad migration): queries are slower,
+    // not wrong, and none fails; the time-window filters are among them.
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "DROP INDEX decisions_lookup_by_id;
+             DROP INDEX decisions_lookup_by_time;
+             DROP INDEX decisions_lookup_by_subject_tool;",
+        )
+        .unwrap();
+    assert_eq!(lookup_indexes(&path), 0);
+    assert!(coverage(&path) >= FILL_WHEN_IDLE_RECORDS);
+    assert_queries_match(&path, 1..=300);
+    // The broker opening the log recreates them.
+    append(&path, &key, 301..=301).await;
+    assert_eq!(lookup_indexes(&path), 3);
+    assert_queries_match(&path, 1..=301);
 }
