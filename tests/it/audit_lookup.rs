@@ -87,6 +87,18 @@ fn coverage(path: &Path) -> i64 {
     lookup::coverage(&query::open_read_only(path).unwrap()).unwrap()
 }
 
+/// How many indexes of the log have a name matching the SQL `LIKE` pattern.
+fn indexes_named(path: &Path, pattern: &str) -> i64 {
+    Connection::open(path)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name LIKE ?1",
+            [pattern],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
 /// Which records a filter should select, by their [`Spec`].
 type Selects = fn(&Spec) -> bool;
 
@@ -240,16 +252,7 @@ async fn a_log_from_before_the_lookup_table_is_read_then_upgraded() {
 
     // The broker opening it drops the old indexes and covers every record.
     append(&path, &key, 301..=301).await;
-    let conn = Connection::open(&path).unwrap();
-    let old_indexes: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name LIKE 'decisions_by_%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    drop(conn);
-    assert_eq!(old_indexes, 0);
+    assert_eq!(indexes_named(&path, "decisions_by_%"), 0);
     assert_eq!(coverage(&path), 300);
     assert_queries_match(&path, 1..=301);
     verify::verify_db(&path, Some(&jwks)).unwrap();
@@ -309,17 +312,7 @@ async fn verify_reports_a_lookup_table_out_of_step_and_a_dropped_one_is_rebuilt(
 async fn queries_answer_without_the_lookup_indexes_and_the_broker_recreates_them() {
     let (_dir, path, key, _jwks) = scratch_log();
     append(&path, &key, 1..=300).await;
-    let lookup_indexes = |path: &Path| -> i64 {
-        Connection::open(path)
-            .unwrap()
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master
-                 WHERE type = 'index' AND tbl_name = 'decisions_lookup'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap()
-    };
+    let lookup_indexes = |path: &Path| indexes_named(path, "decisions_lookup_%");
     assert_eq!(lookup_indexes(&path), 3);
     // Dropped by hand (an operator reclaiming space, a bad migration): queries are slower,
     // not wrong, and none fails; the time-window filters are among them.
