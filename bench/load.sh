@@ -23,7 +23,11 @@
 #                    run straight after each other (b first in every other round), and
 #                    its median;
 #   PROFILE=production  the cargo profile to build and run (`production`: fat LTO, what
-#                    operators deploy; `release` builds much faster).
+#                    operators deploy; `release` builds much faster);
+#   STATE_ON_TMPFS=1 puts the brokers' state directories, the decision log included, on
+#                    /dev/shm, to measure what the disk costs (`a` puts only broker a's
+#                    there, so that a/b compares the same binary on tmpfs and on disk). A
+#                    measurement only: tmpfs does not survive a reboot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -47,11 +51,21 @@ build_broker=(--bin toolgate)
 cargo build --profile "$PROFILE" -q "${build_broker[@]}" --example bare_baseline --example bench_setup
 WORK=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+SHM=
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK" ${SHM:+"$SHM"}; }
 trap cleanup EXIT
 
 openssl genrsa -traditional 2048 2>/dev/null | openssl rsa -traditional -outform DER -out "$WORK/rsa.der" 2>/dev/null
 "$BIN_DIR/examples/bench_setup" "$WORK" "http://127.0.0.1:$BASE_PORT/echo" "127.0.0.1:$BROKER_PORT" >/dev/null
+if [ -n "${STATE_ON_TMPFS:-}" ]; then
+  SHM=$(mktemp -d /dev/shm/toolgate-bench.XXXXXX)
+  mkdir "$SHM/state"
+  ln -s "$SHM/state" "$WORK/state"
+  if [ "$STATE_ON_TMPFS" != a ]; then
+    mkdir "$SHM/state-b"
+    ln -s "$SHM/state-b" "$WORK/state-b"
+  fi
+fi
 
 "$BIN_DIR/examples/bare_baseline" "127.0.0.1:$BASE_PORT" & pids+=($!); BASE_PID=$!
 RUST_LOG=warn "$BROKER_A" serve --config "$WORK/toolgate.toml" 2>"$WORK/broker.log" & pids+=($!); BROKER_PID=$!

@@ -226,6 +226,42 @@ async fn checkpoints_signed_by_another_key_fail() {
     );
 }
 
+/// With FULL durability the writer copies the WAL back into the database itself (SQLite's
+/// auto-checkpoint on its connection, every 128 pages), so the WAL stays at a few hundred
+/// pages however many records are written.
+#[tokio::test]
+async fn with_full_durability_the_writer_keeps_the_wal_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decisions.db");
+    let (key, _) = SigningKey::generate().unwrap();
+    let key = Arc::new(key);
+    let options = AuditOptions {
+        synchronous: Synchronous::Full,
+        ..log_options(&path, &key, 0)
+    };
+    let (log, writer) = AuditLog::open(options).unwrap();
+    // One record per commit: each commit adds at least one WAL page (the table's last leaf),
+    // so 800 records would leave a WAL of more than 3 MiB unchecked (4 MiB when tried).
+    for i in 1..=800 {
+        let mut r = DecisionRecord::new(format!("d{i}"), format!("r{i}"), "invoke", i * 1000);
+        r.tool = Some("demo___echo".to_owned());
+        log.append(&r).await.unwrap();
+    }
+    let mut wal = path.clone().into_os_string();
+    wal.push("-wal");
+    let wal_bytes = std::fs::metadata(&wal).unwrap().len();
+    assert!(
+        wal_bytes < 1 << 20,
+        "the WAL grew to {wal_bytes} bytes while the writer ran"
+    );
+    drop(log);
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .unwrap();
+    let report = verify::verify_db(&path, Some(&checkpoint::jwks_of(&key).unwrap())).unwrap();
+    assert_eq!(report.records, 800);
+}
+
 #[tokio::test]
 async fn a_new_log_gets_4k_pages_and_an_existing_16k_log_keeps_its_own() {
     let page_size = |path: &Path| -> i64 {
