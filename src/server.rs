@@ -58,6 +58,13 @@ pub fn build(config: Config, demo: Option<&DemoUrls>) -> anyhow::Result<Built> {
         }),
     })
     .with_context(|| format!("opening the decision log `{}`", config.audit_db().display()))?;
+    if let Some(filesystem) = crate::audit::storage::volatile_filesystem(&config.audit_db()) {
+        tracing::warn!(
+            path = %config.audit_db().display(),
+            %filesystem,
+            "the decision log is on a filesystem that does not survive a reboot: its records would be lost; set `audit.db` on a disk"
+        );
+    }
     let broker_keys = BrokerKeys::load_or_create(&config.state_dir())
         .context("loading the broker signing keys")?;
     let dispatcher = Dispatcher::new(Arc::new(broker_keys), config.server.broker_issuer.clone())

@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod lookup;
 pub mod query;
 pub mod record;
+pub mod storage;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

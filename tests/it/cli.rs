@@ -115,17 +115,23 @@ async fn token_verify_prints_claims_or_the_reason() {
     assert_ne!(out.status.code(), Some(0));
 }
 
-#[tokio::test]
-async fn serve_logs_json_lines_with_decision_ids_and_never_the_token() {
-    let app = TestApp::spawn().await;
-    let token = app.token("reporting-agent", "files:read", &["reporting"]);
-    let config = app.config_path();
-    // The same config and state, served by the real binary instead of the in-process server.
-    let kept = app.stop_keep().await;
+/// Starts `toolgate serve` on `config` with JSON logs at `info` (and `env` added), and reads
+/// its log lines until `toolgate listening`: the child, the channel of the lines still to
+/// come, the lines so far, and the address it listens on.
+fn serve_json_logs(
+    config: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    Vec<String>,
+    String,
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_toolgate"))
         .args(["--log-format", "json", "serve", "--config"])
-        .arg(&config)
+        .arg(config)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -151,6 +157,60 @@ async fn serve_logs_json_lines_with_decision_ids_and_never_the_token() {
             break event["fields"]["addr"].as_str().unwrap().to_owned();
         }
     };
+    (child, lines_rx, lines, addr)
+}
+
+/// Whether any of `lines` (JSON log events) warns that the decision log is on a filesystem
+/// that does not survive a reboot.
+fn warns_of_volatile_log(lines: &[String]) -> bool {
+    lines.iter().any(|l| {
+        let event: Value = serde_json::from_str(l).unwrap();
+        event["level"] == "WARN" && event["fields"]["filesystem"] == "tmpfs"
+    })
+}
+
+/// A decision log on tmpfs would lose its records at reboot: the broker still starts (an
+/// operator may mean it, e.g. for a benchmark) but warns, and does not on a disk.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn serve_warns_when_the_decision_log_is_on_tmpfs() {
+    let on_tmpfs = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some("/dev/shm") && l.contains(" - tmpfs "));
+    if !on_tmpfs {
+        eprintln!("skipped: /dev/shm is not a tmpfs mount here");
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let config = app.config_path();
+    let kept = app.stop_keep().await;
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let db = shm.path().join("decisions.db");
+    // The test's own state directory warns only if it is on a tmpfs itself.
+    let default_on_tmpfs = toolgate::audit::storage::volatile_filesystem(&config).is_some();
+    let runs = [
+        (vec![("TOOLGATE__AUDIT__DB", db.as_os_str())], true),
+        (vec![], default_on_tmpfs),
+    ];
+    for (env, warned) in runs {
+        let (mut child, _, lines, _) = serve_json_logs(&config, &env);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(warns_of_volatile_log(&lines), warned, "{lines:?}");
+    }
+    assert!(db.exists(), "the broker wrote its log on tmpfs");
+    drop(kept);
+}
+
+#[tokio::test]
+async fn serve_logs_json_lines_with_decision_ids_and_never_the_token() {
+    let app = TestApp::spawn().await;
+    let token = app.token("reporting-agent", "files:read", &["reporting"]);
+    let config = app.config_path();
+    // The same config and state, served by the real binary instead of the in-process server.
+    let kept = app.stop_keep().await;
+    let (mut child, lines_rx, mut lines, addr) = serve_json_logs(&config, &[]);
     let client = reqwest::Client::new();
     let response = client
         .post(format!("http://{addr}/v1/tools/demo___echo/invoke"))
