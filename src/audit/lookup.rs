@@ -73,6 +73,28 @@ fn exists(conn: &Connection) -> rusqlite::Result<bool> {
 /// The index on the lookup table's time column, which narrow time windows are read through.
 pub(crate) const TIME_INDEX: &str = "decisions_lookup_by_time";
 
+/// The lookup table's indexes, as [`SCHEMA_SQL`] creates them.
+const INDEXES: [&str; 3] = [
+    "decisions_lookup_by_id",
+    TIME_INDEX,
+    "decisions_lookup_by_subject_tool",
+];
+
+/// The lookup table's indexes that are missing (dropped by hand). None are reported for a log
+/// that predates the table: the broker creates table and indexes when it upgrades the log.
+pub(crate) fn missing_indexes(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    if !exists(conn)? {
+        return Ok(Vec::new());
+    }
+    let mut missing = Vec::new();
+    for name in INDEXES {
+        if !schema_has(conn, "index", name)? {
+            missing.push(name.to_owned());
+        }
+    }
+    Ok(missing)
+}
+
 /// Whether the lookup table's time index exists. Someone may have dropped it by hand; the
 /// broker recreates it when it next opens the log, and queries meanwhile do without it.
 pub(crate) fn time_index_exists(conn: &Connection) -> rusqlite::Result<bool> {

@@ -124,6 +124,10 @@ pub struct VerifyReport {
     pub signatures_checked: bool,
     /// Checkpoints about records archived before the anchor (not checkable here).
     pub checkpoints_before_anchor: usize,
+    /// The lookup table's indexes that are missing. Not a verification failure: queries
+    /// answer without them, more slowly, and the broker recreates them when it next opens the
+    /// log. Always empty for a JSONL source.
+    pub missing_lookup_indexes: Vec<String>,
 }
 
 /// One row as read from the log, with the index columns when the source has them.
@@ -218,12 +222,13 @@ pub fn verify_db(path: &Path, keys: Option<&JwkSet>) -> Result<VerifyReport, Ver
         seq: 0,
         hash: GENESIS_HASH.to_owned(),
     });
-    let report = verify_rows(start, required_anchor, rows, &checkpoints, keys)?;
+    let mut report = verify_rows(start, required_anchor, rows, &checkpoints, keys)?;
     // The rows' columns match their records (checked above); the lookup rows must match them.
-    match super::lookup::first_mismatch(&conn).map_err(read_err)? {
-        Some(seq) => Err(VerifyError::Lookup { seq }),
-        None => Ok(report),
+    if let Some(seq) = super::lookup::first_mismatch(&conn).map_err(read_err)? {
+        return Err(VerifyError::Lookup { seq });
     }
+    report.missing_lookup_indexes = super::lookup::missing_indexes(&conn).map_err(read_err)?;
+    Ok(report)
 }
 
 /// Verifies a JSONL export or archive. The chain starts at the first record's `prev_hash`
@@ -372,6 +377,7 @@ pub fn verify_rows(
         checkpoints: matched,
         signatures_checked: keys.is_some(),
         checkpoints_before_anchor: before_anchor,
+        missing_lookup_indexes: Vec::new(),
     })
 }
 

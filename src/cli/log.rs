@@ -241,6 +241,12 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
                         },
                         report.head_hash
                     );
+                    if !report.missing_lookup_indexes.is_empty() {
+                        println!(
+                            "note: missing lookup-table indexes: {} (queries answer without them, more slowly; the broker recreates them when it next opens the log)",
+                            report.missing_lookup_indexes.join(", ")
+                        );
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {

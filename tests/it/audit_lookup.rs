@@ -310,7 +310,7 @@ async fn verify_reports_a_lookup_table_out_of_step_and_a_dropped_one_is_rebuilt(
 
 #[tokio::test]
 async fn queries_answer_without_the_lookup_indexes_and_the_broker_recreates_them() {
-    let (_dir, path, key, _jwks) = scratch_log();
+    let (_dir, path, key, jwks) = scratch_log();
     append(&path, &key, 1..=300).await;
     let lookup_indexes = |path: &Path| indexes_named(path, "decisions_lookup_%");
     assert_eq!(lookup_indexes(&path), 3);
@@ -327,8 +327,20 @@ async fn queries_answer_without_the_lookup_indexes_and_the_broker_recreates_them
     assert_eq!(lookup_indexes(&path), 0);
     assert!(coverage(&path) >= FILL_WHEN_IDLE_RECORDS);
     assert_queries_match(&path, 1..=300);
+    // `verify` passes, and names what is missing.
+    let report = verify::verify_db(&path, Some(&jwks)).unwrap();
+    assert_eq!(
+        report.missing_lookup_indexes,
+        [
+            "decisions_lookup_by_id",
+            "decisions_lookup_by_time",
+            "decisions_lookup_by_subject_tool"
+        ]
+    );
     // The broker opening the log recreates them.
     append(&path, &key, 301..=301).await;
     assert_eq!(lookup_indexes(&path), 3);
     assert_queries_match(&path, 1..=301);
+    let report = verify::verify_db(&path, Some(&jwks)).unwrap();
+    assert!(report.missing_lookup_indexes.is_empty());
 }
