@@ -11,7 +11,10 @@ const VOLATILE_FILESYSTEMS: &[&str] = &["tmpfs", "ramfs"];
 /// or `None` when it is on another filesystem or the mount table cannot be read. The log's
 /// directory must exist (it does once the log is open).
 pub fn volatile_filesystem(log_path: &Path) -> Option<String> {
-    let dir = log_path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    let dir = match log_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
     let dir = std::fs::canonicalize(dir).ok()?;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     filesystem_of(&mountinfo, &dir).filter(|fs| VOLATILE_FILESYSTEMS.contains(&fs.as_str()))
@@ -125,5 +128,12 @@ mod tests {
         let dir = tempfile::tempdir_in(shm).unwrap();
         let log = dir.path().join("decisions.db");
         assert_eq!(volatile_filesystem(&log).as_deref(), Some("tmpfs"));
+        // A bare file name is in the current directory.
+        let here = filesystem_of(&mountinfo, &std::env::current_dir().unwrap());
+        let here_volatile = here.filter(|fs| VOLATILE_FILESYSTEMS.contains(&fs.as_str()));
+        assert_eq!(
+            volatile_filesystem(Path::new("decisions.db")),
+            here_volatile
+        );
     }
 }
