@@ -131,8 +131,7 @@ mod tests {
         assert_eq!(unescape("/a\\9b\\"), PathBuf::from("/a\\9b\\"));
     }
 
-    /// On Linux, a log under `/dev/shm` (a tmpfs wherever it is mounted) is reported, and one
-    /// in the current directory's filesystem is reported only if that is a tmpfs too.
+    /// On Linux, a real log under `/dev/shm` (a tmpfs wherever it is mounted) is reported.
     #[cfg(target_os = "linux")]
     #[test]
     fn a_log_in_dev_shm_is_reported_as_volatile() {
