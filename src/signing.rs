@@ -1,5 +1,5 @@
-//! Ed25519 signing keys kept in the state directory: the dev issuer's key (`serve --dev`,
-//! `token mint`). Key generation and signing are done by aws-lc-rs through jsonwebtoken.
+//! Ed25519 signing keys kept in the state directory: the broker's own key and the dev
+//! issuer's key (`serve --dev`, `token mint`). Key generation and signing are done by aws-lc-rs through jsonwebtoken.
 
 use std::io::Write;
 use std::path::Path;
@@ -11,6 +11,10 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+/// The broker's own signing key in the state directory: created by the first start, it signs
+/// assertions to backends (`tools::broker_keys`) and decision-log checkpoints (`audit`).
+pub const BROKER_KEY_FILE: &str = "broker-signing-ed25519.pk8";
 
 /// An error creating, loading or using a signing key.
 #[derive(Debug, thiserror::Error)]

@@ -14,8 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{AuditError, Head, now_ms};
 use crate::signing::SigningKey;
 
-/// The broker's own signing key in the state directory (shared with assertion signing).
-pub const BROKER_KEY_FILE: &str = "broker-signing-ed25519.pk8";
+pub use crate::signing::BROKER_KEY_FILE;
 
 /// The JWS `typ` of a checkpoint, so that no other token signed by the key passes for one.
 pub const CHECKPOINT_TYP: &str = "toolgate-checkpoint+jwt";

@@ -22,10 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::assertion::{ASSERTION_LIFETIME_SECS, VERIFY_LEEWAY_SECS};
-use crate::signing::{SigningError, SigningKey, write_private};
+use crate::signing::{BROKER_KEY_FILE, SigningError, SigningKey, write_private};
 
-/// The first broker key, relative to the state directory.
-pub const BROKER_KEY_FILE: &str = "broker-signing-ed25519.pk8";
 /// Directory of rotated keys and the manifest, relative to the state directory.
 pub const BROKER_KEYS_DIR: &str = "broker-keys";
 /// The manifest's file name inside [`BROKER_KEYS_DIR`].
