@@ -26,4 +26,5 @@ pub mod reload;
 pub mod replay;
 pub mod server;
 pub mod signing;
+pub mod time;
 pub mod tools;

@@ -401,40 +401,7 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }
-    let bad = || format!("`{text}` is neither Unix milliseconds nor an RFC 3339 UTC time");
-    let t = text.strip_suffix('Z').ok_or_else(bad)?;
-    let (date, time) = t.split_once('T').ok_or_else(bad)?;
-    let d: Vec<&str> = date.split('-').collect();
-    let (time, frac) = time.split_once('.').unwrap_or((time, ""));
-    let h: Vec<&str> = time.split(':').collect();
-    if d.len() != 3 || h.len() != 3 {
-        return Err(bad());
-    }
-    let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
-    let (y, mo, da) = (num(d[0])?, num(d[1])?, num(d[2])?);
-    let (hh, mm, ss) = (num(h[0])?, num(h[1])?, num(h[2])?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || hh > 23 || mm > 59 || ss > 60 {
-        return Err(bad());
-    }
-    let ms = if frac.is_empty() {
-        0
-    } else {
-        let digits: String = frac.chars().chain("000".chars()).take(3).collect();
-        num(&digits)?
-    };
-    let days = days_from_civil(y, mo, da);
-    Ok(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    crate::time::parse_utc_ms(text).map_err(|e| format!("{e} (or Unix milliseconds)"))
 }
 
 #[cfg(test)]
@@ -449,5 +416,9 @@ mod tests {
         assert_eq!(parse_time("2023-11-14T22:13:20.5Z"), Ok(1_700_000_000_500));
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("2023-13-14T22:13:20Z").is_err());
+        assert_eq!(
+            parse_time("2023-02-31T00:00:00Z"),
+            Err("`2023-02-31T00:00:00Z` is not a date and time on the calendar (or Unix milliseconds)".to_owned())
+        );
     }
 }

@@ -92,54 +92,11 @@ impl TimeSpec {
     pub fn unix(&self) -> Result<i64, String> {
         match self {
             TimeSpec::Unix(t) => Ok(*t),
-            TimeSpec::Text(text) => parse_utc(text)
-                .ok_or_else(|| format!("time `{text}` is not of the form YYYY-MM-DDTHH:MM:SSZ")),
+            TimeSpec::Text(text) => {
+                crate::time::parse_utc_seconds(text).map_err(|e| format!("time {e}"))
+            }
         }
     }
-}
-
-/// Parses `YYYY-MM-DDTHH:MM:SSZ` (UTC only, no fractions or offsets).
-pub fn parse_utc(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'Z' {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let s = text.get(range)?;
-        if s.bytes().all(|c| c.is_ascii_digit()) {
-            s.parse().ok()
-        } else {
-            None
-        }
-    };
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=12).contains(&m) || d < 1 || d > month_days[(m - 1) as usize] {
-        return None;
-    }
-    if hh > 23 || mm > 59 || ss > 59 {
-        return None;
-    }
-    let days = crate::audit::query::days_from_civil(y, m, d);
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 /// Who makes the call in a case.

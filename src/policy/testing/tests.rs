@@ -4,6 +4,7 @@ use super::*;
 
 #[test]
 fn parses_utc_times_and_refuses_others() {
+    let parse_utc = |text| crate::time::parse_utc_seconds(text).ok();
     assert_eq!(parse_utc("1970-01-01T00:00:00Z"), Some(0));
     assert_eq!(parse_utc("2026-01-05T10:00:00Z"), Some(DEFAULT_TIME));
     assert_eq!(parse_utc("2024-02-29T23:59:59Z"), Some(1_709_251_199));
