@@ -1,8 +1,9 @@
-//! Dev mode (`serve --dev`, `token mint`): a local token issuer whose key lives in the state
-//! directory, and in-process demo tool backends on loopback. For trying toolgate out only.
+//! Dev mode (`serve --dev`, `token mint`): the repository's dev setup built into the binary, a
+//! local token issuer whose key lives in the state directory, and in-process demo tool backends
+//! on loopback. For trying toolgate out only.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use axum::Json;
@@ -20,6 +21,145 @@ use crate::tools::DemoUrls;
 
 /// File name of the dev issuer's private key inside the state directory.
 pub const DEV_KEY_FILE: &str = "dev-issuer-ed25519.pk8";
+
+/// The config file dev mode looks for in the working directory, as in a checkout.
+pub const CHECKOUT_CONFIG: &str = "toolgate.toml";
+
+/// Directory of the state directory that the built-in dev setup is written to.
+pub const DEFAULTS_DIR: &str = "dev-defaults";
+
+/// The repository's dev config, built in.
+const DEFAULT_CONFIG: &str = include_str!("../toolgate.toml");
+
+/// The repository's dev setup (every file `serve --dev` reads), built in so that an installed
+/// binary runs dev mode from any directory. A unit test keeps this list equal to the files.
+const DEFAULT_FILES: &[(&str, &str)] = &[
+    (CHECKOUT_CONFIG, DEFAULT_CONFIG),
+    (
+        "policies/delegation.cedar",
+        include_str!("../policies/delegation.cedar"),
+    ),
+    (
+        "policies/demo.cedar",
+        include_str!("../policies/demo.cedar"),
+    ),
+    (
+        "policies/entities.json",
+        include_str!("../policies/entities.json"),
+    ),
+    (
+        "policies/guardrails.cedar",
+        include_str!("../policies/guardrails.cedar"),
+    ),
+    (
+        "policies/payments.cedar",
+        include_str!("../policies/payments.cedar"),
+    ),
+    (
+        "schemas/toolgate.cedarschema",
+        include_str!("../schemas/toolgate.cedarschema"),
+    ),
+    (
+        "schemas/tools/delete_file.json",
+        include_str!("../schemas/tools/delete_file.json"),
+    ),
+    (
+        "schemas/tools/echo.json",
+        include_str!("../schemas/tools/echo.json"),
+    ),
+    (
+        "schemas/tools/read_file.json",
+        include_str!("../schemas/tools/read_file.json"),
+    ),
+    (
+        "schemas/tools/transfer.json",
+        include_str!("../schemas/tools/transfer.json"),
+    ),
+];
+
+/// The config dev mode runs on, and where its config, policies and schemas come from.
+pub struct DevConfig {
+    /// The config, loaded and validated.
+    pub config: Config,
+    /// Where its files come from.
+    pub files: DevFiles,
+}
+
+/// Where dev mode's config, policies and schemas come from.
+pub enum DevFiles {
+    /// A config file on disk (a checkout's, or `--config`), absolute.
+    ConfigFile(PathBuf),
+    /// The built-in setup, written to this directory.
+    BuiltIn(PathBuf),
+}
+
+/// Loads `path`; when it is the checkout's `toolgate.toml` and absent (an installed binary run
+/// outside a checkout), uses the built-in dev setup instead (see [`write_defaults`]).
+pub fn load_config(path: &Path) -> anyhow::Result<DevConfig> {
+    if path != Path::new(CHECKOUT_CONFIG) || path.exists() {
+        let config =
+            Config::load(path).with_context(|| format!("loading config `{}`", path.display()))?;
+        let path =
+            std::path::absolute(path).with_context(|| format!("resolving `{}`", path.display()))?;
+        return Ok(DevConfig {
+            config,
+            files: DevFiles::ConfigFile(path),
+        });
+    }
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    // First read as if `./toolgate.toml` existed, so the state stays where a checkout keeps it
+    // (`./.toolgate`, or an override from the environment) ...
+    let mut config = Config::from_toml_str(DEFAULT_CONFIG, path, &cwd, std::env::vars())
+        .context("loading the built-in dev config")?;
+    let state_dir = config.state_dir();
+    config.server.state_dir.clone_from(&state_dir);
+    config.audit.db = config.audit.db.as_deref().map(|db| config.resolve(db));
+    for issuer in &mut config.issuers {
+        issuer.jwks_file = issuer.jwks_file.as_deref().map(|f| cwd.join(f));
+    }
+    // ... then read the config's own files (policies, schemas) from the written copies.
+    let defaults = write_defaults(&state_dir)?;
+    config.base_dir.clone_from(&defaults);
+    config.validate()?;
+    Ok(DevConfig {
+        config,
+        files: DevFiles::BuiltIn(defaults),
+    })
+}
+
+/// Writes the built-in dev setup into `<state_dir>/dev-defaults` (directories 0700, files 0600),
+/// replacing what an earlier start wrote, so that it always matches the binary.
+pub fn write_defaults(state_dir: &Path) -> anyhow::Result<PathBuf> {
+    let root = state_dir.join(DEFAULTS_DIR);
+    for (name, text) in DEFAULT_FILES {
+        let path = root.join(name);
+        let dir = path.parent().unwrap_or(&root);
+        create_private_dir(dir).with_context(|| format!("creating `{}`", dir.display()))?;
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("replacing `{}`", path.display()));
+            }
+            _ => {}
+        }
+        crate::signing::write_private(&path, text.as_bytes())
+            .with_context(|| format!("writing `{}`", path.display()))?;
+    }
+    Ok(root)
+}
+
+/// Creates `dir` and missing parents with mode 0700, and sets 0700 on `dir` if it existed.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700).create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    builder.create(dir)
+}
 
 /// The dev issuer: the first configured issuer, signing with a key kept in the state directory.
 pub struct DevIssuer {
@@ -205,12 +345,26 @@ async fn spawn_loopback(router: Router) -> anyhow::Result<reqwest::Url> {
     Ok(reqwest::Url::parse(&format!("http://{addr}/"))?)
 }
 
-/// The banner printed by `serve --dev`: a warning and ready-to-paste curl commands.
+/// The banner printed by `serve --dev`: a warning, where the setup comes from and
+/// ready-to-paste curl commands.
 pub fn banner(
-    config: &Config,
+    dev: &DevConfig,
     issuer: &DevIssuer,
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<String> {
+    let config = &dev.config;
+    let files = match &dev.files {
+        DevFiles::BuiltIn(dir) => format!(
+            "built in, written to `{}` at each start;\n   \
+             to change them, copy that directory's files into a directory of your own and run\n   \
+             `toolgate serve --dev` there (it reads ./toolgate.toml when present).",
+            dir.display()
+        ),
+        DevFiles::ConfigFile(path) => format!(
+            "`{}` and the policies and schemas it names.",
+            path.display()
+        ),
+    };
     let ttl = config
         .issuers
         .first()
@@ -245,7 +399,9 @@ pub fn banner(
    a key in `{state}`; demo tools run in-process. Never expose this to a network.
   ============================================================================
 
-  Tokens (valid {ttl} s; mint more with `cargo run -- token mint --sub NAME`):
+  Config, policies and schemas: {files}
+
+  Tokens (valid {ttl} s; mint more with `toolgate token mint --sub NAME`):
     export REPORTING_TOKEN={reporting}
     export INTERN_TOKEN={intern}
     export PAYMENTS_TOKEN={payments}   # payments-agent acting for bob (group finance)
@@ -276,4 +432,34 @@ pub fn banner(
         state = config.state_dir().display(),
         db = config.audit_db().display(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file of the repository's dev setup is built in, so the built-in setup is the one
+    /// a checkout runs.
+    #[test]
+    fn the_built_in_setup_is_the_repository_dev_setup() {
+        fn files(root: &Path, dir: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    files(root, &path, out);
+                } else {
+                    let name = path.strip_prefix(root).unwrap().to_str().unwrap();
+                    out.push(name.replace('\\', "/"));
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut on_disk = Vec::new();
+        files(root, &root.join("policies"), &mut on_disk);
+        files(root, &root.join("schemas"), &mut on_disk);
+        on_disk.sort();
+        on_disk.insert(0, CHECKOUT_CONFIG.to_owned());
+        let built_in: Vec<&str> = DEFAULT_FILES.iter().map(|(name, _)| *name).collect();
+        assert_eq!(on_disk, built_in);
+    }
 }

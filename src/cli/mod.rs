@@ -50,7 +50,8 @@ pub enum Command {
         /// The config file.
         #[arg(long, default_value = "toolgate.toml")]
         config: PathBuf,
-        /// Dev mode: create a dev issuer key, start demo tools, print curl commands.
+        /// Dev mode: create a dev issuer key, start demo tools, print curl commands. Without
+        /// ./toolgate.toml, runs on the built-in dev setup.
         #[arg(long)]
         dev: bool,
     },
@@ -319,7 +320,15 @@ fn check_registry(config: &Config) -> anyhow::Result<Registry> {
 }
 
 async fn serve(config_path: &Path, dev: bool) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
+    let dev_config = if dev {
+        Some(crate::dev::load_config(config_path)?)
+    } else {
+        None
+    };
+    let config = match &dev_config {
+        Some(dev) => dev.config.clone(),
+        None => load_config(config_path)?,
+    };
     let (demo, dev_issuer) = if dev {
         tracing::warn!("DEV MODE: dev issuer key and demo tools; for trying out only");
         let issuer = DevIssuer::ensure(&config)?;
@@ -331,8 +340,8 @@ async fn serve(config_path: &Path, dev: bool) -> anyhow::Result<()> {
     let listener = crate::server::bind(&config).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "toolgate listening");
-    if let Some(issuer) = &dev_issuer {
-        println!("{}", crate::dev::banner(&config, issuer, addr)?);
+    if let (Some(dev), Some(issuer)) = (&dev_config, &dev_issuer) {
+        println!("{}", crate::dev::banner(dev, issuer, addr)?);
     }
     crate::server::run(listener, built, crate::server::shutdown_signal()).await
 }
@@ -348,7 +357,7 @@ fn token(action: TokenCommand) -> anyhow::Result<ExitCode> {
             groups,
             act,
         } => {
-            let config = load_config(&config)?;
+            let config = crate::dev::load_config(&config)?.config;
             let issuer = DevIssuer::ensure(&config)?;
             let token = issuer.mint(&MintOptions {
                 sub,

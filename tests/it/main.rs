@@ -7,6 +7,7 @@ mod audit;
 mod audit_lookup;
 mod cli;
 mod corpus;
+mod dev_mode;
 mod dispatch;
 mod mcp_server;
 mod mcp_upstream;
