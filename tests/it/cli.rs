@@ -179,8 +179,10 @@ async fn serve_warns_when_the_decision_log_is_on_tmpfs() {
         .lines()
         .any(|l| l.split(' ').nth(4) == Some("/dev/shm") && l.contains(" - tmpfs "));
     if !on_tmpfs {
-        eprintln!("skipped: /dev/shm is not a tmpfs mount here");
-        return;
+        return crate::support::skip(
+            "serve_warns_when_the_decision_log_is_on_tmpfs",
+            "/dev/shm is not a tmpfs mount here",
+        );
     }
     let app = TestApp::spawn().await;
     let config = app.config_path();

@@ -7,17 +7,19 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use toolgate::policy::{InputType, action_declaration, schema_from_parts};
 
-use crate::support::repo;
+use crate::support::{repo, skip};
 
 #[test]
 fn every_github_mcp_tool_is_typed_or_refused_with_its_path() {
     let path = repo().join("../shared/corpora/github-mcp-tools.json");
     let Ok(text) = std::fs::read_to_string(&path) else {
-        println!(
-            "SKIPPED every_github_mcp_tool_is_typed_or_refused_with_its_path: corpus `{}` is absent (it lives in ../shared beside the checkout)",
-            path.display()
+        return skip(
+            "every_github_mcp_tool_is_typed_or_refused_with_its_path",
+            &format!(
+                "corpus `{}` is absent (it lives in ../shared beside the checkout)",
+                path.display()
+            ),
         );
-        return;
     };
     let corpus: Value = serde_json::from_str(&text).unwrap();
     let tools = corpus["tools"].as_array().unwrap();

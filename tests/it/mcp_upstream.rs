@@ -649,11 +649,13 @@ when { resource.readOnly };
 async fn github_mcp_server_tools_register_behind_the_broker_for_an_sdk_client() {
     let corpus_path = crate::support::repo().join("../shared/corpora/github-mcp-tools.json");
     let Ok(text) = std::fs::read_to_string(&corpus_path) else {
-        println!(
-            "SKIPPED github_mcp_server_tools_register_behind_the_broker_for_an_sdk_client: corpus `{}` is absent (it lives in ../shared beside the checkout)",
-            corpus_path.display()
+        return crate::support::skip(
+            "github_mcp_server_tools_register_behind_the_broker_for_an_sdk_client",
+            &format!(
+                "corpus `{}` is absent (it lives in ../shared beside the checkout)",
+                corpus_path.display()
+            ),
         );
-        return;
     };
     let corpus: Value = serde_json::from_str(&text).unwrap();
     let tools = corpus["tools"].as_array().unwrap();
