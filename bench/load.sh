@@ -48,7 +48,7 @@ command -v openssl >/dev/null || { echo "openssl is required" >&2; exit 1; }
 BROKER_A=${TOOLGATE_A:-$BIN_DIR/toolgate}
 build_broker=(--bin toolgate)
 [ -n "${TOOLGATE_A:-}" ] && build_broker=()
-cargo build --profile "$PROFILE" -q "${build_broker[@]}" --example bare_baseline --example bench_setup
+cargo build --profile "$PROFILE" -q "${build_broker[@]}" --features examples --example bare_baseline --example bench_setup
 WORK=$(mktemp -d)
 pids=()
 SHM=

@@ -4,7 +4,7 @@
 //! Start the broker first (`cargo run --release -- serve --dev`), then:
 //!
 //! ```text
-//! cargo run --example agent_client -- [BROKER_URL] [PATH]
+//! cargo run --features examples --example agent_client -- [BROKER_URL] [PATH]
 //! ```
 
 use anyhow::Context;

@@ -4,7 +4,7 @@
 //! tests exercise, and only then does its work: here, echoing the arguments with the caller.
 //!
 //! ```text
-//! cargo run --example assertion_backend -- --broker http://127.0.0.1:8080 --listen 127.0.0.1:9090
+//! cargo run --features examples --example assertion_backend -- --broker http://127.0.0.1:8080 --listen 127.0.0.1:9090
 //! ```
 //! and register a tool with `backend = { kind = "http", url = "http://127.0.0.1:9090/echo" }`
 //! (its default audience is `http://127.0.0.1:9090`, which is what this backend expects).

@@ -3,7 +3,7 @@
 //! as a trivial tool backend. Used by `bench/load.sh`.
 //!
 //! ```text
-//! cargo run --release --example bare_baseline -- 127.0.0.1:9400
+//! cargo run --release --features examples --example bare_baseline -- 127.0.0.1:9400
 //! ```
 
 use axum::Json;

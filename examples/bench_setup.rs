@@ -3,7 +3,7 @@
 //! on a loopback backend, a small realistic policy set, a token and request bodies.
 //!
 //! ```text
-//! cargo run --release --example bench_setup -- DIR BACKEND_URL LISTEN
+//! cargo run --release --features examples --example bench_setup -- DIR BACKEND_URL LISTEN
 //! ```
 
 use std::path::PathBuf;

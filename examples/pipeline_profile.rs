@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! bench/load.sh writes DIR with examples/bench_setup (RS256 issuer, 10 policies, one tool)
-//! cargo build --release --example pipeline_profile
+//! cargo build --release --features examples --example pipeline_profile
 //! valgrind --tool=callgrind target/release/examples/pipeline_profile DIR authorize 2000
 //! ```
 //!
