@@ -25,7 +25,7 @@ pub const DEV_KEY_FILE: &str = "dev-issuer-ed25519.pk8";
 /// The config file dev mode looks for in the working directory, as in a checkout.
 pub const CHECKOUT_CONFIG: &str = "toolgate.toml";
 
-/// Directory of the state directory that the built-in dev setup is written to.
+/// Subdirectory of the state directory that the built-in dev setup is written to.
 pub const DEFAULTS_DIR: &str = "dev-defaults";
 
 /// The repository's dev config, built in.

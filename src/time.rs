@@ -54,7 +54,7 @@ fn parse(text: &str, form: &'static str) -> Result<i64, TimeError> {
                 ParseErrorKind::OutOfRange | ParseErrorKind::Impossible
             ) =>
         {
-            Err(TimeError::NoSuchTime(text.to_owned()))
+            Err(TimeError::NoSuchTime(shown(text)))
         }
         Err(_) => Err(malformed(text, form)),
     }
@@ -62,9 +62,15 @@ fn parse(text: &str, form: &'static str) -> Result<i64, TimeError> {
 
 fn malformed(text: &str, form: &'static str) -> TimeError {
     TimeError::Malformed {
-        text: text.to_owned(),
+        text: shown(text),
         form,
     }
+}
+
+/// The start of `text` to quote in an error: a time is short, and the text may come from a
+/// request (the admin API's `?since=`).
+fn shown(text: &str) -> String {
+    text.chars().take(64).collect()
 }
 
 #[cfg(test)]

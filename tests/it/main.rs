@@ -18,4 +18,5 @@ mod replay;
 mod revocation;
 mod rotation;
 mod support;
+mod times;
 mod tokens;
