@@ -231,6 +231,13 @@ async fn two_authorization_headers_are_refused_and_recorded_on_every_authenticat
     app.stop().await;
 }
 
+/// Replaces `path` whole (write, then rename), so the watcher never reads it half-written.
+fn replace(path: &std::path::Path, contents: &str) {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, contents).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
+
 /// Polls `check` until it holds; the watcher runs every 100 ms, so 20 s is only a bound for a
 /// broken build, never a measure.
 async fn eventually<F, Fut>(what: &str, mut check: F)
@@ -275,7 +282,7 @@ async fn a_jwks_file_withdraws_what_it_no_longer_lists_and_reports_what_it_canno
     assert_eq!(allowed(sign(&second)).await.status, 200);
 
     // A key removed from the file stops verifying; the other keeps working.
-    std::fs::write(&jwks, second.jwks().to_string()).unwrap();
+    replace(&jwks, &second.jwks().to_string());
     eventually("the removed key is refused", || async {
         allowed(sign(&app.issuer_key)).await.status == 401
     })
@@ -285,7 +292,7 @@ async fn a_jwks_file_withdraws_what_it_no_longer_lists_and_reports_what_it_canno
     assert_eq!(allowed(sign(&second)).await.status, 200);
 
     // A file that is not a JWKS keeps the last good set, and says so in /admin/status.
-    std::fs::write(&jwks, "{ not json").unwrap();
+    replace(&jwks, "{ not json");
     eventually("the rejected reload is reported", || async {
         let status = app.get("/admin/status", Some(&admin)).await.body;
         test_issuer(&status)["reloads"]["last_error"].is_object()
@@ -305,7 +312,7 @@ async fn a_jwks_file_withdraws_what_it_no_longer_lists_and_reports_what_it_canno
 
     // An emptied file withdraws every key: the issuer's tokens are refused and the broker is
     // not ready; the error is cleared, since the file was read.
-    std::fs::write(&jwks, r#"{"keys":[]}"#).unwrap();
+    replace(&jwks, r#"{"keys":[]}"#);
     eventually("the emptied file withdraws the last key", || async {
         allowed(sign(&second)).await.status == 401
     })
@@ -320,7 +327,7 @@ async fn a_jwks_file_withdraws_what_it_no_longer_lists_and_reports_what_it_canno
     assert!(keys["reloads"]["last_error"].is_null());
 
     // Publishing a key again restores service.
-    std::fs::write(&jwks, second.jwks().to_string()).unwrap();
+    replace(&jwks, &second.jwks().to_string());
     eventually("the republished key verifies", || async {
         allowed(sign(&second)).await.status == 200
     })
