@@ -1,8 +1,8 @@
 //! Hot reload triggers for a running server. Policies: the directory watcher and SIGHUP call
 //! [`App::reload_policies`] on a blocking thread; `POST /admin/policies/reload` is the third
-//! trigger (in `http::policy_admin`). Issuer JWKS files: their own watcher and SIGHUP re-read
-//! them; a file that fails to load keeps its last good key set. SIGHUP also re-lists the
-//! upstream MCP servers' tools first.
+//! trigger (in `http::policy_admin`). Issuer JWKS files: their own watcher (at the first poll
+//! that sees a change) and SIGHUP re-read them; a file that cannot be read or parsed keeps its
+//! last good key set. SIGHUP also re-lists the upstream MCP servers' tools first.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +39,7 @@ pub fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
             "policy files",
             move || crate::policy::watch::fingerprint(&dir, &stub),
             Duration::from_millis(interval),
+            true,
             move || reload(watched.clone()),
         )));
         let key_files = app.authenticator.key_files();
@@ -48,6 +49,10 @@ pub fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
                 "issuer JWKS files",
                 move || crate::policy::watch::fingerprint_files(&key_files),
                 Duration::from_millis(interval),
+                // A withdrawn key must stop verifying within one interval. Waiting for the
+                // file to settle buys nothing here: a half-written JWKS is not JSON, so it is
+                // only reported and the last good set keeps serving until the next poll.
+                false,
                 move || reload_keys(watched.clone()),
             )));
         }

@@ -12,6 +12,10 @@ pub enum TokenError {
     /// An `Authorization` header that is not `Bearer <token>`.
     #[error("authorization header is not a bearer token")]
     NotBearer,
+    /// More than one `Authorization` header: components that read the first and the last
+    /// would authenticate different callers, so neither is read.
+    #[error("more than one authorization header")]
+    DuplicateAuthorization,
     /// The compact token is longer than the configured limit.
     #[error("token is larger than {limit} bytes")]
     TooLarge {
@@ -54,6 +58,10 @@ pub enum TokenError {
     /// `aud` holds none of our audiences.
     #[error("token audience does not match")]
     AudienceMismatch,
+    /// `aud` names both an agent audience and the admin audience: such a token would be an
+    /// agent and an admin token at once, so it is neither.
+    #[error("token names both an agent and the admin audience")]
+    MixedAudiences,
     /// A required claim is absent.
     #[error("missing claim `{0}`")]
     MissingClaim(&'static str),
@@ -83,6 +91,7 @@ impl TokenError {
         match self {
             TokenError::Missing => "token_missing",
             TokenError::NotBearer => "token_not_bearer",
+            TokenError::DuplicateAuthorization => "duplicate_authorization",
             TokenError::TooLarge { .. } => "token_too_large",
             TokenError::Malformed(_) => "token_malformed",
             TokenError::HeaderRejected(_) => "header_rejected",
@@ -96,6 +105,7 @@ impl TokenError {
             TokenError::IssuedInFuture => "iat_in_future",
             TokenError::LifetimeTooLong => "lifetime_too_long",
             TokenError::AudienceMismatch => "audience_mismatch",
+            TokenError::MixedAudiences => "mixed_audiences",
             TokenError::MissingClaim(_) => "missing_claim",
             TokenError::InvalidClaim(_) => "invalid_claim",
             TokenError::DelegationTooDeep => "delegation_too_deep",
@@ -110,6 +120,7 @@ impl TokenError {
     pub fn public_description(&self) -> &'static str {
         match self {
             TokenError::Missing | TokenError::NotBearer => "a bearer token is required",
+            TokenError::DuplicateAuthorization => "send exactly one authorization header",
             TokenError::Expired => "the token has expired",
             TokenError::TooLarge { .. } => "the token is too large",
             _ => "the token is not valid",

@@ -17,6 +17,20 @@ pub const MIN_RSA_BITS: usize = 2048;
 /// Longest `kid` we look up; longer ones are refused before any lookup.
 pub const MAX_KID_LEN: usize = 256;
 
+/// The RFC 9864 fully-specified name for EdDSA over Ed25519, which jsonwebtoken does not know.
+/// It names exactly what `EdDSA` means here (Ed448 is not supported), so it is read as `EdDSA`;
+/// toolgate itself keeps emitting `EdDSA`.
+const ED25519: &str = "Ed25519";
+
+/// Reads a JOSE algorithm name from a token header or a JWK `alg`, accepting [`ED25519`] as
+/// an alias of `EdDSA`.
+pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
+    if name == ED25519 {
+        return Some(Algorithm::EdDSA);
+    }
+    Algorithm::from_str(name).ok()
+}
+
 /// An error loading a key set.
 #[derive(Debug, thiserror::Error)]
 pub enum KeySetError {
@@ -86,8 +100,21 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// Parses a JWKS document, skipping (with a warning each) keys that cannot verify safely.
+    /// Parses a JWKS document, skipping (with a warning each) keys that cannot verify safely;
+    /// a document left with no usable key is refused.
     pub fn from_jwks_str(text: &str) -> Result<(Self, Vec<String>), KeySetError> {
+        let (keys, warnings) = Self::from_jwks_str_allow_empty(text)?;
+        if keys.is_empty() {
+            return Err(KeySetError::Empty {
+                skipped: warnings.len(),
+            });
+        }
+        Ok((keys, warnings))
+    }
+
+    /// [`Self::from_jwks_str`], but a well-formed document with no usable key gives an empty
+    /// set: reloading a JWKS file that no longer lists a key must withdraw it.
+    pub fn from_jwks_str_allow_empty(text: &str) -> Result<(Self, Vec<String>), KeySetError> {
         let doc: serde_json::Value =
             serde_json::from_str(text).map_err(|e| KeySetError::NotJwks(e.to_string()))?;
         let entries = doc
@@ -107,11 +134,6 @@ impl KeySet {
                 }
                 Err(reason) => warnings.push(format!("key {i} skipped: {reason}")),
             }
-        }
-        if keys.is_empty() {
-            return Err(KeySetError::Empty {
-                skipped: warnings.len(),
-            });
         }
         Ok((
             Self {
@@ -154,7 +176,12 @@ impl KeySet {
 }
 
 fn parse_key(entry: &serde_json::Value) -> Result<VerificationKey, String> {
-    let jwk: Jwk = serde_json::from_value(entry.clone()).map_err(|e| format!("not a JWK: {e}"))?;
+    let mut entry = entry.clone();
+    if entry.get("alg").and_then(serde_json::Value::as_str) == Some(ED25519) {
+        // jsonwebtoken's JWK type refuses the RFC 9864 name; give it the one it knows.
+        entry["alg"] = serde_json::Value::from("EdDSA");
+    }
+    let jwk: Jwk = serde_json::from_value(entry).map_err(|e| format!("not a JWK: {e}"))?;
     let kid = jwk.common.key_id.clone();
     if let Some(usage) = &jwk.common.public_key_use
         && *usage != PublicKeyUse::Signature
@@ -202,8 +229,8 @@ fn parse_key(entry: &serde_json::Value) -> Result<VerificationKey, String> {
     };
     let algorithms = match &jwk.common.key_algorithm {
         Some(declared) => {
-            let alg = Algorithm::from_str(&declared.to_string())
-                .map_err(|_| format!("unsupported `alg` `{declared}`"))?;
+            let alg = parse_algorithm(&declared.to_string())
+                .ok_or_else(|| format!("unsupported `alg` `{declared}`"))?;
             if !by_type.contains(&alg) {
                 return Err(format!("`alg` `{declared}` does not fit the key type"));
             }

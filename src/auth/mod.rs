@@ -16,7 +16,7 @@ pub mod revocation;
 mod revocation_view;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -113,6 +113,39 @@ struct Issuer {
     algorithms: Vec<Algorithm>,
     source: KeySource,
     keys: Arc<ArcSwap<KeySet>>,
+    /// Rejected reloads of a JWKS file, for `/admin/status`.
+    reloads: std::sync::Mutex<KeyReloads>,
+}
+
+/// Rejected reloads of one issuer's JWKS file.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct KeyReloads {
+    /// Reloads rejected since start (the last good key set kept serving).
+    pub rejected: u64,
+    /// The last rejection; cleared by the next reload that loads the file.
+    pub last_error: Option<KeyReloadError>,
+}
+
+/// Why a JWKS file reload was rejected, and when.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyReloadError {
+    /// What was wrong with the file.
+    pub error: String,
+    /// When, in Unix seconds.
+    pub at: i64,
+}
+
+/// One issuer's keys as `/admin/status` shows them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IssuerKeys {
+    /// The issuer.
+    pub issuer: String,
+    /// `file` or `remote`.
+    pub source: &'static str,
+    /// Usable keys in the set now (0: every token of the issuer is refused).
+    pub keys: usize,
+    /// Rejected JWKS file reloads (always empty for a remote source).
+    pub reloads: KeyReloads,
 }
 
 enum KeySource {
@@ -128,6 +161,10 @@ pub struct Authenticator {
     cache: cache::TokenCache,
     /// Revocations and seen single-use `jti`s; absent in offline tools (`token verify`).
     revocations: Option<Arc<RevocationStore>>,
+    /// The admin audience, refused in agent tokens.
+    admin_audience: [String; 1],
+    /// Every issuer's agent audiences, refused in admin tokens.
+    agent_audiences: Vec<String>,
 }
 
 impl Authenticator {
@@ -161,6 +198,7 @@ impl Authenticator {
                 algorithms,
                 source,
                 keys,
+                reloads: Default::default(),
             });
         }
         Ok(Self {
@@ -168,6 +206,12 @@ impl Authenticator {
             max_token_bytes: config.limits.max_token_bytes,
             cache: cache::TokenCache::new(config.limits.token_cache_entries),
             revocations: None,
+            admin_audience: [config.admin.audience.clone()],
+            agent_audiences: config
+                .issuers
+                .iter()
+                .flat_map(|i| i.audiences.iter().cloned())
+                .collect(),
         })
     }
 
@@ -182,24 +226,73 @@ impl Authenticator {
         self.revocations.as_deref()
     }
 
-    /// Re-reads every issuer's JWKS file; a file that fails keeps its last good key set, and
-    /// an unchanged file keeps its set (and the tokens cached against it).
+    /// Re-reads every issuer's JWKS file. The file is the truth: a key it no longer lists is
+    /// withdrawn, and a file listing no usable key (`{"keys":[]}`) withdraws them all. A file
+    /// that cannot be read or is not a JWKS keeps the last good set, and the rejection is kept
+    /// for [`Self::key_status`]. An unchanged file keeps its set (and the tokens cached
+    /// against it).
     pub fn reload_keys(&self) -> Vec<AuthSetupError> {
         let mut errors = Vec::new();
         for issuer in &self.issuers {
             let KeySource::File(path) = &issuer.source else {
                 continue;
             };
-            match load_key_set(&issuer.config.issuer, path) {
-                Ok(keys) if keys.same_keys(&issuer.keys.load()) => {}
+            let loaded = read_jwks_file(&issuer.config.issuer, path).and_then(|text| {
+                parse_key_set(
+                    &issuer.config.issuer,
+                    path,
+                    &text,
+                    KeySet::from_jwks_str_allow_empty,
+                )
+            });
+            let mut reloads = issuer
+                .reloads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match loaded {
                 Ok(keys) => {
-                    tracing::info!(issuer = %issuer.config.issuer, keys = keys.len(), "JWKS file reloaded");
+                    reloads.last_error = None;
+                    if keys.same_keys(&issuer.keys.load()) {
+                        continue;
+                    }
+                    if keys.is_empty() {
+                        tracing::warn!(issuer = %issuer.config.issuer, "JWKS file lists no usable key: every token of this issuer is refused");
+                    } else {
+                        tracing::info!(issuer = %issuer.config.issuer, keys = keys.len(), "JWKS file reloaded");
+                    }
                     issuer.keys.store(Arc::new(keys));
                 }
-                Err(e) => errors.push(e),
+                Err(e) => {
+                    reloads.rejected += 1;
+                    reloads.last_error = Some(KeyReloadError {
+                        error: e.to_string(),
+                        at: unix_now(),
+                    });
+                    errors.push(e);
+                }
             }
         }
         errors
+    }
+
+    /// Each issuer's key count and rejected JWKS file reloads.
+    pub fn key_status(&self) -> Vec<IssuerKeys> {
+        self.issuers
+            .iter()
+            .map(|i| IssuerKeys {
+                issuer: i.config.issuer.clone(),
+                source: match i.source {
+                    KeySource::File(_) => "file",
+                    KeySource::Remote(_) => "remote",
+                },
+                keys: i.keys.load().len(),
+                reloads: i
+                    .reloads
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
+            })
+            .collect()
     }
 
     /// The JWKS files issuers read their keys from.
@@ -352,7 +445,11 @@ impl Authenticator {
             .unwrap_or_default();
         verify_signature(issuer, &parts, token)?;
         let not_before = numeric_date(&parts.claims, "nbf").ok().flatten();
-        let verified = check_claims(issuer, parts, token, now, &issuer.config.audiences)?;
+        let audiences = Audiences {
+            accepted: &issuer.config.audiences,
+            refused: &self.admin_audience,
+        };
+        let verified = check_claims(issuer, parts, token, now, audiences)?;
         self.check_revocation(issuer, &verified, now)?;
         Ok((verified, index, not_before))
     }
@@ -363,7 +460,7 @@ impl Authenticator {
     }
 
     /// Verifies a token that must carry `audience` instead of the issuer's agent audiences
-    /// (admin tokens).
+    /// (admin tokens), and must name no agent audience of any issuer.
     pub fn verify_for_audience(
         &self,
         token: &str,
@@ -373,7 +470,11 @@ impl Authenticator {
         let issuer = self.issuer_for(&parts.claims)?;
         verify_signature(issuer, &parts, token)?;
         let now = unix_now();
-        let verified = check_claims(issuer, parts, token, now, &[audience.to_owned()])?;
+        let audiences = Audiences {
+            accepted: &[audience.to_owned()],
+            refused: &self.agent_audiences,
+        };
+        let verified = check_claims(issuer, parts, token, now, audiences)?;
         self.check_revocation(issuer, &verified, now)?;
         Ok(verified)
     }
@@ -456,18 +557,34 @@ impl Authenticator {
     }
 }
 
-fn load_key_set(issuer: &str, path: &PathBuf) -> Result<KeySet, AuthSetupError> {
-    let text = std::fs::read_to_string(path).map_err(|source| AuthSetupError::ReadJwks {
+fn load_key_set(issuer: &str, path: &Path) -> Result<KeySet, AuthSetupError> {
+    let text = read_jwks_file(issuer, path)?;
+    parse_key_set(issuer, path, &text, KeySet::from_jwks_str)
+}
+
+fn read_jwks_file(issuer: &str, path: &Path) -> Result<String, AuthSetupError> {
+    std::fs::read_to_string(path).map_err(|source| AuthSetupError::ReadJwks {
         issuer: issuer.to_owned(),
-        path: path.clone(),
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A JWKS parser: [`KeySet::from_jwks_str`] or [`KeySet::from_jwks_str_allow_empty`].
+type ParseJwks = fn(&str) -> Result<(KeySet, Vec<String>), KeySetError>;
+
+/// Parses a JWKS file's text with `parse`, logging the keys it skipped.
+fn parse_key_set(
+    issuer: &str,
+    path: &Path,
+    text: &str,
+    parse: ParseJwks,
+) -> Result<KeySet, AuthSetupError> {
+    let (keys, warnings) = parse(text).map_err(|source| AuthSetupError::BadJwks {
+        issuer: issuer.to_owned(),
+        path: path.to_path_buf(),
         source,
     })?;
-    let (keys, warnings) =
-        KeySet::from_jwks_str(&text).map_err(|source| AuthSetupError::BadJwks {
-            issuer: issuer.to_owned(),
-            path: path.clone(),
-            source,
-        })?;
     for warning in warnings {
         tracing::warn!(issuer, path = %path.display(), %warning, "verification key skipped");
     }
@@ -596,8 +713,7 @@ fn keys_usable(issuer: &Issuer, now: i64) -> Result<(), TokenError> {
 fn verify_signature(issuer: &Issuer, parts: &TokenParts, token: &str) -> Result<(), TokenError> {
     // The algorithm comes from the header but must be on the issuer's list AND fit the key:
     // the header alone never chooses how a signature is checked (RFC 8725 §3.1).
-    let alg = Algorithm::from_str(&parts.alg)
-        .ok()
+    let alg = keys::parse_algorithm(&parts.alg)
         .filter(|a| issuer.algorithms.contains(a))
         .ok_or_else(|| TokenError::AlgorithmNotAllowed(parts.alg.chars().take(16).collect()))?;
     keys_usable(issuer, unix_now())?;
@@ -617,12 +733,20 @@ fn verify_signature(issuer: &Issuer, parts: &TokenParts, token: &str) -> Result<
     }
 }
 
+/// The audiences a token must name one of, and those it must name none of (the other kind of
+/// token's: agent or admin).
+#[derive(Clone, Copy)]
+struct Audiences<'a> {
+    accepted: &'a [String],
+    refused: &'a [String],
+}
+
 fn check_claims(
     issuer: &Issuer,
     parts: TokenParts,
     token: &str,
     now: i64,
-    accepted_audiences: &[String],
+    expected: Audiences<'_>,
 ) -> Result<VerifiedToken, TokenError> {
     let cfg = &issuer.config;
     let claims = parts.claims;
@@ -673,8 +797,12 @@ fn check_claims(
         Some(_) => return Err(TokenError::InvalidClaim("aud")),
         None => return Err(TokenError::MissingClaim("aud")),
     };
-    if !audiences.iter().any(|a| accepted_audiences.contains(a)) {
+    if !audiences.iter().any(|a| expected.accepted.contains(a)) {
         return Err(TokenError::AudienceMismatch);
+    }
+    // An IdP issuing for several resources (RFC 8707) may put both kinds in one `aud`.
+    if audiences.iter().any(|a| expected.refused.contains(a)) {
+        return Err(TokenError::MixedAudiences);
     }
 
     let subject = match claims.get("sub") {
@@ -747,7 +875,8 @@ fn check_claims(
         client_id,
         jti,
         kid: parts.kid,
-        algorithm: parts.alg,
+        // Recorded under the name toolgate emits (`Ed25519` is read as `EdDSA`).
+        algorithm: keys::parse_algorithm(&parts.alg).map_or(parts.alg, |a| format!("{a:?}")),
         issued_at: iat,
         expires_at: exp,
         actors,

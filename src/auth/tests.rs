@@ -123,3 +123,50 @@ fn cache_is_bounded_and_can_be_off() {
     off.verify_at(&signed(&key, "a", now), now).unwrap();
     assert_eq!(off.cached_tokens(), 0);
 }
+
+#[test]
+fn ed25519_is_an_alias_of_eddsa_and_of_nothing_else() {
+    assert_eq!(keys::parse_algorithm("Ed25519"), Some(Algorithm::EdDSA));
+    assert_eq!(keys::parse_algorithm("EdDSA"), Some(Algorithm::EdDSA));
+    assert_eq!(keys::parse_algorithm("ed25519"), None);
+    assert_eq!(keys::parse_algorithm("Ed448"), None);
+    // A JWK declaring `Ed25519` on a key of another type does not fit, as `EdDSA` would not.
+    let (key, _) = crate::signing::SigningKey::generate().unwrap();
+    let mut jwk = key.public_jwk();
+    jwk["alg"] = json!("Ed25519");
+    let (set, warnings) = KeySet::from_jwks_str(&json!({ "keys": [jwk] }).to_string()).unwrap();
+    assert_eq!((set.len(), warnings.len()), (1, 0));
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    let ec = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let point = ec.public_key().as_ref();
+    let p256 = json!({
+        "kty": "EC", "crv": "P-256", "alg": "Ed25519",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+    });
+    let (set, warnings) =
+        KeySet::from_jwks_str_allow_empty(&json!({ "keys": [p256] }).to_string()).unwrap();
+    assert!(set.is_empty());
+    assert!(
+        warnings[0].contains("does not fit the key type"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn an_empty_jwks_is_refused_at_start_but_loads_as_a_withdrawal() {
+    let empty = r#"{"keys":[]}"#;
+    assert!(matches!(
+        KeySet::from_jwks_str(empty),
+        Err(KeySetError::Empty { skipped: 0 })
+    ));
+    assert!(
+        KeySet::from_jwks_str_allow_empty(empty)
+            .unwrap()
+            .0
+            .is_empty()
+    );
+    assert!(matches!(
+        KeySet::from_jwks_str_allow_empty("{ not json"),
+        Err(KeySetError::NotJwks(_))
+    ));
+}

@@ -45,7 +45,7 @@ pub async fn guard(
     }
 }
 
-/// `GET /admin/status`: readiness, policy set and tool count.
+/// `GET /admin/status`: readiness, policy set, tool count and each issuer's keys.
 async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let (decision_id, _) = match guard(&app, &headers, "admin:status").await {
         Ok(ok) => ok,
@@ -57,6 +57,7 @@ async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         "ready": readiness.ready(),
         "checks": readiness,
         "tools": app.tools().len(),
+        "keys": app.authenticator.key_status(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
     .into_response()

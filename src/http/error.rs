@@ -22,6 +22,11 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             (StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", "deny")
         }
+        // RFC 6750 §3.1: a malformed request, not a bad credential.
+        CallError::Token(e @ TokenError::DuplicateAuthorization) => {
+            headers.insert(header::WWW_AUTHENTICATE, challenge(e));
+            (StatusCode::BAD_REQUEST, "invalid_request", "deny")
+        }
         CallError::Token(e) => {
             headers.insert(header::WWW_AUTHENTICATE, challenge(e));
             (StatusCode::UNAUTHORIZED, "invalid_token", "deny")
@@ -146,10 +151,14 @@ pub fn query_error_response(error: &QueryError) -> axum::response::Response {
 }
 
 /// RFC 6750 §3: a request without credentials gets a bare challenge; a bad token gets
-/// `error="invalid_token"` with a coarse description.
+/// `error="invalid_token"` with a coarse description; a malformed request `invalid_request`.
 fn challenge(error: &TokenError) -> HeaderValue {
     let value = match error {
         TokenError::Missing | TokenError::NotBearer => format!("Bearer realm=\"{REALM}\""),
+        TokenError::DuplicateAuthorization => format!(
+            "Bearer realm=\"{REALM}\", error=\"invalid_request\", error_description=\"{}\"",
+            error.public_description()
+        ),
         other => format!(
             "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
             other.public_description()

@@ -1,6 +1,7 @@
 //! The HTTP API (the only module that knows axum): router, body and header bounds, handlers.
 
 pub mod admin;
+mod authorization;
 pub mod decisions;
 pub mod error;
 pub mod mcp;
@@ -41,6 +42,10 @@ pub fn router(app: Arc<App>, base_url: &str) -> Router {
         .route("/readyz", get(readyz))
         .route("/.well-known/jwks.json", get(jwks))
         .nest("/admin", admin::router())
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            authorization::one_header,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), bound_headers))
         // The body is read by the handlers with their own limit, so that an oversized body
         // is still recorded as a decision; this is a backstop.

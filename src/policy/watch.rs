@@ -42,10 +42,15 @@ pub fn fingerprint_files(files: &[PathBuf]) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// Polls `fingerprint` every `interval` and calls `reload` after a change has settled; `what`
-/// names the files in the log. Runs until dropped.
-pub async fn watch<P, F, Fut>(what: &'static str, fingerprint: P, interval: Duration, mut reload: F)
-where
+/// Polls `fingerprint` every `interval` and calls `reload` after a change has settled (with
+/// `settle`) or as soon as it is seen; `what` names the files in the log. Runs until dropped.
+pub async fn watch<P, F, Fut>(
+    what: &'static str,
+    fingerprint: P,
+    interval: Duration,
+    settle: bool,
+    mut reload: F,
+) where
     P: Fn() -> String + Clone + Send + 'static,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -68,7 +73,11 @@ where
         let now = compute().await;
         if now != seen {
             seen = now;
-            pending = true;
+            pending = settle;
+            if !settle {
+                tracing::info!("{what} changed: reloading");
+                reload().await;
+            }
         } else if pending {
             pending = false;
             tracing::info!("{what} changed: reloading");

@@ -5,6 +5,7 @@
 mod api;
 mod audit;
 mod audit_lookup;
+mod auth_boundaries;
 mod cli;
 mod corpus;
 mod dev_mode;
