@@ -16,5 +16,6 @@ mod python;
 mod replay;
 mod revocation;
 mod rotation;
+mod signature_vectors;
 mod support;
 mod tokens;
