@@ -140,8 +140,8 @@ pub struct ReplayArgs {
     /// The candidate schema stub.
     #[arg(long)]
     pub schema: Option<PathBuf>,
-    /// Changes that are expected (JSON array of `{"decision_id", "change"}`).
-    #[arg(long)]
+    /// A file of expected changes: a JSON array of `{"decision_id", "change"}` objects.
+    #[arg(long, value_name = "FILE")]
     pub expect: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]

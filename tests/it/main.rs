@@ -6,6 +6,7 @@ mod api;
 mod audit;
 mod audit_lookup;
 mod cli;
+mod cli_exits;
 mod corpus;
 mod dispatch;
 mod mcp_server;
