@@ -430,7 +430,7 @@ impl Authenticator {
     /// the one whose `kid` the header names (or, without `kid`, the only key) among all the
     /// issuers' keys; a `kid` that two issuers both hold is refused, never guessed.
     pub fn verify_signature_only<'a>(&self, token: &'a str) -> Result<Jws<'a>, TokenError> {
-        let jws = Jws::decode(token, self.max_token_bytes)?;
+        let jws = decode_jws(token, self.max_token_bytes)?;
         jws.payload()?;
         let kid = jws.header.kid.as_deref();
         let mut holders = self
@@ -523,8 +523,61 @@ struct TokenParts {
     signature: Vec<u8>,
 }
 
+/// Splits a compact JWS no longer than `max_bytes` and checks its header as every
+/// verification does: `jku`, `x5u`, `jwk`, `x5c` and `crit` are refused, `alg` must be a
+/// string. The payload is left undecoded ([`Jws::payload`]).
+pub fn decode_jws(token: &str, max_bytes: usize) -> Result<Jws<'_>, TokenError> {
+    // Size first: nothing is decoded for a token over the limit.
+    if token.len() > max_bytes {
+        return Err(TokenError::TooLarge { limit: max_bytes });
+    }
+    let mut split = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (split.next(), split.next(), split.next(), split.next())
+    else {
+        return Err(TokenError::Malformed("expected three dot-separated parts"));
+    };
+    if signature_b64.is_empty() {
+        return Err(TokenError::Malformed("empty signature"));
+    }
+    let header = decode_json_object(header_b64, "header")?;
+    // The signature must be canonical base64url too: no padding, no stray bits, no garbage.
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature_b64.as_bytes())
+        .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
+    for name in KEY_LOCATING_HEADERS {
+        if header.contains_key(*name) {
+            return Err(TokenError::HeaderRejected((*name).to_owned()));
+        }
+    }
+    // We understand no critical extensions, so any `crit` means we must refuse (RFC 7515 §4.1.11).
+    if header.contains_key("crit") {
+        return Err(TokenError::HeaderRejected("crit".to_owned()));
+    }
+    let alg = match header.get("alg") {
+        Some(Value::String(a)) => a.clone(),
+        _ => return Err(TokenError::Malformed("header has no string `alg`")),
+    };
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err(TokenError::Malformed("`kid` is not a string")),
+    };
+    let typ = match header.get("typ") {
+        None => None,
+        Some(Value::String(t)) => Some(t.clone()),
+        Some(_) => return Err(TokenError::Malformed("`typ` is not a string")),
+    };
+    Ok(Jws {
+        header: JwsHeader { alg, kid, typ },
+        signing_input: &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()],
+        payload_b64,
+        signature,
+    })
+}
+
 fn decode_parts(token: &str) -> Result<TokenParts, TokenError> {
-    let jws = Jws::decode(token, usize::MAX)?;
+    let jws = decode_jws(token, usize::MAX)?;
     let claims = decode_json_object(jws.payload_b64, "claims")?;
     Ok(TokenParts {
         alg: jws.header.alg,
@@ -560,60 +613,7 @@ pub struct Jws<'a> {
     pub signature: Vec<u8>,
 }
 
-impl<'a> Jws<'a> {
-    /// Splits a compact JWS no longer than `max_bytes` and checks its header as every
-    /// verification does: `jku`, `x5u`, `jwk`, `x5c` and `crit` are refused, `alg` must be a
-    /// string. The payload is left undecoded ([`Self::payload`]).
-    pub fn decode(token: &'a str, max_bytes: usize) -> Result<Self, TokenError> {
-        // Size first: nothing is decoded for a token over the limit.
-        if token.len() > max_bytes {
-            return Err(TokenError::TooLarge { limit: max_bytes });
-        }
-        let mut split = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-            (split.next(), split.next(), split.next(), split.next())
-        else {
-            return Err(TokenError::Malformed("expected three dot-separated parts"));
-        };
-        if signature_b64.is_empty() {
-            return Err(TokenError::Malformed("empty signature"));
-        }
-        let header = decode_json_object(header_b64, "header")?;
-        // The signature must be canonical base64url too: no padding, no stray bits, no garbage.
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature_b64.as_bytes())
-            .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
-        for name in KEY_LOCATING_HEADERS {
-            if header.contains_key(*name) {
-                return Err(TokenError::HeaderRejected((*name).to_owned()));
-            }
-        }
-        // We understand no critical extensions, so any `crit` means we must refuse (RFC 7515 §4.1.11).
-        if header.contains_key("crit") {
-            return Err(TokenError::HeaderRejected("crit".to_owned()));
-        }
-        let alg = match header.get("alg") {
-            Some(Value::String(a)) => a.clone(),
-            _ => return Err(TokenError::Malformed("header has no string `alg`")),
-        };
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Value::String(k)) => Some(k.clone()),
-            Some(_) => return Err(TokenError::Malformed("`kid` is not a string")),
-        };
-        let typ = match header.get("typ") {
-            None => None,
-            Some(Value::String(t)) => Some(t.clone()),
-            Some(_) => return Err(TokenError::Malformed("`typ` is not a string")),
-        };
-        Ok(Self {
-            header: JwsHeader { alg, kid, typ },
-            signing_input: &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()],
-            payload_b64,
-            signature,
-        })
-    }
-
+impl Jws<'_> {
     /// The decoded payload: any bytes, JSON or not.
     pub fn payload(&self) -> Result<Vec<u8>, TokenError> {
         URL_SAFE_NO_PAD

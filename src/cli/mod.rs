@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
-use crate::auth::{Authenticator, Jws, KeySet};
+use crate::auth::{Authenticator, Jws, KeySet, decode_jws};
 use crate::config::{Config, IssuerConfig, LimitsConfig};
 use crate::dev::{DevIssuer, MintOptions};
 use crate::policy::PolicyEngine;
@@ -450,7 +450,7 @@ fn signature_only_with_jwks(
         .filter_map(|a| a.parse().ok())
         .collect();
     Ok(
-        Jws::decode(token, LimitsConfig::default().max_token_bytes).and_then(|jws| {
+        decode_jws(token, LimitsConfig::default().max_token_bytes).and_then(|jws| {
             jws.verify(&keys, &algorithms)?;
             signature_report(&jws)
         }),
