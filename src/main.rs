@@ -12,9 +12,6 @@ fn main() -> std::process::ExitCode {
     toolgate::cli::init_tracing(cli.log_format);
     match toolgate::cli::run(cli) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(e) => toolgate::cli::output::exit_code(&e),
     }
 }

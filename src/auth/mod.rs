@@ -525,13 +525,29 @@ impl Authenticator {
         Ok(())
     }
 
-    /// Checks only the signature and the algorithm-to-key binding, no claims: for diagnosing
-    /// a key-set problem (`token verify --signature-only`).
-    pub fn verify_signature_only(&self, token: &str) -> Result<Map<String, Value>, TokenError> {
-        let parts = self.decode_parts(token)?;
-        let issuer = self.issuer_for(&parts.claims)?;
-        verify_signature(issuer, &parts, token)?;
-        Ok(parts.claims)
+    /// Checks only the signature and the algorithm-to-key binding, reading no claims: for
+    /// diagnosing a key-set problem (`token verify --signature-only`). The payload is never
+    /// parsed, so any JWS is checked, not only JWT claims. Without `iss` to go by, the key is
+    /// the one whose `kid` the header names (or, without `kid`, the only key) among all the
+    /// issuers' keys; a `kid` that two issuers both hold is refused, never guessed.
+    pub fn verify_signature_only<'a>(&self, token: &'a str) -> Result<Jws<'a>, TokenError> {
+        let jws = decode_jws(token, self.max_token_bytes)?;
+        jws.payload()?;
+        let kid = jws.header.kid.as_deref();
+        let mut holders = self
+            .issuers
+            .iter()
+            .filter(|i| i.keys.load().find(kid).is_ok());
+        let issuer = match (holders.next(), holders.next()) {
+            (Some(issuer), None) => issuer,
+            _ if self.issuers.iter().all(|i| i.keys.load().is_empty()) => {
+                return Err(TokenError::KeysUnavailable);
+            }
+            _ => return Err(TokenError::UnknownKid),
+        };
+        keys_usable(issuer, unix_now())?;
+        jws.verify(&issuer.keys.load(), &issuer.algorithms)?;
+        Ok(jws)
     }
 
     fn decode_parts(&self, token: &str) -> Result<TokenParts, TokenError> {
@@ -624,7 +640,14 @@ struct TokenParts {
     signature: Vec<u8>,
 }
 
-fn decode_parts(token: &str) -> Result<TokenParts, TokenError> {
+/// Splits a compact JWS no longer than `max_bytes` and checks its header as every
+/// verification does: `jku`, `x5u`, `jwk`, `x5c` and `crit` are refused, `alg` must be a
+/// string. The payload is left undecoded ([`Jws::payload`]).
+pub fn decode_jws(token: &str, max_bytes: usize) -> Result<Jws<'_>, TokenError> {
+    // Size first: nothing is decoded for a token over the limit.
+    if token.len() > max_bytes {
+        return Err(TokenError::TooLarge { limit: max_bytes });
+    }
     let mut split = token.split('.');
     let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
         (split.next(), split.next(), split.next(), split.next())
@@ -639,7 +662,6 @@ fn decode_parts(token: &str) -> Result<TokenParts, TokenError> {
     let signature = URL_SAFE_NO_PAD
         .decode(signature_b64.as_bytes())
         .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
-    let claims = decode_json_object(payload_b64, "claims")?;
     for name in KEY_LOCATING_HEADERS {
         if header.contains_key(*name) {
             return Err(TokenError::HeaderRejected((*name).to_owned()));
@@ -663,14 +685,107 @@ fn decode_parts(token: &str) -> Result<TokenParts, TokenError> {
         Some(Value::String(t)) => Some(t.clone()),
         Some(_) => return Err(TokenError::Malformed("`typ` is not a string")),
     };
-    Ok(TokenParts {
-        alg,
-        kid,
-        typ,
-        claims,
-        signed_len: header_b64.len() + 1 + payload_b64.len(),
+    Ok(Jws {
+        header: JwsHeader { alg, kid, typ },
+        signing_input: &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()],
+        payload_b64,
         signature,
     })
+}
+
+fn decode_parts(token: &str) -> Result<TokenParts, TokenError> {
+    let jws = decode_jws(token, usize::MAX)?;
+    let claims = decode_json_object(jws.payload_b64, "claims")?;
+    Ok(TokenParts {
+        alg: jws.header.alg,
+        kid: jws.header.kid,
+        typ: jws.header.typ,
+        claims,
+        signed_len: jws.signing_input.len(),
+        signature: jws.signature,
+    })
+}
+
+/// The protected-header fields that verification reads.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JwsHeader {
+    /// `alg`: honoured only if the issuer allows it and the key is bound to it.
+    pub alg: String,
+    /// `kid`, if present.
+    pub kid: Option<String>,
+    /// `typ`, if present.
+    pub typ: Option<String>,
+}
+
+/// A compact JWS split into its parts, with its protected header checked; the payload is
+/// never parsed here.
+pub struct Jws<'a> {
+    /// The protected header.
+    pub header: JwsHeader,
+    /// `header.payload` as sent: the bytes the signature covers (RFC 7515 §5.2).
+    pub signing_input: &'a [u8],
+    /// The payload, base64url as sent.
+    payload_b64: &'a str,
+    /// The decoded signature.
+    pub signature: Vec<u8>,
+}
+
+impl Jws<'_> {
+    /// The decoded payload: any bytes, JSON or not.
+    pub fn payload(&self) -> Result<Vec<u8>, TokenError> {
+        URL_SAFE_NO_PAD
+            .decode(self.payload_b64.as_bytes())
+            .map_err(|_| TokenError::Malformed("claims are not base64url"))
+    }
+
+    /// Verifies the signature with a key of `keys` under an algorithm of `allowed`
+    /// (see [`verify_jws_signature`]).
+    pub fn verify(&self, keys: &KeySet, allowed: &[Algorithm]) -> Result<(), TokenError> {
+        verify_jws_signature(
+            keys,
+            allowed,
+            &self.header.alg,
+            self.header.kid.as_deref(),
+            self.signing_input,
+            &self.signature,
+        )
+    }
+}
+
+/// Verifies `signature` over `signing_input` with the key of `keys` that `kid` names (or,
+/// without `kid`, the only key), under `alg` only if `allowed` lists it AND the key is bound
+/// to it: the header alone never chooses how a signature is checked (RFC 8725 §3.1).
+///
+/// This is the whole of the signature check of every token, taken apart from the compact
+/// form so that it can be checked against published signature test vectors (Wycheproof):
+/// those sign arbitrary messages, which no `header.payload` signing input can equal, so the
+/// vectors are fed here with their message as the signing input, through the same key
+/// parsing and binding the broker uses.
+pub fn verify_jws_signature(
+    keys: &KeySet,
+    allowed: &[Algorithm],
+    alg: &str,
+    kid: Option<&str>,
+    signing_input: &[u8],
+    signature: &[u8],
+) -> Result<(), TokenError> {
+    // The algorithm comes from the header but must be on the allowed list AND fit the key:
+    // the header alone never chooses how a signature is checked (RFC 8725 §3.1).
+    let algorithm = keys::parse_algorithm(alg)
+        .filter(|a| allowed.contains(a))
+        .ok_or_else(|| TokenError::AlgorithmNotAllowed(alg.chars().take(16).collect()))?;
+    if keys.is_empty() {
+        return Err(TokenError::KeysUnavailable);
+    }
+    let key = keys.find(kid)?;
+    if !key.allows(algorithm) {
+        return Err(TokenError::KeyMismatch);
+    }
+    if key.verify(algorithm, signing_input, signature) {
+        Ok(())
+    } else {
+        Err(TokenError::BadSignature)
+    }
 }
 
 fn decode_json_object(part: &str, what: &'static str) -> Result<Map<String, Value>, TokenError> {
@@ -711,26 +826,15 @@ fn keys_usable(issuer: &Issuer, now: i64) -> Result<(), TokenError> {
 }
 
 fn verify_signature(issuer: &Issuer, parts: &TokenParts, token: &str) -> Result<(), TokenError> {
-    // The algorithm comes from the header but must be on the issuer's list AND fit the key:
-    // the header alone never chooses how a signature is checked (RFC 8725 §3.1).
-    let alg = keys::parse_algorithm(&parts.alg)
-        .filter(|a| issuer.algorithms.contains(a))
-        .ok_or_else(|| TokenError::AlgorithmNotAllowed(parts.alg.chars().take(16).collect()))?;
     keys_usable(issuer, unix_now())?;
-    let keys = issuer.keys.load();
-    if keys.is_empty() {
-        return Err(TokenError::KeysUnavailable);
-    }
-    let key = keys.find(parts.kid.as_deref())?;
-    if !key.allows(alg) {
-        return Err(TokenError::KeyMismatch);
-    }
-    let message = &token.as_bytes()[..parts.signed_len];
-    if key.verify(alg, message, &parts.signature) {
-        Ok(())
-    } else {
-        Err(TokenError::BadSignature)
-    }
+    verify_jws_signature(
+        &issuer.keys.load(),
+        &issuer.algorithms,
+        &parts.alg,
+        parts.kid.as_deref(),
+        &token.as_bytes()[..parts.signed_len],
+        &parts.signature,
+    )
 }
 
 /// The audiences a token must name one of, and those it must name none of (the other kind of

@@ -1,5 +1,6 @@
 //! `toolgate keys`: the broker's own signing keys (the assertions it sends to tool backends).
 
+use super::output::outln;
 use std::path::Path;
 
 use anyhow::Context;
@@ -14,7 +15,7 @@ pub fn rotate(config: &Path, delay_secs: u64) -> anyhow::Result<()> {
     let state_dir = config.state_dir();
     let rotation = broker_keys::rotate(&state_dir, delay_secs, crate::auth::unix_now())
         .with_context(|| format!("rotating broker keys in `{}`", state_dir.display()))?;
-    println!("{}", serde_json::to_string_pretty(&json!(rotation))?);
+    outln!("{}", serde_json::to_string_pretty(&json!(rotation))?)?;
     Ok(())
 }
 
@@ -23,6 +24,6 @@ pub fn jwks(config: &Path) -> anyhow::Result<()> {
     let config = super::load_config(config)?;
     let keys = BrokerKeys::load_or_create(&config.state_dir())
         .context("loading the broker signing keys")?;
-    println!("{}", serde_json::to_string_pretty(&keys.jwks())?);
+    outln!("{}", serde_json::to_string_pretty(&keys.jwks())?)?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `toolgate log verify|archive|query|export` and `toolgate replay`: the decision log from the
 //! command line.
 
+use super::output::{out, outln};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -139,8 +140,8 @@ pub struct ReplayArgs {
     /// The candidate schema stub.
     #[arg(long)]
     pub schema: Option<PathBuf>,
-    /// Changes that are expected (JSON array of `{"decision_id", "change"}`).
-    #[arg(long)]
+    /// A file of expected changes: a JSON array of `{"decision_id", "change"}` objects.
+    #[arg(long, value_name = "FILE")]
     pub expect: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
@@ -228,7 +229,7 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
             };
             match result {
                 Ok(report) => {
-                    println!(
+                    outln!(
                         "ok: {} records verified (records {}..={}), {} checkpoints matched{}, head {}",
                         report.records,
                         report.anchor_seq + 1,
@@ -240,17 +241,17 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
                             " (signatures NOT checked: no key)"
                         },
                         report.head_hash
-                    );
+                    )?;
                     if !report.missing_lookup_indexes.is_empty() {
-                        println!(
+                        outln!(
                             "note: missing lookup-table indexes: {} (queries answer without them, more slowly; the broker recreates them when it next opens the log)",
                             report.missing_lookup_indexes.join(", ")
-                        );
+                        )?;
                     }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    println!("FAILED: {e}");
+                    outln!("FAILED: {e}")?;
                     Ok(ExitCode::FAILURE)
                 }
             }
@@ -266,13 +267,13 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
             // The key must exist already: a fresh one could not sign for the existing log.
             let key = SigningKey::load(&config.state_dir().join(BROKER_KEY_FILE))?;
             let report = archive::archive(&db, before, &out, &key)?;
-            println!(
+            outln!(
                 "archived {} records to `{}`; the log now starts after record {} ({})",
                 report.records,
                 out.display(),
                 report.anchor_seq,
                 report.anchor_hash
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         LogCommand::Query {
@@ -285,7 +286,7 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
             let (db, _) = db_path(&source)?;
             let conn = query::open_read_only(&db)?;
             let page = query::query(&conn, &filter(&args, limit, cursor.as_deref())?)?;
-            let mut stdout = std::io::stdout().lock();
+            let mut stdout = super::output::stdout();
             match format {
                 QueryFormat::Json => writeln!(stdout, "{}", serde_json::to_string_pretty(&page)?)?,
                 QueryFormat::Table => {
@@ -324,7 +325,7 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
         } => {
             let (db, _) = db_path(&source)?;
             let conn = query::open_read_only(&db)?;
-            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut stdout = std::io::BufWriter::new(super::output::stdout());
             query::export_jsonl(&conn, &filter(&args, query::MAX_LIMIT, None)?, &mut stdout)?;
             stdout.flush()?;
             Ok(ExitCode::SUCCESS)
@@ -347,23 +348,23 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     let unexpected = report.unexpected(&expected);
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "report": report,
                 "unexpected": unexpected,
             }))?
-        );
+        )?;
     } else {
-        print!("{}", report.summary());
+        out!("{}", report.summary())?;
         for c in &unexpected {
-            println!(
+            outln!(
                 "UNEXPECTED {} {} (agent {}, tool {})",
                 c.change.label(),
                 c.decision_id,
                 c.agent,
                 c.tool
-            );
+            )?;
         }
     }
     if unexpected.is_empty() && report.failures.is_empty() {

@@ -3,6 +3,7 @@
 
 pub mod keys;
 pub mod log;
+pub mod output;
 mod policy_test;
 pub mod revoke;
 pub mod tools;
@@ -15,11 +16,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Jws, KeySet, decode_jws};
 use crate::config::{Config, IssuerConfig, LimitsConfig};
 use crate::dev::{DevIssuer, MintOptions};
 use crate::policy::PolicyEngine;
 use crate::tools::{DemoUrls, Registry};
+use output::{out, outln};
 
 /// toolgate: an authorization broker for AI-agent tool calls.
 #[derive(Debug, Parser)]
@@ -162,16 +164,22 @@ pub enum TokenCommand {
         /// The config file whose issuers to trust.
         #[arg(long, default_value = "toolgate.toml", conflicts_with = "jwks")]
         config: PathBuf,
-        /// A JWKS file to verify against instead of the config.
-        #[arg(long, requires_all = ["issuer", "audience"])]
+        /// A JWKS file to verify against instead of the config (with `--issuer` and
+        /// `--audience`, checked as an issuer in the config with its defaults would check).
+        #[arg(long)]
         jwks: Option<PathBuf>,
         /// Expected issuer (with `--jwks`).
-        #[arg(long)]
+        #[arg(long, requires = "jwks")]
         issuer: Option<String>,
         /// Expected audience (with `--jwks`).
-        #[arg(long)]
+        #[arg(long, requires = "jwks")]
         audience: Option<String>,
-        /// Check only the signature and key binding, no claims.
+        /// With `--jwks`: accept a token without the RFC 9068 `typ: at+jwt` header, like an
+        /// issuer configured with `require_at_jwt_typ = false` (the broker refuses it otherwise).
+        #[arg(long, requires = "jwks")]
+        allow_any_typ: bool,
+        /// Check only the signature and key binding of any JWS, reading no claims (the key by
+        /// `kid`, or the only key; `--issuer` and `--audience` are then not needed).
         #[arg(long)]
         signature_only: bool,
         /// The token, or `-` to read it from standard input.
@@ -254,12 +262,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("resolving `{}`", dir.display()))?;
             }
             let snapshot = load_policies(&config)?;
-            println!(
+            outln!(
                 "ok: {} policies valid against the schema for {} tools (policy set {})",
                 snapshot.policy_count(),
                 config.tools.len(),
                 &snapshot.policy_set_hash[..16]
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Tools {
@@ -292,7 +300,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let config = load_config(&config)?;
             let snapshot = load_policies(&config)?;
-            print!("{}", snapshot.schema_text());
+            out!("{}", snapshot.schema_text())?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -341,7 +349,7 @@ async fn serve(config_path: &Path, dev: bool) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "toolgate listening");
     if let (Some(dev), Some(issuer)) = (&dev_config, &dev_issuer) {
-        println!("{}", crate::dev::banner(dev, issuer, addr)?);
+        outln!("{}", crate::dev::banner(dev, issuer, addr)?)?;
     }
     crate::server::run(listener, built, crate::server::shutdown_signal()).await
 }
@@ -367,7 +375,7 @@ fn token(action: TokenCommand) -> anyhow::Result<ExitCode> {
                 groups,
                 act,
             })?;
-            println!("{token}");
+            outln!("{token}")?;
             Ok(ExitCode::SUCCESS)
         }
         TokenCommand::Verify {
@@ -375,6 +383,7 @@ fn token(action: TokenCommand) -> anyhow::Result<ExitCode> {
             jwks,
             issuer,
             audience,
+            allow_any_typ,
             signature_only,
             token,
         } => {
@@ -385,51 +394,46 @@ fn token(action: TokenCommand) -> anyhow::Result<ExitCode> {
             } else {
                 token
             };
-            let config = match (jwks, issuer, audience) {
-                (Some(jwks), Some(issuer), Some(audience)) => {
-                    standalone_config(jwks, issuer, audience)?
+            let result = match (jwks, signature_only) {
+                (Some(jwks), true) => signature_only_with_jwks(&jwks, &token)?,
+                (jwks, signature_only) => {
+                    let config = match (jwks, issuer, audience) {
+                        (Some(jwks), Some(issuer), Some(audience)) => {
+                            standalone_config(jwks, issuer, audience, allow_any_typ)?
+                        }
+                        (Some(_), _, _) => anyhow::bail!(
+                            "`--jwks` needs `--issuer` and `--audience` (or `--signature-only`)"
+                        ),
+                        (None, _, _) => load_config(&config)?,
+                    };
+                    let authenticator = Authenticator::from_config(&config)?;
+                    // Remote key sets are fetched once; file ones are already loaded.
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("starting the async runtime")?
+                        .block_on(authenticator.refresh_remote());
+                    if signature_only {
+                        authenticator
+                            .verify_signature_only(&token)
+                            .and_then(|jws| signature_report(&jws))
+                    } else {
+                        authenticator.verify(&token).map(|t| {
+                            json!({ "claims": t.claims, "verified": t, "header": header_json(&token) })
+                        })
+                    }
                 }
-                _ => load_config(&config)?,
-            };
-            let authenticator = Authenticator::from_config(&config)?;
-            // Remote key sets are fetched once; file ones are already loaded.
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(authenticator.refresh_remote());
-            let result = if signature_only {
-                authenticator
-                    .verify_signature_only(&token)
-                    .map(|claims| json!({ "claims": claims }))
-            } else {
-                authenticator
-                    .verify(&token)
-                    .map(|t| json!({ "claims": t.claims, "verified": t }))
             };
             match result {
                 Ok(out) => {
-                    let header = token
-                        .split('.')
-                        .next()
-                        .and_then(|h| {
-                            base64::Engine::decode(
-                                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                                h,
-                            )
-                            .ok()
-                        })
-                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-                    let mut out = out;
-                    out["header"] = header.unwrap_or_default();
-                    println!("{}", serde_json::to_string_pretty(&out)?);
+                    outln!("{}", serde_json::to_string_pretty(&out)?)?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    println!(
+                    outln!(
                         "{}",
                         json!({ "valid": false, "reason": e.code(), "detail": e.to_string() })
-                    );
+                    )?;
                     Ok(ExitCode::from(2))
                 }
             }
@@ -437,28 +441,83 @@ fn token(action: TokenCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn standalone_config(jwks: PathBuf, issuer: String, audience: String) -> anyhow::Result<Config> {
+/// `token verify --jwks FILE --signature-only`: the signature alone, against that key set,
+/// under any algorithm the broker accepts (bound to the key as always).
+fn signature_only_with_jwks(
+    jwks: &Path,
+    token: &str,
+) -> anyhow::Result<Result<serde_json::Value, crate::auth::TokenError>> {
+    let text = std::fs::read_to_string(jwks)
+        .with_context(|| format!("reading JWKS file `{}`", jwks.display()))?;
+    let (keys, skipped) =
+        KeySet::from_jwks_str(&text).with_context(|| format!("JWKS file `{}`", jwks.display()))?;
+    for warning in skipped {
+        tracing::warn!(path = %jwks.display(), %warning, "verification key skipped");
+    }
+    let algorithms: Vec<_> = crate::config::ASYMMETRIC_ALGORITHMS
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    Ok(
+        decode_jws(token, LimitsConfig::default().max_token_bytes).and_then(|jws| {
+            jws.verify(&keys, &algorithms)?;
+            signature_report(&jws)
+        }),
+    )
+}
+
+/// What `--signature-only` prints for a verified JWS: the header, and the payload as claims
+/// when it is JSON (shown only, never checked), else as base64url.
+fn signature_report(jws: &Jws<'_>) -> Result<serde_json::Value, crate::auth::TokenError> {
+    let payload = jws.payload()?;
+    let mut out = json!({ "signature": "valid", "header": jws.header });
+    match serde_json::from_slice::<serde_json::Value>(&payload) {
+        Ok(claims) => out["claims"] = claims,
+        Err(_) => {
+            out["payload"] =
+                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &payload)
+                    .into()
+        }
+    }
+    Ok(out)
+}
+
+/// The token's header as JSON, for display (`null` if it is not JSON).
+fn header_json(token: &str) -> serde_json::Value {
+    token
+        .split('.')
+        .next()
+        .and_then(|h| {
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, h).ok()
+        })
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// The config `token verify --jwks` checks against: one issuer with the same defaults as an
+/// `[[issuers]]` entry in a config file (so `typ: at+jwt` is required unless
+/// `--allow-any-typ`), accepting every asymmetric algorithm the broker accepts.
+fn standalone_config(
+    jwks: PathBuf,
+    issuer: String,
+    audience: String,
+    allow_any_typ: bool,
+) -> anyhow::Result<Config> {
+    // Deserialised like a config file's entry, so every default is the config's own.
+    let mut issuer: IssuerConfig = serde_json::from_value(json!({
+        "issuer": issuer,
+        "audiences": [audience],
+        "jwks_file": jwks,
+        "algorithms": crate::config::ASYMMETRIC_ALGORITHMS,
+    }))
+    .context("building the issuer for `--jwks`")?;
+    if allow_any_typ {
+        issuer.require_at_jwt_typ = false;
+    }
     let config = Config {
         server: Default::default(),
         limits: LimitsConfig::default(),
-        issuers: vec![IssuerConfig {
-            issuer,
-            audiences: vec![audience],
-            jwks_file: Some(jwks),
-            jwks_url: None,
-            discovery: false,
-            remote_keys: Default::default(),
-            algorithms: crate::config::ASYMMETRIC_ALGORITHMS
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
-            leeway_seconds: 30,
-            max_lifetime_seconds: 3600,
-            groups_claim: "groups".to_owned(),
-            require_at_jwt_typ: false,
-            require_jti: false,
-            jti_single_use: false,
-        }],
+        issuers: vec![issuer],
         policy: Default::default(),
         audit: Default::default(),
         tools: Vec::new(),

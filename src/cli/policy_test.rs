@@ -1,6 +1,7 @@
 //! `toolgate policy test`: runs policy test files against a policy directory, printing
 //! failures with an expected/actual diff and the policies no case made determining.
 
+use super::output::{out, outln};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -30,13 +31,13 @@ pub fn run(
         .collect::<Result<Vec<_>, _>>()?;
     let issuer = config.issuers.first().map(|i| i.issuer.as_str());
     let report = testing::run(&engine, &tools, &suites, issuer);
-    print!("{}", report.render());
+    out!("{}", report.render())?;
     let coverage_ok = !require_coverage || report.uncovered().is_empty();
     if report.passed() && coverage_ok {
         Ok(ExitCode::SUCCESS)
     } else {
         if !coverage_ok {
-            println!("coverage required: some policies never determined a decision");
+            outln!("coverage required: some policies never determined a decision")?;
         }
         Ok(ExitCode::FAILURE)
     }

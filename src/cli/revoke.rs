@@ -1,6 +1,7 @@
 //! `toolgate revoke`: records a revocation in, or lists those in effect from, the state
 //! database the server reads on every request (so it applies to a running server too).
 
+use super::output::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -55,7 +56,7 @@ pub fn run(args: RevokeArgs) -> anyhow::Result<ExitCode> {
         let config = super::load_config(&config)?;
         let store = open(&config)?;
         let list = store.list(unix_now())?;
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let config = super::load_config(&args.config)?;
@@ -68,7 +69,7 @@ pub fn run(args: RevokeArgs) -> anyhow::Result<ExitCode> {
         reason: args.reason,
     };
     let revocation = store.revoke(&config, &request, unix_now())?;
-    println!("{}", serde_json::to_string_pretty(&revocation)?);
+    outln!("{}", serde_json::to_string_pretty(&revocation)?)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,5 +1,6 @@
 //! `toolgate tools list`: the tool registry as the broker loads it.
 
+use super::output::outln;
 use std::path::Path;
 
 use anyhow::Context;
@@ -15,7 +16,7 @@ pub fn list(config: &Path) -> anyhow::Result<()> {
     let registry =
         Registry::from_config(&config, Some(&demo)).context("loading the tool registry")?;
     for line in listing(&registry) {
-        println!("{line}");
+        outln!("{line}")?;
     }
     Ok(())
 }
