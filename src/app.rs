@@ -670,11 +670,12 @@ impl App {
     ) -> (String, Result<Vec<ToolListing>, CallError>) {
         let (decision_id, mut record) = new_record(endpoint, None);
         record.set_token(token);
+        let now = auth::unix_now();
         let listed: Vec<ToolListing> = self
             .tools()
             .iter()
             .filter(|t| t.missing_scopes(&token.scopes).next().is_none())
-            .filter(|t| self.policy.may_call(token, t))
+            .filter(|t| self.policy.may_call(token, t, now))
             .map(|t| ToolListing {
                 name: t.id.clone(),
                 description: t.description.clone(),

@@ -399,7 +399,7 @@ impl PolicyEngine {
             ("token".to_owned(), parts.context.clone()),
             (
                 "session".to_owned(),
-                session_expr(token, call.now, call.request_id)?,
+                session_expr(token, call.now, Some(call.request_id))?,
             ),
         ])
         .map_err(|e| PolicyError::Request(e.to_string()))?;
@@ -459,10 +459,12 @@ impl PolicyEngine {
         })
     }
 
-    /// Whether any permit could apply to this caller and tool, whatever the arguments:
-    /// Cedar partial evaluation with the context unknown. Used to filter tool listings only;
-    /// calls are always decided in full.
-    pub fn may_call(&self, token: &VerifiedToken, tool: &Tool) -> bool {
+    /// Whether some call of this caller on this tool at time `now` could be allowed, whatever
+    /// the arguments: Cedar partial evaluation with only `context.input` and the request id
+    /// unknown. Everything else a call would know (principal, actor, delegation depth, token
+    /// claims, time) is known, so a tool no call could reach is not listed. Used to filter
+    /// tool listings only; calls are always decided in full.
+    pub fn may_call(&self, token: &VerifiedToken, tool: &Tool, now: i64) -> bool {
         let snap = self.current.load();
         let (Ok(parts), Ok(tool_request)) =
             (self.token_parts.get(token), snap.tool_request(&tool.id))
@@ -489,10 +491,24 @@ impl PolicyEngine {
             // Not indexed means no policy can apply to this tool.
             None => return false,
         };
+        let Ok(session) = session_expr(token, now, None) else {
+            return false;
+        };
+        let Ok(context) = Context::from_pairs([
+            (
+                "input".to_owned(),
+                RestrictedExpression::new_unknown("input"),
+            ),
+            ("token".to_owned(), parts.context.clone()),
+            ("session".to_owned(), session),
+        ]) else {
+            return false;
+        };
         let request = cedar_policy::RequestBuilder::default()
             .principal(parts.principal_uid.clone())
             .action(tool_request.action.clone())
             .resource(tool_request.resource.clone())
+            .context(context)
             .build();
         let Ok(entities) = parts.entities_for(snap.generation, &tool.id, &tool_request.entities)
         else {
@@ -759,10 +775,12 @@ fn actor_entity(token: &VerifiedToken) -> Result<Option<Entity>, PolicyError> {
         .map_err(|e| PolicyError::Request(e.to_string()))
 }
 
+/// `context.session`; without a request id (a listing, which is not a call) the id is an
+/// unknown for partial evaluation.
 fn session_expr(
     token: &VerifiedToken,
     now: i64,
-    request_id: &str,
+    request_id: Option<&str>,
 ) -> Result<RestrictedExpression, PolicyError> {
     let (hour, weekday) = hour_and_weekday(now);
     let mut pairs = vec![
@@ -772,7 +790,10 @@ fn session_expr(
         ),
         (
             "request_id".to_owned(),
-            RestrictedExpression::new_string(request_id.to_owned()),
+            request_id.map_or_else(
+                || RestrictedExpression::new_unknown("request_id"),
+                |id| RestrictedExpression::new_string(id.to_owned()),
+            ),
         ),
         ("hour_utc".to_owned(), RestrictedExpression::new_long(hour)),
         (
@@ -1072,7 +1093,7 @@ fn check_request_shapes(
                 ),
                 (
                     "session".to_owned(),
-                    session_expr(token, 0, "probe").map_err(|e| shape_error(&e))?,
+                    session_expr(token, 0, Some("probe")).map_err(|e| shape_error(&e))?,
                 ),
             ])
             .map_err(|e| shape_error(&e))?;
