@@ -5,7 +5,8 @@
 use serde_json::{Value, json};
 
 use crate::mcp_server::{mcp, open, rpc};
-use crate::support::TestApp;
+use crate::policy::toolgate;
+use crate::support::{TestApp, repo};
 
 /// A token for `user` (in `groups`) delegated to the agents of `chain`, outermost first.
 fn delegated(app: &TestApp, user: &str, groups: &[&str], chain: &[&str]) -> String {
@@ -71,4 +72,89 @@ async fn a_delegated_caller_is_listed_only_the_tools_it_can_call() {
             .await;
         assert_eq!(reply.status, *transfer, "{chain:?}: {:?}", reply.body);
     }
+}
+
+#[test]
+fn schema_print_is_one_valid_cedar_schema_for_the_shipped_policies() {
+    use cedar_policy::{PolicySet, Schema, ValidationMode, Validator};
+
+    let (ok, printed) = toolgate(&["schema", "print"]);
+    assert!(ok, "{printed}");
+    // As the cedar CLI reads a schema file and a policy file.
+    let (schema, warnings) = Schema::from_cedarschema_str(&printed).unwrap_or_else(|e| {
+        panic!("{:?}\n{printed}", miette::Report::new(e));
+    });
+    assert_eq!(warnings.count(), 0);
+    assert!(
+        schema
+            .actions()
+            .any(|a| a.to_string() == "Toolgate::Action::\"payments___transfer\"")
+    );
+    let mut files: Vec<_> = std::fs::read_dir(repo().join("policies"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let text: String = files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let policies: PolicySet = text.parse().unwrap();
+    let result = Validator::new(schema).validate(&policies, ValidationMode::Strict);
+    let problems: Vec<String> = result
+        .validation_errors()
+        .map(ToString::to_string)
+        .chain(result.validation_warnings().map(ToString::to_string))
+        .collect();
+    assert_eq!(problems, Vec::<String>::new());
+}
+
+const APPROVAL_PERMIT: &str = "// From another gateway's policy set.\n@id(\"deletes-with-approval\")\n@requireApproval(\"security\")\npermit (principal, action == Toolgate::Action::\"files___delete_file\", resource);\n";
+
+const SHADOW_PERMIT: &str = "@shadow\n@id(\"shadow-deletes\")\npermit (principal, action == Toolgate::Action::\"files___delete_file\", resource);\n";
+
+#[test]
+fn policy_validate_refuses_an_unknown_annotation_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("approval.cedar"), APPROVAL_PERMIT).unwrap();
+    let (ok, out) = toolgate(&[
+        "policy",
+        "validate",
+        "--policies",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("approval.cedar:3: policy `deletes-with-approval` has annotation `@requireApproval`, which toolgate does not know (known: `@id`)"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_with_an_unknown_annotation_is_refused_and_the_last_good_set_serves() {
+    let app = TestApp::spawn().await;
+    let deleter = app.token("deleter", "files:write", &[]);
+    let delete = || {
+        app.invoke(
+            Some(&deleter),
+            "files___delete_file",
+            json!({ "path": "/tmp/x" }),
+        )
+    };
+    assert_eq!(delete().await.status, 403);
+
+    std::fs::write(app.policies_dir().join("shadow.cedar"), SHADOW_PERMIT).unwrap();
+    let reply = app.post("/admin/policies/reload", &app.admin_token()).await;
+    assert_eq!(reply.status, 422, "{:?}", reply.body);
+    assert_eq!(reply.body["error"], "policy_reload_rejected");
+    let message = reply.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("shadow.cedar:1: policy `shadow-deletes` has annotation `@shadow`"),
+        "{message}"
+    );
+    // Not acted on as a plain permit: the delete is still denied.
+    assert_eq!(delete().await.status, 403);
 }
