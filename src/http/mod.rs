@@ -106,9 +106,8 @@ async fn invoke(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let arguments = read_json::<InvokeBody>(&app, body)
-        .await
-        .map(|b| b.arguments);
+    let (text, parsed) = read_json_text::<InvokeBody>(&app, body).await;
+    let arguments = parsed.map(|b| b.arguments);
     let response = app
         .call(
             Endpoint::Invoke,
@@ -116,6 +115,7 @@ async fn invoke(
                 authorization: header_str(&headers, header::AUTHORIZATION.as_str()),
                 tool: &tool,
                 arguments,
+                arguments_text: arguments_text(&text, &["arguments"]),
                 request_id: header_str(&headers, "x-request-id"),
             },
         )
@@ -124,7 +124,7 @@ async fn invoke(
 }
 
 async fn authorize(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    let parsed = read_json::<AuthorizeBody>(&app, body).await;
+    let (text, parsed) = read_json_text::<AuthorizeBody>(&app, body).await;
     let (tool, arguments) = match parsed {
         Ok(b) => (b.tool, Ok(b.arguments)),
         Err(e) => (String::new(), Err(e)),
@@ -136,6 +136,7 @@ async fn authorize(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
                 authorization: header_str(&headers, header::AUTHORIZATION.as_str()),
                 tool: &tool,
                 arguments,
+                arguments_text: arguments_text(&text, &["arguments"]),
                 request_id: header_str(&headers, "x-request-id"),
             },
         )
@@ -192,12 +193,33 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Reads a JSON body within the size and depth limits.
-async fn read_json<T: for<'de> Deserialize<'de>>(app: &App, body: Body) -> Result<T, CallError> {
+/// Reads a JSON body within the size and depth limits; also returns the body's bytes (empty
+/// if it could not be read): the policy reads decimal arguments from the text, not from a
+/// float.
+pub(crate) async fn read_json_text<T: for<'de> Deserialize<'de>>(
+    app: &App,
+    body: Body,
+) -> (Bytes, Result<T, CallError>) {
     let limit = app.config.limits.max_body_bytes;
-    let bytes: Bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| CallError::PayloadTooLarge(limit))?;
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return (Bytes::new(), Err(CallError::PayloadTooLarge(limit)));
+    };
+    let parsed = parse_json(app, &bytes);
+    (bytes, parsed)
+}
+
+/// Where a body's arguments object is, for [`crate::policy::ArgumentsText`]; `None` for a
+/// body that is not UTF-8 (it did not parse either).
+pub(crate) fn arguments_text<'a>(
+    body: &'a Bytes,
+    at: &'static [&'static str],
+) -> Option<crate::policy::ArgumentsText<'a>> {
+    let json = std::str::from_utf8(body).ok()?;
+    Some(crate::policy::ArgumentsText { json, at })
+}
+
+/// Parses a JSON body within the depth limit.
+fn parse_json<T: for<'de> Deserialize<'de>>(app: &App, bytes: &Bytes) -> Result<T, CallError> {
     let value: Value = if bytes.is_empty() {
         empty_object()
     } else {

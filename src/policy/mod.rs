@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{Claims, VerifiedToken};
 use crate::tools::{ArgumentProblem, Registry, Tool};
-pub use input::{InputType, MappingError};
+pub use input::{ArgumentsText, InputType, MappingError};
 
 /// Optional file of extra entities (groups hierarchy, ...) inside the policy directory.
 pub const ENTITIES_FILE: &str = "entities.json";
@@ -162,6 +162,9 @@ pub struct CallFacts<'a> {
     pub tool: &'a Tool,
     /// Arguments, already checked against the tool's input schema.
     pub arguments: &'a Value,
+    /// The JSON text `arguments` was parsed from, when it came as text: decimals are read
+    /// from it, never from a float.
+    pub arguments_text: Option<ArgumentsText<'a>>,
     /// The request id.
     pub request_id: &'a str,
     /// Request time, Unix seconds.
@@ -406,7 +409,7 @@ impl PolicyEngine {
             ))
         })?;
         let input = input_type
-            .to_cedar(call.arguments, "")
+            .to_cedar_exact(call.arguments, "", call.arguments_text)
             .map_err(PolicyError::Argument)?;
         let tool = snap.tool_request(&call.tool.id)?;
         let parts = self.token_parts.get(token)?;

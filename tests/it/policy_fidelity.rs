@@ -158,3 +158,102 @@ async fn a_reload_with_an_unknown_annotation_is_refused_and_the_last_good_set_se
     // Not acted on as a plain permit: the delete is still denied.
     assert_eq!(delete().await.status, 403);
 }
+
+/// A test tool whose only argument is a decimal without bounds, so that the whole Cedar
+/// range can be sent.
+const AMOUNT_TOOL: &str = r#"
+[[tools]]
+server = "test"
+name = "amount"
+input_schema = { type = "object", properties = { amount = { type = "number", format = "decimal" } }, required = ["amount"], additionalProperties = false }
+annotations = { destructive = false }
+backend = { kind = "http", url = "http://127.0.0.1:9/amount" }
+"#;
+
+/// Pins the converted value: Cedar sees exactly 499.9999 only for that literal.
+const AMOUNT_PROBE: &str = r#"
+@id("amount-probe")
+forbid (principal, action == Toolgate::Action::"test___amount", resource)
+when { context.input.amount == decimal("499.9999") };
+"#;
+
+/// Sends `body` as it is written (a `Value` would already have rounded the number).
+async fn post_text(app: &TestApp, path: &str, token: &str, body: &str) -> (u16, String) {
+    let response = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn decimal_arguments_are_checked_on_their_literal_over_http_and_mcp() {
+    let app = TestApp::spawn_with(crate::support::Options {
+        extra_config: AMOUNT_TOOL.to_owned(),
+        extra_policies: Some(AMOUNT_PROBE.to_owned()),
+        ..Default::default()
+    })
+    .await;
+    let tester = app.token("tester", "", &["testers"]);
+    let places = "more than 4 fractional digits (refused, not rounded)";
+    let range = "outside -922337203685477.5808 to 922337203685477.5807";
+    // (literal, status, part of the body)
+    let cases = [
+        ("499.9999", 403, "deny"),
+        ("499.99990", 403, "deny"),
+        ("499.99990000000001", 400, places),
+        ("499.99991", 400, places),
+        ("499.999", 200, "allow"),
+        ("922337203685477.5807", 200, "allow"),
+        ("-922337203685477.5808", 200, "allow"),
+        ("922337203685477.5808", 400, range),
+        ("-922337203685477.5809", 400, range),
+        ("1e2", 400, "without an exponent"),
+        ("-0.0", 200, "allow"),
+    ];
+    for (literal, status, part) in cases {
+        let body = format!(r#"{{"tool": "test___amount", "arguments": {{"amount": {literal}}}}}"#);
+        let (got, text) = post_text(&app, "/v1/authorize", &tester, &body).await;
+        assert_eq!(got, status, "{literal}: {text}");
+        assert!(text.contains(part), "{literal}: {text}");
+    }
+    let records = app.records();
+    let count = |f: &dyn Fn(&crate::support::Row) -> bool| records.iter().filter(|r| f(r)).count();
+    assert_eq!(count(&|r| r.reason == "argument_not_representable"), 5);
+    assert_eq!(
+        count(&|r| r.record["policy"]["determining_policies"] == json!(["amount-probe"])),
+        2
+    );
+
+    // `/invoke` and MCP `tools/call` read the same literal.
+    let (got, text) = post_text(
+        &app,
+        "/v1/tools/test___amount/invoke",
+        &tester,
+        r#"{"arguments": {"amount": 499.99990000000001}}"#,
+    )
+    .await;
+    assert_eq!(got, 400, "{text}");
+    assert!(text.contains(places), "{text}");
+    let session = open(&app, &tester).await;
+    let response = app
+        .client
+        .post(app.url("/mcp"))
+        .bearer_auth(&tester)
+        .header("mcp-session-id", &session)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "test___amount", "arguments": {"amount": 499.99990000000001}}}"#)
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    assert!(text.contains(places), "{text}");
+    assert!(text.contains(r#""isError":true"#), "{text}");
+}
