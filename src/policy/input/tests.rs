@@ -130,7 +130,9 @@ fn decimals_are_read_from_their_literal_and_never_rounded() {
     let range = "outside -922337203685477.5808 to 922337203685477.5807";
     let exponent = "without an exponent";
     // (arguments JSON, Ok(the decimal Cedar holds) or Err((pointer, part of the reason)))
-    let cases: &[(&str, Result<&str, (&str, &str)>)] = &[
+    /// The decimal Cedar holds, or the problem's pointer and part of its reason.
+    type Expected = Result<&'static str, (&'static str, &'static str)>;
+    let cases: &[(&str, Expected)] = &[
         (r#"{"d": 499.9999}"#, Ok("499.9999")),
         (r#"{"d": 499.99990000}"#, Ok("499.9999")),
         // Parses to the same f64 as 499.9999: only the literal shows the fifth place.
