@@ -58,7 +58,7 @@ async fn post(State(state): State<Arc<McpState>>, headers: HeaderMap, body: Body
                     method_header: header_str(&headers, METHOD_HEADER),
                     name_header: header_str(&headers, NAME_HEADER),
                     message,
-                    text: std::str::from_utf8(&text).ok(),
+                    text: &text,
                 },
             )
             .await

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::app::{App, CallError, CallRequest, CallResponse, Endpoint};
+use crate::policy::ArgumentsText;
 
 /// Header carrying the decision id on every pipeline response.
 pub const DECISION_ID_HEADER: &str = "x-toolgate-decision-id";
@@ -115,7 +116,10 @@ async fn invoke(
                 authorization: header_str(&headers, header::AUTHORIZATION.as_str()),
                 tool: &tool,
                 arguments,
-                arguments_text: arguments_text(&text, &["arguments"]),
+                arguments_text: Some(ArgumentsText {
+                    json: &text,
+                    at: &["arguments"],
+                }),
                 request_id: header_str(&headers, "x-request-id"),
             },
         )
@@ -136,7 +140,10 @@ async fn authorize(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
                 authorization: header_str(&headers, header::AUTHORIZATION.as_str()),
                 tool: &tool,
                 arguments,
-                arguments_text: arguments_text(&text, &["arguments"]),
+                arguments_text: Some(ArgumentsText {
+                    json: &text,
+                    at: &["arguments"],
+                }),
                 request_id: header_str(&headers, "x-request-id"),
             },
         )
@@ -206,16 +213,6 @@ pub(crate) async fn read_json_text<T: for<'de> Deserialize<'de>>(
     };
     let parsed = parse_json(app, &bytes);
     (bytes, parsed)
-}
-
-/// Where a body's arguments object is, for [`crate::policy::ArgumentsText`]; `None` for a
-/// body that is not UTF-8 (it did not parse either).
-pub(crate) fn arguments_text<'a>(
-    body: &'a Bytes,
-    at: &'static [&'static str],
-) -> Option<crate::policy::ArgumentsText<'a>> {
-    let json = std::str::from_utf8(body).ok()?;
-    Some(crate::policy::ArgumentsText { json, at })
 }
 
 /// Parses a JSON body within the depth limit.

@@ -47,8 +47,8 @@ pub struct PostRequest<'a> {
     pub name_header: Option<&'a str>,
     /// The body as JSON (within the size and depth limits), or why it could not be read.
     pub message: Result<Value, CallError>,
-    /// The body as text: the policy reads decimal arguments from it, not from a float.
-    pub text: Option<&'a str>,
+    /// The body's bytes: the policy reads decimal arguments from them, not from a float.
+    pub text: &'a [u8],
 }
 
 /// What to answer.
@@ -291,7 +291,7 @@ impl McpServer {
         id: Value,
         method: &str,
         params: Value,
-        text: Option<&str>,
+        text: &[u8],
     ) -> Reply {
         match method {
             "server/discover" => result(
@@ -479,7 +479,7 @@ impl McpServer {
         token: &VerifiedToken,
         id: Value,
         params: Value,
-        text: Option<&str>,
+        text: &[u8],
     ) -> Reply {
         let Value::Object(mut params) = params else {
             return rpc_error(id, codes::INVALID_PARAMS, "`params` must be an object");
@@ -506,8 +506,8 @@ impl McpServer {
                     authorization: None,
                     tool: &name,
                     arguments,
-                    arguments_text: text.map(|json| ArgumentsText {
-                        json,
+                    arguments_text: Some(ArgumentsText {
+                        json: text,
                         at: &["params", "arguments"],
                     }),
                     request_id,

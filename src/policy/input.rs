@@ -34,8 +34,8 @@ const DECIMAL_PLACES: usize = 4;
 /// read from this text, and only for tools with a decimal argument.
 #[derive(Debug, Clone, Copy)]
 pub struct ArgumentsText<'a> {
-    /// The JSON document: a request body.
-    pub json: &'a str,
+    /// The JSON document: a request body (checked as UTF-8 only if read).
+    pub json: &'a [u8],
     /// The member names leading from the document to the arguments object.
     pub at: &'static [&'static str],
 }
@@ -43,7 +43,7 @@ pub struct ArgumentsText<'a> {
 impl<'a> ArgumentsText<'a> {
     /// The arguments object's own text.
     fn arguments(&self) -> Option<&'a RawValue> {
-        let mut raw: &'a RawValue = serde_json::from_str(self.json).ok()?;
+        let mut raw: &'a RawValue = serde_json::from_slice(self.json).ok()?;
         for key in self.at {
             raw = serde_json::from_str::<HashMap<String, &'a RawValue>>(raw.get())
                 .ok()?

@@ -93,7 +93,7 @@ fn cedar_equals(arguments: &str, expected: &str) {
     let ty = decimal_type();
     let value: Value = serde_json::from_str(arguments).unwrap();
     let text = ArgumentsText {
-        json: arguments,
+        json: arguments.as_bytes(),
         at: &[],
     };
     let input = ty.to_cedar_exact(&value, "", Some(text)).unwrap();
@@ -171,7 +171,7 @@ fn decimals_are_read_from_their_literal_and_never_rounded() {
     for (arguments, expected) in cases {
         let value: Value = serde_json::from_str(arguments).unwrap();
         let text = ArgumentsText {
-            json: arguments,
+            json: arguments.as_bytes(),
             at: &[],
         };
         match expected {
@@ -191,7 +191,7 @@ fn decimals_are_read_from_their_literal_and_never_rounded() {
     let body = r#"{"params": {"name": "t", "arguments": {"d": 0.99999000000000001}}}"#;
     let value = json!({ "d": 0.99999 });
     let text = ArgumentsText {
-        json: body,
+        json: body.as_bytes(),
         at: &["params", "arguments"],
     };
     assert_eq!(
@@ -200,7 +200,7 @@ fn decimals_are_read_from_their_literal_and_never_rounded() {
     );
     // Text that does not hold the arguments is refused, not decided on the float.
     let text = ArgumentsText {
-        json: r#"{"other": {}}"#,
+        json: br#"{"other": {}}"#,
         at: &["arguments"],
     };
     let problem = ty.to_cedar_exact(&value, "", Some(text)).unwrap_err();
