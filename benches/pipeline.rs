@@ -105,6 +105,7 @@ fn pipeline(c: &mut Criterion) {
                             authorization: Some(&s.authorization),
                             tool: "files___read_file",
                             arguments: Ok(json!({ "path": "/srv/reports/q3.txt" })),
+                            arguments_text: None,
                             request_id: None,
                         },
                     ));
@@ -133,6 +134,7 @@ fn stages(c: &mut Criterion) {
             let facts = toolgate::policy::CallFacts {
                 tool: &tool,
                 arguments: &arguments,
+                arguments_text: None,
                 request_id: "bench",
                 now: 1_795_452_137,
                 logged_arguments: None,

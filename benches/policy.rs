@@ -88,6 +88,7 @@ fn decide_at_policy_counts(c: &mut Criterion) {
         let facts = CallFacts {
             tool: &tool,
             arguments: &arguments,
+            arguments_text: None,
             request_id: "bench",
             now: 1_767_607_200,
             logged_arguments: None,
@@ -141,6 +142,7 @@ fn decide_spread_over_agents_and_tools(c: &mut Criterion) {
     let facts = CallFacts {
         tool: &tool,
         arguments: &arguments,
+        arguments_text: None,
         request_id: "bench",
         now: 1_767_607_200,
         logged_arguments: None,
@@ -183,6 +185,7 @@ fn print_spread_latency(engine: &PolicyEngine, tools: &Registry) {
         let facts = CallFacts {
             tool,
             arguments: &arguments,
+            arguments_text: None,
             request_id: "bench",
             now: 1_767_607_200,
             logged_arguments: None,

@@ -56,6 +56,7 @@ fn main() -> anyhow::Result<()> {
                                     authorization: Some(&authorization),
                                     tool: "bench___echo",
                                     arguments: Ok(arguments.clone()),
+                                    arguments_text: None,
                                     request_id: None,
                                 },
                             )
@@ -81,6 +82,7 @@ fn main() -> anyhow::Result<()> {
                 let facts = toolgate::policy::CallFacts {
                     tool,
                     arguments: &arguments,
+                    arguments_text: None,
                     request_id: "profile",
                     now: toolgate::auth::unix_now(),
                     logged_arguments: None,

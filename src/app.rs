@@ -108,6 +108,8 @@ pub struct CallRequest<'a> {
     pub tool: &'a str,
     /// The arguments object, or why the body could not be read.
     pub arguments: Result<Value, CallError>,
+    /// The JSON text the arguments were parsed from, for reading decimals exactly.
+    pub arguments_text: Option<crate::policy::ArgumentsText<'a>>,
     /// A caller-supplied request id, if well-formed.
     pub request_id: Option<&'a str>,
 }
@@ -403,6 +405,7 @@ impl App {
             &CallFacts {
                 tool: &tool,
                 arguments: &arguments,
+                arguments_text: request.arguments_text,
                 request_id: &record.request_id,
                 now: auth::unix_now(),
                 // The recorded Cedar request holds the arguments: redacted like `arguments`,
@@ -670,11 +673,12 @@ impl App {
     ) -> (String, Result<Vec<ToolListing>, CallError>) {
         let (decision_id, mut record) = new_record(endpoint, None);
         record.set_token(token);
+        let now = auth::unix_now();
         let listed: Vec<ToolListing> = self
             .tools()
             .iter()
             .filter(|t| t.missing_scopes(&token.scopes).next().is_none())
-            .filter(|t| self.policy.may_call(token, t))
+            .filter(|t| self.policy.may_call(token, t, now))
             .map(|t| ToolListing {
                 name: t.id.clone(),
                 description: t.description.clone(),

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::{DECISION_ID_HEADER, error, header_str, read_json};
+use super::{DECISION_ID_HEADER, error, header_str, read_json_text};
 use crate::app::App;
 use crate::mcp::server::{McpServer, PostRequest, Reply};
 use crate::mcp::{METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
@@ -47,7 +47,7 @@ async fn post(State(state): State<Arc<McpState>>, headers: HeaderMap, body: Body
     let sse = wants_sse(&headers);
     let server = &state.server;
     let reply = if server.origin_allowed(header_str(&headers, header::ORIGIN.as_str())) {
-        let message = read_json::<Value>(&state.app, body).await;
+        let (text, message) = read_json_text::<Value>(&state.app, body).await;
         server
             .post(
                 &state.app,
@@ -58,6 +58,7 @@ async fn post(State(state): State<Arc<McpState>>, headers: HeaderMap, body: Body
                     method_header: header_str(&headers, METHOD_HEADER),
                     name_header: header_str(&headers, NAME_HEADER),
                     message,
+                    text: &text,
                 },
             )
             .await

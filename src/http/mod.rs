@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::app::{App, CallError, CallRequest, CallResponse, Endpoint};
+use crate::policy::ArgumentsText;
 
 /// Header carrying the decision id on every pipeline response.
 pub const DECISION_ID_HEADER: &str = "x-toolgate-decision-id";
@@ -111,9 +112,8 @@ async fn invoke(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let arguments = read_json::<InvokeBody>(&app, body)
-        .await
-        .map(|b| b.arguments);
+    let (text, parsed) = read_json_text::<InvokeBody>(&app, body).await;
+    let arguments = parsed.map(|b| b.arguments);
     let response = app
         .call(
             Endpoint::Invoke,
@@ -121,6 +121,10 @@ async fn invoke(
                 authorization: header_str(&headers, header::AUTHORIZATION.as_str()),
                 tool: &tool,
                 arguments,
+                arguments_text: Some(ArgumentsText {
+                    json: &text,
+                    at: &["arguments"],
+                }),
                 request_id: header_str(&headers, "x-request-id"),
             },
         )
@@ -129,7 +133,7 @@ async fn invoke(
 }
 
 async fn authorize(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    let parsed = read_json::<AuthorizeBody>(&app, body).await;
+    let (text, parsed) = read_json_text::<AuthorizeBody>(&app, body).await;
     let (tool, arguments) = match parsed {
         Ok(b) => (b.tool, Ok(b.arguments)),
         Err(e) => (String::new(), Err(e)),
@@ -141,6 +145,10 @@ async fn authorize(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) 
                 authorization: header_str(&headers, header::AUTHORIZATION.as_str()),
                 tool: &tool,
                 arguments,
+                arguments_text: Some(ArgumentsText {
+                    json: &text,
+                    at: &["arguments"],
+                }),
                 request_id: header_str(&headers, "x-request-id"),
             },
         )
@@ -197,16 +205,27 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Reads a JSON body within the size and depth limits.
-async fn read_json<T: for<'de> Deserialize<'de>>(app: &App, body: Body) -> Result<T, CallError> {
+/// Reads a JSON body within the size and depth limits; also returns the body's bytes (empty
+/// if it could not be read): the policy reads decimal arguments from the text, not from a
+/// float.
+pub(crate) async fn read_json_text<T: for<'de> Deserialize<'de>>(
+    app: &App,
+    body: Body,
+) -> (Bytes, Result<T, CallError>) {
     let limit = app.config.limits.max_body_bytes;
-    let bytes: Bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| CallError::PayloadTooLarge(limit))?;
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return (Bytes::new(), Err(CallError::PayloadTooLarge(limit)));
+    };
+    let parsed = parse_json(app, &bytes);
+    (bytes, parsed)
+}
+
+/// Parses a JSON body within the depth limit.
+fn parse_json<T: for<'de> Deserialize<'de>>(app: &App, bytes: &Bytes) -> Result<T, CallError> {
     let value: Value = if bytes.is_empty() {
         empty_object()
     } else {
-        serde_json::from_slice(&bytes)
+        serde_json::from_slice(bytes)
             .map_err(|e| CallError::BadRequest(format!("body is not valid JSON: {e}")))?
     };
     let depth = json_depth(&value);

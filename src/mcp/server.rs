@@ -21,6 +21,7 @@ use super::{
 use crate::app::{App, CallError, CallRequest, CallResponse, Endpoint, Event, ToolListing};
 use crate::auth::VerifiedToken;
 use crate::config::McpConfig;
+use crate::policy::ArgumentsText;
 
 /// The `_meta` key carrying the decision id on results.
 pub const DECISION_META_KEY: &str = "io.toolgate/decision-id";
@@ -46,6 +47,8 @@ pub struct PostRequest<'a> {
     pub name_header: Option<&'a str>,
     /// The body as JSON (within the size and depth limits), or why it could not be read.
     pub message: Result<Value, CallError>,
+    /// The body's bytes: the policy reads decimal arguments from them, not from a float.
+    pub text: &'a [u8],
 }
 
 /// What to answer.
@@ -205,7 +208,10 @@ impl McpServer {
                 name: request.name_header,
             };
             let reply = match check_envelope(&method, &params, &headers) {
-                Ok(()) => self.stateless(app, &token, id, &method, params).await,
+                Ok(()) => {
+                    self.stateless(app, &token, id, &method, params, request.text)
+                        .await
+                }
                 Err(error) => Reply::Message {
                     message: json!({ "jsonrpc": "2.0", "id": id, "error": error }),
                     decision_id: None,
@@ -228,7 +234,7 @@ impl McpServer {
                 match method.as_str() {
                     "ping" => result(id, json!({}), None),
                     "tools/list" => self.list_tools(app, &token, id).await,
-                    "tools/call" => self.call_tool(app, &token, id, params).await,
+                    "tools/call" => self.call_tool(app, &token, id, params, request.text).await,
                     other => rpc_error(
                         id,
                         codes::METHOD_NOT_FOUND,
@@ -285,6 +291,7 @@ impl McpServer {
         id: Value,
         method: &str,
         params: Value,
+        text: &[u8],
     ) -> Reply {
         match method {
             "server/discover" => result(
@@ -311,7 +318,7 @@ impl McpServer {
                 }
                 reply
             }
-            "tools/call" => self.call_tool(app, token, id, params).await,
+            "tools/call" => self.call_tool(app, token, id, params, text).await,
             other => rpc_error(
                 id,
                 codes::METHOD_NOT_FOUND,
@@ -466,7 +473,14 @@ impl McpServer {
         }
     }
 
-    async fn call_tool(&self, app: &App, token: &VerifiedToken, id: Value, params: Value) -> Reply {
+    async fn call_tool(
+        &self,
+        app: &App,
+        token: &VerifiedToken,
+        id: Value,
+        params: Value,
+        text: &[u8],
+    ) -> Reply {
         let Value::Object(mut params) = params else {
             return rpc_error(id, codes::INVALID_PARAMS, "`params` must be an object");
         };
@@ -492,6 +506,10 @@ impl McpServer {
                     authorization: None,
                     tool: &name,
                     arguments,
+                    arguments_text: Some(ArgumentsText {
+                        json: text,
+                        at: &["params", "arguments"],
+                    }),
                     request_id,
                 },
             )

@@ -10,22 +10,48 @@
 //! | `string` (with or without `enum`) | `String` |
 //! | `integer` | `Long` |
 //! | `number` | `Long`; a value with a fractional part is refused at call time |
-//! | `number` with `"format": "decimal"` | `decimal` (at most 4 fractional digits) |
+//! | `number` with `"format": "decimal"` | `decimal` (at most 4 fractional digits, read from the JSON literal) |
 //! | `boolean` | `Bool` |
 //! | `array` with `items` | `Set<items>` |
 //! | `object` with `properties` | record; `required` fields required, others optional |
 //! | `["T", "null"]` | `T`, optional; `null` is treated as absent |
 //! | free-form objects, `oneOf`, `anyOf`, `allOf`, `not`, `$ref`, other unions | refused |
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 
 use cedar_policy::RestrictedExpression;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::tools::ArgumentProblem;
 
 /// Largest number of fractional digits Cedar's `decimal` holds.
 const DECIMAL_PLACES: usize = 4;
+
+/// The JSON text a call's arguments were parsed from. A parsed number is an `f64`, which has
+/// lost digits (`499.99990000000001` parses to the same float as `499.9999`), so decimals are
+/// read from this text, and only for tools with a decimal argument.
+#[derive(Debug, Clone, Copy)]
+pub struct ArgumentsText<'a> {
+    /// The JSON document: a request body (checked as UTF-8 only if read).
+    pub json: &'a [u8],
+    /// The member names leading from the document to the arguments object.
+    pub at: &'static [&'static str],
+}
+
+impl<'a> ArgumentsText<'a> {
+    /// The arguments object's own text.
+    fn arguments(&self) -> Option<&'a RawValue> {
+        let mut raw: &'a RawValue = serde_json::from_slice(self.json).ok()?;
+        for key in self.at {
+            raw = serde_json::from_str::<HashMap<String, &'a RawValue>>(raw.get())
+                .ok()?
+                .remove(*key)?;
+        }
+        Some(raw)
+    }
+}
 
 /// A schema construct that cannot be mapped to a Cedar type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,21 +149,56 @@ impl InputType {
     }
 
     /// Converts an argument value (already checked against the JSON Schema) to a Cedar value.
-    /// A problem's `path` is a JSON pointer below `path`.
+    /// A problem's `path` is a JSON pointer below `path`. Decimals are read from the value's
+    /// numbers, which keep only what an `f64` holds: a call uses [`Self::to_cedar_exact`].
     pub fn to_cedar(
         &self,
         value: &Value,
         path: &str,
     ) -> Result<RestrictedExpression, ArgumentProblem> {
-        self.convert(value).map_err(|mut problem| {
+        self.to_cedar_exact(value, path, None)
+    }
+
+    /// [`Self::to_cedar`] reading decimals from `text`, the JSON that `value` was parsed from.
+    pub fn to_cedar_exact(
+        &self,
+        value: &Value,
+        path: &str,
+        text: Option<ArgumentsText<'_>>,
+    ) -> Result<RestrictedExpression, ArgumentProblem> {
+        let raw = match text {
+            Some(text) if self.has_decimal() => {
+                Some(text.arguments().ok_or_else(|| ArgumentProblem {
+                    path: String::new(),
+                    message: UNREADABLE.to_owned(),
+                })?)
+            }
+            _ => None,
+        };
+        self.convert(value, raw).map_err(|mut problem| {
             problem.path.insert_str(0, path);
             problem
         })
     }
 
-    /// [`Self::to_cedar`] with problems located relative to `value`. The pointer is only
-    /// built for a problem, from the failing value up: a call that converts builds none.
-    fn convert(&self, value: &Value) -> Result<RestrictedExpression, ArgumentProblem> {
+    /// Whether a decimal is somewhere in this type (only then is the JSON text read).
+    fn has_decimal(&self) -> bool {
+        match self {
+            InputType::Decimal => true,
+            InputType::Set(inner) => inner.has_decimal(),
+            InputType::Record(fields) => fields.values().any(|f| f.ty.has_decimal()),
+            InputType::String | InputType::Long | InputType::Bool => false,
+        }
+    }
+
+    /// [`Self::to_cedar`] with problems located relative to `value`, whose JSON text is `raw`
+    /// when known and needed. The pointer is only built for a problem, from the failing value
+    /// up: a call that converts builds none.
+    fn convert(
+        &self,
+        value: &Value,
+        raw: Option<&RawValue>,
+    ) -> Result<RestrictedExpression, ArgumentProblem> {
         let problem = |message: &str| ArgumentProblem {
             path: String::new(),
             message: message.to_owned(),
@@ -161,15 +222,31 @@ impl InputType {
                     )),
                 }
             }
-            (InputType::Decimal, Value::Number(n)) => decimal_literal(&n.to_string())
-                .map(RestrictedExpression::new_decimal)
-                .ok_or_else(|| {
-                    problem("not representable as a Cedar decimal (at most 4 fractional digits)")
-                }),
+            (InputType::Decimal, Value::Number(n)) => {
+                let literal = match raw {
+                    Some(raw) => Cow::Borrowed(raw.get().trim()),
+                    None => Cow::Owned(n.to_string()),
+                };
+                decimal_literal(&literal)
+                    .map(RestrictedExpression::new_decimal)
+                    .map_err(problem)
+            }
             (InputType::Set(inner), Value::Array(items)) => {
+                let raws: Option<Vec<&RawValue>> = match raw {
+                    Some(raw) if inner.has_decimal() => {
+                        Some(serde_json::from_str(raw.get()).map_err(|_| problem(UNREADABLE))?)
+                    }
+                    _ => None,
+                };
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
-                    out.push(inner.convert(item).map_err(|p| p.below(&i.to_string()))?);
+                    let item_raw = child(raws.as_ref().map(|r| r.get(i).copied()))
+                        .map_err(|p| p.below(&i.to_string()))?;
+                    out.push(
+                        inner
+                            .convert(item, item_raw)
+                            .map_err(|p| p.below(&i.to_string()))?,
+                    );
                 }
                 Ok(RestrictedExpression::new_set(out))
             }
@@ -179,6 +256,12 @@ impl InputType {
                         return Err(problem("unknown field").below(key));
                     }
                 }
+                let raws: Option<HashMap<String, &RawValue>> = match raw {
+                    Some(raw) if self.has_decimal() => {
+                        Some(serde_json::from_str(raw.get()).map_err(|_| problem(UNREADABLE))?)
+                    }
+                    _ => None,
+                };
                 let mut pairs = Vec::with_capacity(fields.len());
                 for (name, field) in fields {
                     match map.get(name) {
@@ -186,10 +269,19 @@ impl InputType {
                         None | Some(Value::Null) => {
                             return Err(problem("required field is missing").below(name));
                         }
-                        Some(v) => pairs.push((
-                            name.clone(),
-                            field.ty.convert(v).map_err(|p| p.below(name))?,
-                        )),
+                        Some(v) => {
+                            let field_raw = match &raws {
+                                Some(raws) if field.ty.has_decimal() => {
+                                    child(Some(raws.get(name).copied()))
+                                        .map_err(|p| p.below(name))?
+                                }
+                                _ => None,
+                            };
+                            pairs.push((
+                                name.clone(),
+                                field.ty.convert(v, field_raw).map_err(|p| p.below(name))?,
+                            ));
+                        }
                     }
                 }
                 RestrictedExpression::new_record(pairs).map_err(|e| problem(&e.to_string()))
@@ -214,23 +306,61 @@ fn escape_pointer(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
-/// Renders a JSON number as a Cedar decimal literal, or `None` if it does not fit exactly.
-fn decimal_literal(number: &str) -> Option<String> {
+/// Why an argument's JSON text could not be followed; it is the text the value was parsed
+/// from, so this is a broker bug, and the call is refused rather than decided on a float.
+const UNREADABLE: &str = "cannot read the argument's JSON text";
+
+/// The text of one member or item, when the parent's text was read (`Some`): it must be there.
+fn child(found: Option<Option<&RawValue>>) -> Result<Option<&RawValue>, ArgumentProblem> {
+    match found {
+        None => Ok(None),
+        Some(Some(raw)) => Ok(Some(raw)),
+        Some(None) => Err(ArgumentProblem {
+            path: String::new(),
+            message: UNREADABLE.to_owned(),
+        }),
+    }
+}
+
+/// Renders a JSON number literal as a Cedar decimal literal, or says why it is not one. The
+/// literal's own digits are checked, so nothing is rounded: more than 4 fractional digits,
+/// an exponent or a value outside Cedar's range (an `i64` scaled by 10^4) is refused.
+fn decimal_literal(number: &str) -> Result<String, &'static str> {
     if number.contains(['e', 'E']) {
-        return None;
+        return Err("not representable as a Cedar decimal: write it without an exponent");
     }
-    let (int_part, frac_part) = number.split_once('.').unwrap_or((number, "0"));
+    let (sign, unsigned) = match number.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", number),
+    };
+    let (int_part, frac_part) = unsigned.split_once('.').unwrap_or((unsigned, ""));
     let frac_part = frac_part.trim_end_matches('0');
-    if frac_part.len() > DECIMAL_PLACES {
-        return None;
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int_part.is_empty() || !digits(int_part) || !digits(frac_part) {
+        return Err("not a JSON number");
     }
-    let digits = int_part.trim_start_matches('-');
-    // Cedar decimals are i64 scaled by 10^4: keep well inside that range.
-    if digits.len() > 14 {
-        return None;
+    if frac_part.len() > DECIMAL_PLACES {
+        return Err(
+            "not representable as a Cedar decimal: more than 4 fractional digits (refused, not rounded)",
+        );
+    }
+    let out_of_range = "not representable as a Cedar decimal: outside -922337203685477.5808 to 922337203685477.5807";
+    // The value in units of 10^-4, as Cedar holds it; 30 digits cannot overflow an i128.
+    let scaled = format!("{int_part}{frac_part:0<DECIMAL_PLACES$}");
+    if scaled.len() > 30 {
+        return Err(out_of_range);
+    }
+    let magnitude: i128 = scaled.parse().map_err(|_| out_of_range)?;
+    let value = if sign.is_empty() {
+        magnitude
+    } else {
+        -magnitude
+    };
+    if i64::try_from(value).is_err() {
+        return Err(out_of_range);
     }
     let frac = if frac_part.is_empty() { "0" } else { frac_part };
-    Some(format!("{int_part}.{frac}"))
+    Ok(format!("{sign}{int_part}.{frac}"))
 }
 
 /// Keywords whose meaning a Cedar type cannot carry; a schema using them is refused.

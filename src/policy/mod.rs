@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{Claims, VerifiedToken};
 use crate::tools::{ArgumentProblem, Registry, Tool};
-pub use input::{InputType, MappingError};
+pub use input::{ArgumentsText, InputType, MappingError};
 
 /// Optional file of extra entities (groups hierarchy, ...) inside the policy directory.
 pub const ENTITIES_FILE: &str = "entities.json";
@@ -81,6 +81,22 @@ pub enum PolicyLoadError {
         file: String,
         /// 1-based line.
         line: usize,
+    },
+    /// A policy carries an annotation toolgate gives no meaning to (yet): acting on it as a
+    /// plain policy would silently drop what its author meant.
+    #[error(
+        "{file}:{line}: policy `{id}` has annotation `@{annotation}`, which toolgate does not know (known: {})",
+        known_annotations()
+    )]
+    UnknownAnnotation {
+        /// The file.
+        file: String,
+        /// 1-based line of the annotation.
+        line: usize,
+        /// The policy's `@id`.
+        id: String,
+        /// The annotation's name, without `@`.
+        annotation: String,
     },
     /// Two policies share an `@id`.
     #[error("policy id `{id}` is used twice: in `{first}` and `{second}`")]
@@ -146,6 +162,9 @@ pub struct CallFacts<'a> {
     pub tool: &'a Tool,
     /// Arguments, already checked against the tool's input schema.
     pub arguments: &'a Value,
+    /// The JSON text `arguments` was parsed from, when it came as text: decimals are read
+    /// from it, never from a float.
+    pub arguments_text: Option<ArgumentsText<'a>>,
     /// The request id.
     pub request_id: &'a str,
     /// Request time, Unix seconds.
@@ -390,7 +409,7 @@ impl PolicyEngine {
             ))
         })?;
         let input = input_type
-            .to_cedar(call.arguments, "")
+            .to_cedar_exact(call.arguments, "", call.arguments_text)
             .map_err(PolicyError::Argument)?;
         let tool = snap.tool_request(&call.tool.id)?;
         let parts = self.token_parts.get(token)?;
@@ -399,7 +418,7 @@ impl PolicyEngine {
             ("token".to_owned(), parts.context.clone()),
             (
                 "session".to_owned(),
-                session_expr(token, call.now, call.request_id)?,
+                session_expr(token, call.now, Some(call.request_id))?,
             ),
         ])
         .map_err(|e| PolicyError::Request(e.to_string()))?;
@@ -459,10 +478,12 @@ impl PolicyEngine {
         })
     }
 
-    /// Whether any permit could apply to this caller and tool, whatever the arguments:
-    /// Cedar partial evaluation with the context unknown. Used to filter tool listings only;
-    /// calls are always decided in full.
-    pub fn may_call(&self, token: &VerifiedToken, tool: &Tool) -> bool {
+    /// Whether some call of this caller on this tool at time `now` could be allowed, whatever
+    /// the arguments: Cedar partial evaluation with only `context.input` and the request id
+    /// unknown. Everything else a call would know (principal, actor, delegation depth, token
+    /// claims, time) is known, so a tool no call could reach is not listed. Used to filter
+    /// tool listings only; calls are always decided in full.
+    pub fn may_call(&self, token: &VerifiedToken, tool: &Tool, now: i64) -> bool {
         let snap = self.current.load();
         let (Ok(parts), Ok(tool_request)) =
             (self.token_parts.get(token), snap.tool_request(&tool.id))
@@ -489,10 +510,24 @@ impl PolicyEngine {
             // Not indexed means no policy can apply to this tool.
             None => return false,
         };
+        let Ok(session) = session_expr(token, now, None) else {
+            return false;
+        };
+        let Ok(context) = Context::from_pairs([
+            (
+                "input".to_owned(),
+                RestrictedExpression::new_unknown("input"),
+            ),
+            ("token".to_owned(), parts.context.clone()),
+            ("session".to_owned(), session),
+        ]) else {
+            return false;
+        };
         let request = cedar_policy::RequestBuilder::default()
             .principal(parts.principal_uid.clone())
             .action(tool_request.action.clone())
             .resource(tool_request.resource.clone())
+            .context(context)
             .build();
         let Ok(entities) = parts.entities_for(snap.generation, &tool.id, &tool_request.entities)
         else {
@@ -759,10 +794,12 @@ fn actor_entity(token: &VerifiedToken) -> Result<Option<Entity>, PolicyError> {
         .map_err(|e| PolicyError::Request(e.to_string()))
 }
 
+/// `context.session`; without a request id (a listing, which is not a call) the id is an
+/// unknown for partial evaluation.
 fn session_expr(
     token: &VerifiedToken,
     now: i64,
-    request_id: &str,
+    request_id: Option<&str>,
 ) -> Result<RestrictedExpression, PolicyError> {
     let (hour, weekday) = hour_and_weekday(now);
     let mut pairs = vec![
@@ -772,7 +809,10 @@ fn session_expr(
         ),
         (
             "request_id".to_owned(),
-            RestrictedExpression::new_string(request_id.to_owned()),
+            request_id.map_or_else(
+                || RestrictedExpression::new_unknown("request_id"),
+                |id| RestrictedExpression::new_string(id.to_owned()),
+            ),
         ),
         ("hour_utc".to_owned(), RestrictedExpression::new_long(hour)),
         (
@@ -848,12 +888,63 @@ pub fn action_declaration(tool_id: &str, input: &InputType) -> String {
 
 /// Parses the schema stub text together with generated action declarations.
 pub fn schema_from_parts(stub: &str, actions: &str) -> Result<Schema, String> {
-    let generated = format!("namespace {NAMESPACE} {{\n{actions}}}\n");
-    let (stub_fragment, _) =
+    let (fragment, _) =
         SchemaFragment::from_cedarschema_str(stub).map_err(|e| format!("schema stub: {e}"))?;
-    let (tools_fragment, _) = SchemaFragment::from_cedarschema_str(&generated)
-        .map_err(|e| format!("generated tool actions: {e}"))?;
-    Schema::from_schema_fragments([stub_fragment, tools_fragment]).map_err(|e| e.to_string())
+    let text = schema_text_from_parts(stub, &fragment, actions)?;
+    Schema::from_cedarschema_str(&text)
+        .map(|(schema, _)| schema)
+        .map_err(|e| e.to_string())
+}
+
+/// The whole schema as one Cedar schema file: the stub with the generated action
+/// declarations put inside its `namespace Toolgate` block. Cedar refuses a namespace declared
+/// twice in one file, and the text printed (and hashed) is the text the schema is built from.
+/// `fragment` is the stub parsed.
+fn schema_text_from_parts(
+    stub: &str,
+    fragment: &SchemaFragment,
+    actions: &str,
+) -> Result<String, String> {
+    let one_block = || {
+        format!(
+            "the schema stub must declare everything inside one `namespace {NAMESPACE} {{ ... }}` block"
+        )
+    };
+    let namespaces: Vec<String> = fragment
+        .namespaces()
+        .map(|n| n.map(|n| n.to_string()).unwrap_or_default())
+        .collect();
+    if namespaces != [NAMESPACE] {
+        return Err(one_block());
+    }
+    // With one namespace and nothing outside it, the stub's last brace closes that namespace.
+    let close = last_closing_brace(stub).ok_or_else(one_block)?;
+    Ok(format!(
+        "{}\n\n  // Generated by toolgate from the registered tools.\n{actions}{}",
+        stub[..close].trim_end(),
+        &stub[close..]
+    ))
+}
+
+/// The byte offset of the last `}` of Cedar schema text outside strings and `//` comments.
+fn last_closing_brace(text: &str) -> Option<usize> {
+    let mut last = None;
+    let mut in_string = false;
+    let mut chars = text.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '\\' if in_string => {
+                chars.next();
+            }
+            '"' => in_string = !in_string,
+            '/' if !in_string && chars.peek().is_some_and(|(_, n)| *n == '/') => {
+                chars.find(|(_, n)| *n == '\n');
+            }
+            '}' if !in_string => last = Some(at),
+            _ => {}
+        }
+    }
+    last
 }
 
 fn load_snapshot(
@@ -872,8 +963,7 @@ fn load_snapshot(
     };
 
     let mut input_types = BTreeMap::new();
-    let mut generated =
-        format!("// Generated by toolgate from the registered tools.\nnamespace {NAMESPACE} {{\n");
+    let mut generated = String::new();
     for tool in tools.iter() {
         let input = InputType::from_tool_schema(&tool.input_schema).map_err(|source| {
             PolicyLoadError::ToolMapping {
@@ -884,15 +974,13 @@ fn load_snapshot(
         generated.push_str(&action_declaration(&tool.id, &input));
         input_types.insert(tool.id.clone(), input);
     }
-    generated.push_str("}\n");
 
     let (stub_fragment, _) =
         SchemaFragment::from_cedarschema_str(&stub).map_err(|e| schema_error(format!("{e:?}")))?;
-    let (tools_fragment, _) = SchemaFragment::from_cedarschema_str(&generated)
-        .map_err(|e| schema_error(format!("generated tool actions: {e}")))?;
-    let schema = Schema::from_schema_fragments([stub_fragment, tools_fragment])
-        .map_err(|e| schema_error(e.to_string()))?;
-    let schema_text = format!("{stub}\n{generated}");
+    let schema_text =
+        schema_text_from_parts(&stub, &stub_fragment, &generated).map_err(schema_error)?;
+    let (schema, _) = Schema::from_cedarschema_str(&schema_text)
+        .map_err(|e| schema_error(format!("with the generated tool actions: {e}")))?;
 
     let (policies, policy_sources) = load_policies(policies_dir)?;
     validate(&schema, &policies, &policy_sources)?;
@@ -1072,7 +1160,7 @@ fn check_request_shapes(
                 ),
                 (
                     "session".to_owned(),
-                    session_expr(token, 0, "probe").map_err(|e| shape_error(&e))?,
+                    session_expr(token, 0, Some("probe")).map_err(|e| shape_error(&e))?,
                 ),
             ])
             .map_err(|e| shape_error(&e))?;
@@ -1248,6 +1336,17 @@ fn parse_policies(sources: &[(String, String)]) -> Result<PolicySet, PolicyLoadE
                 });
             };
             let id = id.to_owned();
+            if let Some((annotation, _)) = policy
+                .annotations()
+                .find(|(key, _)| !KNOWN_ANNOTATIONS.contains(key))
+            {
+                return Err(PolicyLoadError::UnknownAnnotation {
+                    file: name.clone(),
+                    line: annotation_line(text, &id, annotation),
+                    id,
+                    annotation: annotation.to_owned(),
+                });
+            }
             if let Some(&first) = origin.get(&id) {
                 let (first_name, first_text) = &sources[first];
                 let first_lines = id_lines(first_text, &id);
@@ -1273,6 +1372,33 @@ fn parse_policies(sources: &[(String, String)]) -> Result<PolicySet, PolicyLoadE
         }
     }
     Ok(set)
+}
+
+/// The annotations toolgate gives a meaning to; any other is refused at load.
+const KNOWN_ANNOTATIONS: &[&str] = &["id"];
+
+/// [`KNOWN_ANNOTATIONS`] as `@name` list, for messages.
+fn known_annotations() -> String {
+    KNOWN_ANNOTATIONS
+        .iter()
+        .map(|a| format!("`@{a}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The line (1-based) of annotation `@<name>` of the policy with `@id("<id>")`: the
+/// occurrence nearest to that id, since annotations stand together before the policy.
+fn annotation_line(text: &str, id: &str, name: &str) -> usize {
+    let id_line = id_lines(text, id).first().copied().unwrap_or(1);
+    let needle = format!("@{name}");
+    text.match_indices(&needle)
+        .filter(|(at, _)| {
+            // `@shadow` must not match inside `@shadowing`.
+            !text[at + needle.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+        })
+        .map(|(at, _)| text[..at].matches('\n').count() + 1)
+        .min_by_key(|line| line.abs_diff(id_line))
+        .unwrap_or(id_line)
 }
 
 /// The lines (1-based) of every `@id("<id>")` in `text`.

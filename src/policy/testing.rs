@@ -442,6 +442,7 @@ pub fn run_case(
     let facts = CallFacts {
         tool,
         arguments: &case.arguments,
+        arguments_text: None,
         request_id: "policy-test",
         now,
         logged_arguments: None,

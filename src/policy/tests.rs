@@ -171,3 +171,59 @@ fn a_duplicate_id_names_both_places_in_one_file_and_across_files() {
     )];
     assert_eq!(parse_policies(&distinct).unwrap().num_of_policies(), 2);
 }
+
+#[test]
+fn the_generated_actions_go_inside_the_stubs_one_namespace_block() {
+    let actions = "  action \"s___t\" in [call_tool];\n";
+    let text = |stub: &str| {
+        let (fragment, _) = SchemaFragment::from_cedarschema_str(stub).unwrap();
+        schema_text_from_parts(stub, &fragment, actions)
+    };
+    // Braces in comments and strings after the namespace's own do not move the insertion.
+    let stub =
+        "namespace Toolgate {\n  entity E = { \"}\": String };\n  action call_tool;\n}\n// }\n";
+    let merged = text(stub).unwrap();
+    assert_eq!(merged.matches("namespace").count(), 1, "{merged}");
+    let (schema, _) = Schema::from_cedarschema_str(&merged).unwrap();
+    assert!(
+        schema
+            .actions()
+            .any(|a| a.to_string() == "Toolgate::Action::\"s___t\"")
+    );
+    // A stub with declarations outside `namespace Toolgate` is refused, not half-merged.
+    for stub in [
+        "namespace Other { entity E; }\nnamespace Toolgate { action call_tool; }\n",
+        "entity Outside;\nnamespace Toolgate { action call_tool; }\n",
+    ] {
+        let err = text(stub).unwrap_err();
+        assert!(err.contains("one `namespace Toolgate"), "{err}");
+    }
+}
+
+#[test]
+fn an_unknown_annotation_is_refused_with_its_file_and_line() {
+    let sources = |text: &str| vec![("a.cedar".to_owned(), text.to_owned())];
+    let text = "@id(\"p\")\n@requireApproval(\"finance\")\npermit (principal, action, resource);\n";
+    let err = parse_policies(&sources(text)).unwrap_err();
+    assert!(
+        matches!(&err, PolicyLoadError::UnknownAnnotation { line: 2, id, annotation, .. } if id == "p" && annotation == "requireApproval"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "a.cedar:2: policy `p` has annotation `@requireApproval`, which toolgate does not know (known: `@id`)"
+    );
+    // The line is that of the refused policy's annotation, not an earlier one's prefix.
+    let text = "@id(\"a\")\n@shadowing\npermit (principal, action, resource);\n\n@id(\"b\")\n@shadow\nforbid (principal, action, resource);\n";
+    let err = parse_policies(&sources(text)).unwrap_err();
+    assert!(
+        matches!(&err, PolicyLoadError::UnknownAnnotation { line: 2, id, .. } if id == "a"),
+        "{err:?}"
+    );
+    let text = "@id(\"a\")\npermit (principal, action, resource);\n\n@shadow\n@id(\"b\")\nforbid (principal, action, resource);\n";
+    let err = parse_policies(&sources(text)).unwrap_err();
+    assert!(
+        matches!(&err, PolicyLoadError::UnknownAnnotation { line: 4, id, .. } if id == "b"),
+        "{err:?}"
+    );
+}

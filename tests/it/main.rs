@@ -14,6 +14,7 @@ mod dispatch;
 mod mcp_server;
 mod mcp_upstream;
 mod policy;
+mod policy_fidelity;
 mod policy_index;
 mod python;
 mod replay;

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Options, TestApp, repo};
 
-fn toolgate(args: &[&str]) -> (bool, String) {
+pub(crate) fn toolgate(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_toolgate"))
         .current_dir(repo())
         .args(args)

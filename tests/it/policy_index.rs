@@ -140,6 +140,7 @@ fn indexed_decisions_equal_whole_set_decisions() {
             let facts = CallFacts {
                 tool,
                 arguments: &arguments,
+                arguments_text: None,
                 request_id: "r",
                 now: 1_795_452_137,
                 logged_arguments: None,

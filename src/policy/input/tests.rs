@@ -86,13 +86,125 @@ fn converts_values_and_refuses_unrepresentable_ones() {
     );
 }
 
+/// What Cedar holds for an argument: the decimal `d` compared with `decimal(expected)`
+/// by Cedar itself.
+#[track_caller]
+fn cedar_equals(arguments: &str, expected: &str) {
+    let ty = decimal_type();
+    let value: Value = serde_json::from_str(arguments).unwrap();
+    let text = ArgumentsText {
+        json: arguments.as_bytes(),
+        at: &[],
+    };
+    let input = ty.to_cedar_exact(&value, "", Some(text)).unwrap();
+    let context = cedar_policy::Context::from_pairs([("input".to_owned(), input)]).unwrap();
+    let uid: cedar_policy::EntityUid = r#"E::"e""#.parse().unwrap();
+    let request = cedar_policy::Request::new(uid.clone(), uid.clone(), uid, context, None).unwrap();
+    let check: cedar_policy::Expression = format!(r#"context.input.d == decimal("{expected}")"#)
+        .parse()
+        .unwrap();
+    let result = cedar_policy::eval_expression(&request, &cedar_policy::Entities::empty(), &check);
+    assert!(
+        matches!(result, Ok(cedar_policy::EvalResult::Bool(true))),
+        "{arguments}: {result:?}"
+    );
+}
+
+fn decimal_type() -> InputType {
+    InputType::from_tool_schema(&json!({
+        "type": "object",
+        "properties": {
+            "d": { "type": "number", "format": "decimal" },
+            "n": { "type": "number" },
+            "items": { "type": "array", "items": {
+                "type": "object", "properties": { "d": { "type": "number", "format": "decimal" } }
+            } }
+        }
+    }))
+    .unwrap()
+}
+
 #[test]
-fn decimal_literals() {
-    assert_eq!(decimal_literal("3").as_deref(), Some("3.0"));
-    assert_eq!(decimal_literal("-2.5000").as_deref(), Some("-2.5"));
-    assert_eq!(decimal_literal("1.2345").as_deref(), Some("1.2345"));
-    assert_eq!(decimal_literal("1.23456"), None);
-    assert_eq!(decimal_literal("1e3"), None);
+fn decimals_are_read_from_their_literal_and_never_rounded() {
+    let places = "more than 4 fractional digits (refused, not rounded)";
+    let range = "outside -922337203685477.5808 to 922337203685477.5807";
+    let exponent = "without an exponent";
+    // (arguments JSON, Ok(the decimal Cedar holds) or Err((pointer, part of the reason)))
+    /// The decimal Cedar holds, or the problem's pointer and part of its reason.
+    type Expected = Result<&'static str, (&'static str, &'static str)>;
+    let cases: &[(&str, Expected)] = &[
+        (r#"{"d": 499.9999}"#, Ok("499.9999")),
+        (r#"{"d": 499.99990000}"#, Ok("499.9999")),
+        // Parses to the same f64 as 499.9999: only the literal shows the fifth place.
+        (r#"{"d": 499.99990000000001}"#, Err(("/d", places))),
+        (r#"{"d": 1.00001}"#, Err(("/d", places))),
+        (r#"{"d": 12}"#, Ok("12.0")),
+        (r#"{"d": -0.0}"#, Ok("0.0")),
+        (r#"{"d": 922337203685477.5807}"#, Ok("922337203685477.5807")),
+        (
+            r#"{"d": -922337203685477.5808}"#,
+            Ok("-922337203685477.5808"),
+        ),
+        (r#"{"d": 922337203685477.5808}"#, Err(("/d", range))),
+        (r#"{"d": -922337203685477.5809}"#, Err(("/d", range))),
+        (r#"{"d": 1000000000000000}"#, Err(("/d", range))),
+        (
+            r#"{"d": 123456789012345678901234567890123456789}"#,
+            Err(("/d", range)),
+        ),
+        (r#"{"d": 1e2}"#, Err(("/d", exponent))),
+        (r#"{"d": 1.5E-1}"#, Err(("/d", exponent))),
+        // Inside sets and records, and with a duplicate key (the last one counts, as in the
+        // parsed value).
+        (
+            r#"{"items": [{"d": 1.5}, {"d": 2.00000000000000001}]}"#,
+            Err(("/items/1/d", places)),
+        ),
+        (
+            r#"{"d": 1.5, "d": 1.00000000000000001}"#,
+            Err(("/d", places)),
+        ),
+        (r#"{"d": 1.00000000000000001, "d": 1.5}"#, Ok("1.5")),
+        (r#"{ "n" : 3, "d" : 0.1 }"#, Ok("0.1")),
+    ];
+    let ty = decimal_type();
+    for (arguments, expected) in cases {
+        let value: Value = serde_json::from_str(arguments).unwrap();
+        let text = ArgumentsText {
+            json: arguments.as_bytes(),
+            at: &[],
+        };
+        match expected {
+            Ok(decimal) => cedar_equals(arguments, decimal),
+            Err((path, reason)) => {
+                let problem = ty.to_cedar_exact(&value, "", Some(text)).unwrap_err();
+                assert_eq!(problem.path, *path, "{arguments}");
+                assert!(
+                    problem.message.contains(reason),
+                    "{arguments}: {}",
+                    problem.message
+                );
+            }
+        }
+    }
+    // The arguments found inside a request body by member names.
+    let body = r#"{"params": {"name": "t", "arguments": {"d": 0.99999000000000001}}}"#;
+    let value = json!({ "d": 0.99999 });
+    let text = ArgumentsText {
+        json: body.as_bytes(),
+        at: &["params", "arguments"],
+    };
+    assert_eq!(
+        ty.to_cedar_exact(&value, "", Some(text)).unwrap_err().path,
+        "/d"
+    );
+    // Text that does not hold the arguments is refused, not decided on the float.
+    let text = ArgumentsText {
+        json: br#"{"other": {}}"#,
+        at: &["arguments"],
+    };
+    let problem = ty.to_cedar_exact(&value, "", Some(text)).unwrap_err();
+    assert_eq!(problem.message, "cannot read the argument's JSON text");
 }
 
 #[test]
