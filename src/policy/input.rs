@@ -215,7 +215,7 @@ fn escape_pointer(key: &str) -> String {
 }
 
 /// Renders a JSON number as a Cedar decimal literal, or `None` if it does not fit exactly.
-fn decimal_literal(number: &str) -> Option<String> {
+pub(super) fn decimal_literal(number: &str) -> Option<String> {
     if number.contains(['e', 'E']) {
         return None;
     }

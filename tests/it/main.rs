@@ -5,6 +5,7 @@
 mod api;
 mod audit;
 mod audit_lookup;
+mod cedar_json;
 mod cli;
 mod corpus;
 mod dispatch;
