@@ -319,8 +319,10 @@ fn check_registry(config: &Config) -> anyhow::Result<Registry> {
 }
 
 async fn serve(config_path: &Path, dev: bool) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
+    let mut config = load_config(config_path)?;
     let (demo, dev_issuer) = if dev {
+        // Trying out policies is easier when the answer names the policy that decided it.
+        config.api.expose_determining_policies.get_or_insert(true);
         tracing::warn!("DEV MODE: dev issuer key and demo tools; for trying out only");
         let issuer = DevIssuer::ensure(&config)?;
         (Some(crate::dev::start_demo_backends().await?), Some(issuer))
@@ -456,6 +458,7 @@ fn standalone_config(jwks: PathBuf, issuer: String, audience: String) -> anyhow:
         upstreams: Vec::new(),
         admin: Default::default(),
         mcp: Default::default(),
+        api: Default::default(),
         base_dir: PathBuf::from("."),
     };
     config.validate()?;

@@ -131,6 +131,10 @@ pub struct PolicyDecision {
     pub determining_policies: Vec<String>,
     /// Evaluation errors: a policy whose condition errors is skipped, so these matter.
     pub errors: Vec<String>,
+    /// `@id`s of the policies whose evaluation errored (and were skipped); absent from
+    /// records written before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub erroring_policies: Vec<String>,
     /// SHA-256 of the policy set the decision was made with.
     pub policy_set_hash: String,
     /// SHA-256 of the generated schema.
@@ -429,6 +433,7 @@ impl PolicyEngine {
             allowed,
             determining_policies,
             errors,
+            erroring_policies,
         } = match applicable {
             Some(applicable) => applicable.decide(&self.authorizer, &request, &entities),
             None => self
@@ -456,6 +461,7 @@ impl PolicyEngine {
             allowed,
             determining_policies,
             errors,
+            erroring_policies,
             policy_set_hash: snap.policy_set_hash.clone(),
             schema_hash: snap.schema_hash.clone(),
             request,

@@ -131,6 +131,7 @@ impl PolicySnapshot {
             allowed,
             determining_policies,
             errors,
+            erroring_policies,
         } = Authorizer::new()
             .is_authorized(&cedar_request, self.whole_set()?, &entities)
             .into();
@@ -138,6 +139,7 @@ impl PolicySnapshot {
             allowed,
             determining_policies,
             errors,
+            erroring_policies,
             policy_set_hash: self.policy_set_hash.clone(),
             schema_hash: self.schema_hash.clone(),
             request: recorded.to_owned(),

@@ -8,6 +8,7 @@ mod audit_lookup;
 mod cedar_json;
 mod cli;
 mod corpus;
+mod determining_policies;
 mod dispatch;
 mod mcp_server;
 mod mcp_upstream;
