@@ -70,6 +70,7 @@ fn record() -> DecisionRecord {
         allowed: true,
         determining_policies: vec!["analysts-read-reports".to_owned()],
         errors: vec![],
+        erroring_policies: vec![],
         policy_set_hash: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
             .to_owned(),
         schema_hash: "a665a45920422f9d417e4867efdc4fb8a04a1f3fff1fa07e998e86f7f7a27ae3".to_owned(),

@@ -123,6 +123,18 @@ pub struct CallResponse {
     pub outcome: Result<Option<Value>, CallError>,
     /// The tool answered with this 4xx status: `outcome` holds its error result.
     pub tool_error: Option<u16>,
+    /// The policies behind the decision, when policy decided and the answer may name them
+    /// (`[api] expose_determining_policies`).
+    pub policies: Option<PolicyReasons>,
+}
+
+/// The policies behind a decision, as answers to agents may name them.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyReasons {
+    /// `@id`s of the policies that determined the decision (empty for the default deny).
+    pub determining_policies: Vec<String>,
+    /// `@id`s of the policies whose evaluation errored and were skipped.
+    pub erroring_policies: Vec<String>,
 }
 
 /// A tool as listed to a caller.
@@ -316,10 +328,18 @@ impl App {
         let outcome = self
             .run(endpoint, credentials, request, &mut record, &mut tool_error)
             .await;
+        let policies = record
+            .policy
+            .filter(|_| self.config.api.exposes_determining_policies())
+            .map(|decision| PolicyReasons {
+                determining_policies: decision.determining_policies,
+                erroring_policies: decision.erroring_policies,
+            });
         CallResponse {
             decision_id,
             outcome,
             tool_error,
+            policies,
         }
     }
 

@@ -100,6 +100,9 @@ pub struct Config {
     /// The MCP endpoint (`/mcp`) agents connect to.
     #[serde(default)]
     pub mcp: McpConfig,
+    /// What the JSON API and MCP answers tell the agent.
+    #[serde(default)]
+    pub api: ApiConfig,
     /// Directory that relative paths resolve against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -331,6 +334,24 @@ impl Default for PolicyConfig {
             schema: PathBuf::from("schemas/toolgate.cedarschema"),
             watch_interval_ms: 1000,
         }
+    }
+}
+
+/// `[api]`: what answers to agents carry besides the decision.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Return the ids of the determining policies (and of policies whose evaluation errored)
+    /// in `/v1/authorize`, `/v1/tools/{tool}/invoke` and MCP `tools/call` answers. Off unless
+    /// set (on with `serve --dev`): an agent could use them to map the forbids. Records and
+    /// the admin API always hold them.
+    pub expose_determining_policies: Option<bool>,
+}
+
+impl ApiConfig {
+    /// Whether answers to agents carry the determining policies.
+    pub fn exposes_determining_policies(&self) -> bool {
+        self.expose_determining_policies.unwrap_or(false)
     }
 }
 

@@ -333,11 +333,13 @@ async fn serve(config_path: &Path, dev: bool) -> anyhow::Result<()> {
     } else {
         None
     };
-    let config = match &dev_config {
+    let mut config = match &dev_config {
         Some(dev) => dev.config.clone(),
         None => load_config(config_path)?,
     };
     let (demo, dev_issuer) = if dev {
+        // Trying out policies is easier when the answer names the policy that decided it.
+        config.api.expose_determining_policies.get_or_insert(true);
         tracing::warn!("DEV MODE: dev issuer key and demo tools; for trying out only");
         let issuer = DevIssuer::ensure(&config)?;
         (Some(crate::dev::start_demo_backends().await?), Some(issuer))
@@ -524,6 +526,7 @@ fn standalone_config(
         upstreams: Vec::new(),
         admin: Default::default(),
         mcp: Default::default(),
+        api: Default::default(),
         base_dir: PathBuf::from("."),
     };
     config.validate()?;

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::app::{App, CallError, CallRequest, CallResponse, Endpoint};
+use crate::app::{App, CallError, CallRequest, CallResponse, Endpoint, PolicyReasons};
 use crate::policy::ArgumentsText;
 
 /// Header carrying the decision id on every pipeline response.
@@ -254,47 +254,52 @@ pub fn json_depth(value: &Value) -> usize {
 }
 
 fn call_response(response: CallResponse) -> Response {
-    let id = response.decision_id;
-    match (response.outcome, response.tool_error) {
+    let CallResponse {
+        decision_id: id,
+        outcome,
+        tool_error,
+        policies,
+    } = response;
+    let mut body = match (outcome, tool_error) {
         // The tool's own error: the call was carried out, so 200 with an MCP-style `is_error`.
-        (Ok(Some(result)), Some(status)) => with_decision_id(
-            &id,
-            axum::Json(json!({
-                "decision_id": id,
-                "decision": "allow",
-                "is_error": true,
-                "status": status,
-                "result": result,
-            }))
-            .into_response(),
-        ),
-        (outcome, _) => plain_call_response(id, outcome),
-    }
-}
-
-fn plain_call_response(id: String, outcome: Result<Option<Value>, CallError>) -> Response {
-    match outcome {
-        Ok(Some(result)) => with_decision_id(
-            &id,
-            axum::Json(json!({ "decision_id": id, "decision": "allow", "result": result }))
-                .into_response(),
-        ),
-        Ok(None) => with_decision_id(
-            &id,
-            axum::Json(json!({ "decision_id": id, "decision": "allow" })).into_response(),
-        ),
-        Err(e) => error_with_id(&id, &e),
-    }
+        (Ok(Some(result)), Some(status)) => json!({
+            "decision_id": id,
+            "decision": "allow",
+            "is_error": true,
+            "status": status,
+            "result": result,
+        }),
+        (Ok(Some(result)), None) => {
+            json!({ "decision_id": id, "decision": "allow", "result": result })
+        }
+        (Ok(None), _) => json!({ "decision_id": id, "decision": "allow" }),
+        (Err(e), _) => return error_with_policies(&id, &e, policies.as_ref()),
+    };
+    add_policies(&mut body, policies.as_ref());
+    with_decision_id(&id, axum::Json(body).into_response())
 }
 
 pub(crate) fn error_with_id(id: &str, e: &CallError) -> Response {
+    error_with_policies(id, e, None)
+}
+
+fn error_with_policies(id: &str, e: &CallError, policies: Option<&PolicyReasons>) -> Response {
     let (status, headers, mut body) = error::error_response(e);
     if let CallError::Audit(_) = e {
         // No record holds this id: hand out no id that leads nowhere.
         return (status, headers, axum::Json(body)).into_response();
     }
     body["decision_id"] = json!(id);
+    add_policies(&mut body, policies);
     with_decision_id(id, (status, headers, axum::Json(body)).into_response())
+}
+
+/// The determining (and erroring) policy ids, when the answer may name them.
+fn add_policies(body: &mut Value, policies: Option<&PolicyReasons>) {
+    if let Some(policies) = policies {
+        body["determining_policies"] = json!(policies.determining_policies);
+        body["erroring_policies"] = json!(policies.erroring_policies);
+    }
 }
 
 fn with_decision_id(id: &str, mut response: Response) -> Response {

@@ -26,6 +26,14 @@ use crate::policy::ArgumentsText;
 /// The `_meta` key carrying the decision id on results.
 pub const DECISION_META_KEY: &str = "io.toolgate/decision-id";
 
+/// The `_meta` key carrying the determining policy ids on `tools/call` results, when
+/// `[api] expose_determining_policies` allows it.
+pub const DETERMINING_POLICIES_META_KEY: &str = "io.toolgate/determining-policies";
+
+/// The `_meta` key carrying the ids of policies whose evaluation errored, beside
+/// [`DETERMINING_POLICIES_META_KEY`].
+pub const ERRORING_POLICIES_META_KEY: &str = "io.toolgate/erroring-policies";
+
 /// The endpoint name in decision records.
 const ENDPOINT: &str = "mcp";
 
@@ -527,6 +535,7 @@ fn call_reply(id: Value, response: CallResponse) -> Reply {
         decision_id,
         outcome,
         tool_error,
+        policies,
     } = response;
     let content = match outcome {
         Ok(value) => tool_result(value.unwrap_or(Value::Null), tool_error.is_some()),
@@ -560,6 +569,10 @@ fn call_reply(id: Value, response: CallResponse) -> Reply {
     };
     let mut content = content;
     content["_meta"] = json!({ DECISION_META_KEY: decision_id });
+    if let Some(policies) = policies {
+        content["_meta"][DETERMINING_POLICIES_META_KEY] = json!(policies.determining_policies);
+        content["_meta"][ERRORING_POLICIES_META_KEY] = json!(policies.erroring_policies);
+    }
     result(id, content, Some(decision_id))
 }
 

@@ -122,14 +122,26 @@ pub struct Combined {
     pub determining_policies: Vec<String>,
     /// Evaluation errors.
     pub errors: Vec<String>,
+    /// Ids of the policies whose evaluation errored (and were skipped).
+    pub erroring_policies: Vec<String>,
 }
 
 impl From<Response> for Combined {
     fn from(r: Response) -> Self {
+        let erroring_policies = r
+            .diagnostics()
+            .errors()
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => {
+                    e.policy_id().to_string()
+                }
+            })
+            .collect();
         Self {
             allowed: r.decision() == Decision::Allow,
             determining_policies: r.diagnostics().reason().map(ToString::to_string).collect(),
             errors: r.diagnostics().errors().map(ToString::to_string).collect(),
+            erroring_policies,
         }
     }
 }
@@ -150,6 +162,7 @@ fn combine(a: Combined, b: Combined) -> Combined {
         allowed,
         determining_policies: Vec::new(),
         errors: Vec::new(),
+        erroring_policies: Vec::new(),
     };
     for part in [a, b] {
         if determining(&part) {
@@ -158,6 +171,7 @@ fn combine(a: Combined, b: Combined) -> Combined {
                 .extend(part.determining_policies);
         }
         combined.errors.extend(part.errors);
+        combined.erroring_policies.extend(part.erroring_policies);
     }
     combined
 }

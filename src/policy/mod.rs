@@ -8,6 +8,7 @@
 pub mod annotations;
 pub mod index;
 pub mod input;
+mod recorded;
 mod replay;
 pub mod testing;
 mod token_parts;
@@ -146,6 +147,10 @@ pub struct PolicyDecision {
     pub determining_policies: Vec<String>,
     /// Evaluation errors: a policy whose condition errors is skipped, so these matter.
     pub errors: Vec<String>,
+    /// `@id`s of the policies whose evaluation errored (and were skipped); absent from
+    /// records written before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub erroring_policies: Vec<String>,
     /// SHA-256 of the policy set the decision was made with.
     pub policy_set_hash: String,
     /// SHA-256 of the generated schema.
@@ -246,10 +251,12 @@ struct ToolRequest {
     action: EntityUid,
     /// `Toolgate::Tool::"<tool>"`.
     resource: EntityUid,
-    /// `action` as text, for the recorded request.
-    action_text: String,
-    /// `resource` as text, for the recorded request.
-    resource_text: String,
+    /// `action` as Cedar's JSON, for the recorded request.
+    recorded_action: Box<RawValue>,
+    /// `resource` as Cedar's JSON, for the recorded request.
+    recorded_resource: Box<RawValue>,
+    /// The tool and its server entities as Cedar's JSON, for the recorded request.
+    recorded_entities: Vec<Box<RawValue>>,
     /// The static entities, transitively closed.
     entities: Entities,
 }
@@ -445,6 +452,7 @@ impl PolicyEngine {
             allowed,
             determining_policies,
             errors,
+            erroring_policies,
         } = match applicable {
             Some(applicable) => applicable.decide(&self.authorizer, &request, &entities),
             None => self
@@ -455,23 +463,24 @@ impl PolicyEngine {
         for error in &errors {
             tracing::warn!(tool = %call.tool.id, %error, "policy evaluation error: the erroring policy was skipped");
         }
-        let recorded = RecordedRequest {
-            principal: &parts.principal_text,
-            action: &tool.action_text,
-            resource: &tool.resource_text,
-            context: RecordedContext {
-                input: call.logged_arguments.unwrap_or(call.arguments),
-                token: &parts.recorded_context,
-                session: RecordedSession { token, call },
+        let request = recorded::record(
+            &recorded::Prepared {
+                principal: &parts.recorded_principal,
+                action: &tool.recorded_action,
+                resource: &tool.recorded_resource,
+                token_context: &parts.recorded_context,
+                token_entities: &parts.recorded_entities,
+                tool_entities: &tool.recorded_entities,
             },
-            entities: &parts.recorded_entities,
-        };
-        let request = serde_json::value::to_raw_value(&recorded)
-            .map_err(|e| PolicyError::Request(e.to_string()))?;
+            input_type,
+            token,
+            call,
+        )?;
         Ok(PolicyDecision {
             allowed,
             determining_policies,
             errors,
+            erroring_policies,
             policy_set_hash: snap.policy_set_hash.clone(),
             schema_hash: snap.schema_hash.clone(),
             request,
@@ -561,172 +570,6 @@ fn uid(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
         ty,
         cedar_policy::EntityId::new(id),
     ))
-}
-
-/// The Cedar request of a decision as the log records it (`policy.request`), serialised
-/// straight from the token and the call: the same JSON as the request evaluated, in Cedar's
-/// entity and context formats, without building it as a `Value` first.
-#[derive(Serialize)]
-struct RecordedRequest<'a> {
-    principal: &'a str,
-    action: &'a str,
-    resource: &'a str,
-    context: RecordedContext<'a>,
-    entities: &'a RawValue,
-}
-
-#[derive(Serialize)]
-struct RecordedContext<'a> {
-    input: &'a Value,
-    token: &'a RawValue,
-    session: RecordedSession<'a>,
-}
-
-/// `context.token`: the typed subset of the claims.
-struct RecordedToken<'a>(&'a VerifiedToken);
-
-impl Serialize for RecordedToken<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let token = self.0;
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("iss", &token.issuer)?;
-        map.serialize_entry("sub", &token.subject)?;
-        map.serialize_entry("aud", &token.audiences)?;
-        map.serialize_entry("scopes", &token.scopes)?;
-        if let Some(c) = &token.client_id {
-            map.serialize_entry("client_id", c)?;
-        }
-        if let Some(j) = &token.jti {
-            map.serialize_entry("jti", j)?;
-        }
-        map.end()
-    }
-}
-
-/// `context.session`: time, request id and delegation.
-struct RecordedSession<'a> {
-    token: &'a VerifiedToken,
-    call: &'a CallFacts<'a>,
-}
-
-impl Serialize for RecordedSession<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let (hour, weekday) = hour_and_weekday(self.call.now);
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("request_time", &self.call.now)?;
-        map.serialize_entry("request_id", self.call.request_id)?;
-        map.serialize_entry("hour_utc", &hour)?;
-        map.serialize_entry("weekday_utc", &weekday)?;
-        map.serialize_entry("delegation_depth", &self.token.actors.len())?;
-        if let Some(actor) = self.token.actors.first() {
-            map.serialize_entry("actor", actor)?;
-        }
-        map.end()
-    }
-}
-
-/// The per-request entities (principal, then the actor if any) in Cedar's entity JSON format.
-struct RecordedEntities<'a>(&'a VerifiedToken);
-
-impl Serialize for RecordedEntities<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let token = self.0;
-        let type_name = if token.actors.is_empty() {
-            "Agent"
-        } else {
-            "User"
-        };
-        let mut seq = serializer.serialize_seq(None)?;
-        seq.serialize_element(&RecordedEntity {
-            uid: RecordedUid {
-                type_name,
-                id: &token.subject,
-            },
-            attrs: RecordedAttrs {
-                iss: &token.issuer,
-                sub: &token.subject,
-            },
-            parents: RecordedParents(&token.groups),
-            tags: RecordedTags(Some(&token.claims)),
-        })?;
-        if let Some(actor) = token.actors.first() {
-            seq.serialize_element(&RecordedEntity {
-                uid: RecordedUid {
-                    type_name: "Agent",
-                    id: actor,
-                },
-                attrs: RecordedAttrs {
-                    iss: &token.issuer,
-                    sub: actor,
-                },
-                parents: RecordedParents(&[]),
-                tags: RecordedTags(None),
-            })?;
-        }
-        seq.end()
-    }
-}
-
-#[derive(Serialize)]
-struct RecordedEntity<'a> {
-    uid: RecordedUid<'a>,
-    attrs: RecordedAttrs<'a>,
-    parents: RecordedParents<'a>,
-    tags: RecordedTags<'a>,
-}
-
-struct RecordedUid<'a> {
-    type_name: &'a str,
-    id: &'a str,
-}
-
-impl Serialize for RecordedUid<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(2))?;
-        map.serialize_entry("type", &format_args!("{NAMESPACE}::{}", self.type_name))?;
-        map.serialize_entry("id", self.id)?;
-        map.end()
-    }
-}
-
-#[derive(Serialize)]
-struct RecordedAttrs<'a> {
-    iss: &'a str,
-    sub: &'a str,
-}
-
-/// Groups as `Group` parents.
-struct RecordedParents<'a>(&'a [String]);
-
-impl Serialize for RecordedParents<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|g| RecordedUid {
-            type_name: "Group",
-            id: g,
-        }))
-    }
-}
-
-/// Every claim as a string tag, as [`principal_entity`] makes them.
-struct RecordedTags<'a>(Option<&'a Claims>);
-
-impl Serialize for RecordedTags<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let claims = match self.0 {
-            Some(claims) => claims.to_map().map_err(serde::ser::Error::custom)?,
-            None => Default::default(),
-        };
-        let mut map = serializer.serialize_map(Some(claims.len()))?;
-        for (k, v) in claims {
-            map.serialize_entry(&k, &tag_text(v))?;
-        }
-        map.end()
-    }
 }
 
 /// A claim's value as a tag: strings as they are, anything else as compact JSON.
@@ -1038,8 +881,17 @@ fn load_snapshot(
             .iter()
             .filter_map(|u| action_by_uid.get(&u.to_string()).map(|e| (*e).clone()))
             .collect();
-        reachable.extend(tool_entities.get(&tool.id).cloned());
-        reachable.extend(server_entities.get(&tool.server).cloned());
+        let own = [
+            tool_entities.get(&tool.id),
+            server_entities.get(&tool.server),
+        ];
+        let recorded_entities = own
+            .iter()
+            .flatten()
+            .map(|e| recorded::entity_json(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| schema_error(e.to_string()))?;
+        reachable.extend(own.into_iter().flatten().cloned());
         if let Some((_, entities)) = &extra {
             reachable.extend(entities.iter().cloned());
         }
@@ -1050,8 +902,11 @@ fn load_snapshot(
         tool_requests.insert(
             tool.id.clone(),
             ToolRequest {
-                action_text: action.to_string(),
-                resource_text: resource.to_string(),
+                recorded_action: recorded::uid_json(&action)
+                    .map_err(|e| schema_error(e.to_string()))?,
+                recorded_resource: recorded::uid_json(&resource)
+                    .map_err(|e| schema_error(e.to_string()))?,
+                recorded_entities,
                 action,
                 resource,
                 entities,

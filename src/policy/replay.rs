@@ -1,13 +1,18 @@
 //! Re-deciding a recorded Cedar request (`policy.request` of a decision record) against a
-//! snapshot: the context is rebuilt with the same typed conversions as a live call, so a
-//! recorded decision replays identically under the policy set it was made with.
+//! snapshot, so a recorded decision replays identically under the policy set it was made
+//! with. A request of the current format (`version` 2) is read with Cedar's own JSON entry
+//! points; one of the first format (no `version`) has its context rebuilt with the same typed
+//! conversions as a live call.
 
 use std::str::FromStr;
 
-use cedar_policy::{Authorizer, Context, Entity, EntityUid, Request, RestrictedExpression};
+use cedar_policy::{
+    Authorizer, Context, Entities, Entity, EntityUid, Request, RestrictedExpression,
+};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::recorded::RECORD_VERSION;
 use super::{PolicyDecision, PolicyError, PolicySnapshot, index, uid};
 
 fn bad(message: impl Into<String>) -> PolicyError {
@@ -98,13 +103,76 @@ fn session_expr(session: &Value) -> Result<RestrictedExpression, PolicyError> {
     RestrictedExpression::new_record(pairs).map_err(|e| bad(e.to_string()))
 }
 
+/// A recorded request rebuilt: its tool, the Cedar request, the entities it recorded.
+type Rebuilt = (String, Request, Vec<Entity>);
+
 impl PolicySnapshot {
     /// Decides a recorded Cedar request (the `policy.request` of a decision record) against
     /// this snapshot. The recorded request is returned unchanged in the decision.
     pub fn decide_recorded(&self, recorded: &RawValue) -> Result<PolicyDecision, PolicyError> {
         let request: Value = serde_json::from_str(recorded.get())
             .map_err(|e| bad(format!("recorded request: {e}")))?;
-        let request = &request;
+        let (tool, cedar_request, per_request) = match request.get("version") {
+            None => self.rebuild_first_format(&request)?,
+            Some(v) if v.as_u64() == Some(RECORD_VERSION) => self.rebuild(request)?,
+            Some(v) => return Err(bad(format!("unknown recorded request version `{v}`"))),
+        };
+        let static_entities = &self.tool_request(&tool)?.entities;
+        // The snapshot's own tool, server and action entities are the ones it decides with;
+        // the record adds what only the request knows (the principal and actor).
+        let per_request = per_request
+            .into_iter()
+            .filter(|e| static_entities.get(&e.uid()).is_none());
+        let entities = static_entities
+            .clone()
+            .add_entities(per_request, None)
+            .map_err(|e| bad(e.to_string()))?;
+        let index::Combined {
+            allowed,
+            determining_policies,
+            errors,
+            erroring_policies,
+        } = Authorizer::new()
+            .is_authorized(&cedar_request, self.whole_set()?, &entities)
+            .into();
+        Ok(PolicyDecision {
+            allowed,
+            determining_policies,
+            errors,
+            erroring_policies,
+            policy_set_hash: self.policy_set_hash.clone(),
+            schema_hash: self.schema_hash.clone(),
+            request: recorded.to_owned(),
+        })
+    }
+
+    /// A request of the current format: uids, context and entities in Cedar's JSON formats.
+    fn rebuild(&self, mut request: Value) -> Result<Rebuilt, PolicyError> {
+        let mut take = |key: &str| {
+            request
+                .get_mut(key)
+                .map(Value::take)
+                .ok_or_else(|| bad(format!("recorded request lacks `{key}`")))
+        };
+        let parse_uid = |key: &str, value: Value| {
+            EntityUid::from_json(value).map_err(|e| bad(format!("recorded `{key}`: {e}")))
+        };
+        let principal = parse_uid("principal", take("principal")?)?;
+        let action = parse_uid("action", take("action")?)?;
+        let resource = parse_uid("resource", take("resource")?)?;
+        let context = Context::from_json_value(take("context")?, Some((&self.schema, &action)))
+            .map_err(|e| bad(format!("recorded `context`: {e}")))?;
+        let entities = Entities::from_json_value(take("entities")?, None)
+            .map_err(|e| bad(format!("recorded `entities`: {e}")))?;
+        let tool = action.id().unescaped().to_owned();
+        let request = Request::new(principal, action, resource, context, Some(&self.schema))
+            .map_err(|e| bad(e.to_string()))?;
+        Ok((tool, request, entities.into_iter().collect()))
+    }
+
+    /// A request of the first format: uids as Cedar text, arguments as sent, the actor as a
+    /// plain string.
+    fn rebuild_first_format(&self, request: &Value) -> Result<Rebuilt, PolicyError> {
         let parse_uid = |key: &str| -> Result<EntityUid, PolicyError> {
             EntityUid::from_str(string_of(request, key)?)
                 .map_err(|e| bad(format!("recorded `{key}`: {e}")))
@@ -146,26 +214,6 @@ impl PolicySnapshot {
                 );
             }
         }
-        let entities = self
-            .tool_request(&tool)?
-            .entities
-            .clone()
-            .add_entities(per_request, None)
-            .map_err(|e| bad(e.to_string()))?;
-        let index::Combined {
-            allowed,
-            determining_policies,
-            errors,
-        } = Authorizer::new()
-            .is_authorized(&cedar_request, self.whole_set()?, &entities)
-            .into();
-        Ok(PolicyDecision {
-            allowed,
-            determining_policies,
-            errors,
-            policy_set_hash: self.policy_set_hash.clone(),
-            schema_hash: self.schema_hash.clone(),
-            request: recorded.to_owned(),
-        })
+        Ok((tool, cedar_request, per_request))
     }
 }

@@ -110,12 +110,11 @@ fn recorded_entities_json_decodes_to_the_entities_evaluated() {
         claims: claims.into(),
         token_sha256: String::new(),
     };
-    let recorded = serde_json::to_value(RecordedEntities(&token)).unwrap();
-    let decoded: Vec<Entity> = recorded
-        .as_array()
-        .unwrap()
+    let parts = token_parts::TokenPartsCache::new().get(&token).unwrap();
+    let decoded: Vec<Entity> = parts
+        .recorded_entities
         .iter()
-        .map(|e| Entity::from_json_value(e.clone(), None).unwrap())
+        .map(|e| Entity::from_json_str(e.get(), None).unwrap())
         .collect();
     let evaluated = [
         principal_entity(&token).unwrap(),

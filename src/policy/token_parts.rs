@@ -14,9 +14,8 @@ use std::sync::{Arc, Mutex};
 use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
 use serde_json::value::RawValue;
 
-use super::{
-    PolicyError, RecordedEntities, RecordedToken, actor_entity, principal_entity, token_expr,
-};
+use super::recorded::{self, RecordedToken};
+use super::{PolicyError, actor_entity, principal_entity, token_expr};
 use crate::auth::VerifiedToken;
 
 /// Tokens whose parts are kept: the agents calling at one time, not every token ever seen.
@@ -33,16 +32,16 @@ pub(super) struct TokenParts {
     pub principal: Entity,
     /// The principal's uid.
     pub principal_uid: EntityUid,
-    /// The principal's uid as text, for the recorded request.
-    pub principal_text: String,
+    /// The principal's uid as Cedar's JSON, for the recorded request.
+    pub recorded_principal: Box<RawValue>,
     /// The acting agent of a delegated token.
     pub actor: Option<Entity>,
     /// `context.token`.
     pub context: RestrictedExpression,
     /// `context.token` as the decision log records it.
     pub recorded_context: Box<RawValue>,
-    /// The per-request entities as the decision log records them.
-    pub recorded_entities: Box<RawValue>,
+    /// The principal and actor entities as Cedar's entity JSON, for the recorded request.
+    pub recorded_entities: Vec<Box<RawValue>>,
     /// For one policy load (its generation) and per tool, the tool's static entities with
     /// this token's added (adding them recomputes Cedar's transitive closure, ≈ 4% of a
     /// request's CPU).
@@ -52,17 +51,20 @@ pub(super) struct TokenParts {
 impl TokenParts {
     fn build(token: &VerifiedToken) -> Result<Self, PolicyError> {
         let principal = principal_entity(token)?;
+        let actor = actor_entity(token)?;
         let json = |e: serde_json::Error| PolicyError::Request(e.to_string());
         Ok(Self {
             token: token.clone(),
             principal_uid: principal.uid(),
-            principal_text: principal.uid().to_string(),
+            recorded_principal: recorded::uid_json(&principal.uid())?,
+            recorded_entities: std::iter::once(&principal)
+                .chain(&actor)
+                .map(recorded::entity_json)
+                .collect::<Result<_, _>>()?,
             principal,
-            actor: actor_entity(token)?,
+            actor,
             context: token_expr(token)?,
             recorded_context: serde_json::value::to_raw_value(&RecordedToken(token))
-                .map_err(json)?,
-            recorded_entities: serde_json::value::to_raw_value(&RecordedEntities(token))
                 .map_err(json)?,
             entities_by_tool: Mutex::new((0, HashMap::new())),
         })

@@ -488,7 +488,7 @@ async fn delegated_call_needs_the_right_actor_and_user_group() {
     let first = &app.decisions()[0];
     assert_eq!(
         first.record["policy"]["request"]["principal"],
-        "Toolgate::User::\"alice\""
+        json!({ "__entity": { "type": "Toolgate::User", "id": "alice" } })
     );
     assert_eq!(
         first.record["principal"]["actors"],
