@@ -3,12 +3,14 @@
 pub mod admin;
 pub mod decisions;
 pub mod error;
+pub mod listener;
 pub mod mcp;
 mod policy_admin;
 pub mod revocations;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -57,9 +59,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let base_url = format!("http://{}", listener.local_addr()?);
-    axum::serve(listener, router(app, &base_url))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = listener::ConnectionLimits {
+        header_read_timeout: Duration::from_millis(app.config.limits.header_read_timeout_ms),
+        max_connections: app.config.limits.max_connections,
+    };
+    listener::serve(listener, router(app, &base_url), limits, shutdown).await
 }
 
 /// Refuses requests whose headers exceed the configured total size (431).
@@ -174,6 +178,8 @@ async fn healthz() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
+/// Public, for load balancers and probes: readiness and the names of failing checks only.
+/// Every detail (hashes, error texts, counts, upstream states) is for `/admin/status`.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let readiness = app.readiness();
     let status = if readiness.ready() {
@@ -183,7 +189,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     };
     (
         status,
-        axum::Json(json!({ "ready": readiness.ready(), "checks": readiness })),
+        axum::Json(json!({ "ready": readiness.ready(), "failing": readiness.failing() })),
     )
         .into_response()
 }
@@ -192,12 +198,25 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Reads a whole body of at most `limit` bytes within `limits.body_read_timeout_ms`: a client
+/// that declares a large body and sends it slowly holds a connection no longer than that.
+pub(crate) async fn read_body(app: &App, body: Body, limit: usize) -> Result<Bytes, CallError> {
+    let deadline = app.config.limits.body_read_timeout_ms;
+    match tokio::time::timeout(
+        Duration::from_millis(deadline),
+        axum::body::to_bytes(body, limit),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(CallError::PayloadTooLarge(limit)),
+        Err(_) => Err(CallError::BodyTimeout(deadline)),
+    }
+}
+
 /// Reads a JSON body within the size and depth limits.
 async fn read_json<T: for<'de> Deserialize<'de>>(app: &App, body: Body) -> Result<T, CallError> {
-    let limit = app.config.limits.max_body_bytes;
-    let bytes: Bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| CallError::PayloadTooLarge(limit))?;
+    let bytes = read_body(app, body, app.config.limits.max_body_bytes).await?;
     let value: Value = if bytes.is_empty() {
         empty_object()
     } else {

@@ -23,7 +23,7 @@ async fn mcp(app: &TestApp, token: Option<&str>, session: Option<&str>, body: &V
     Reply::read(request.send().await.unwrap()).await
 }
 
-fn rpc(id: u64, method: &str, params: Value) -> Value {
+pub(crate) fn rpc(id: u64, method: &str, params: Value) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
 }
 
@@ -40,7 +40,7 @@ fn initialize(version: &str) -> Value {
 }
 
 /// Opens a session for `token` and returns its id.
-async fn open(app: &TestApp, token: &str) -> String {
+pub(crate) async fn open(app: &TestApp, token: &str) -> String {
     let reply = mcp(app, Some(token), None, &initialize("2025-11-25")).await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     let session = reply.header("mcp-session-id").unwrap().to_owned();
