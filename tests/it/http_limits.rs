@@ -421,3 +421,31 @@ async fn http_layer_refusals_leave_no_record_and_carry_no_decision_id() {
     assert!(app.decisions().is_empty());
     app.stop().await;
 }
+
+/// Shutdown stops accepting but lets a request in flight finish: the caller gets its answer.
+#[tokio::test]
+async fn shutdown_answers_the_request_in_flight() {
+    let app = TestApp::spawn().await;
+    let request = app
+        .client
+        .post(app.url("/v1/tools/test___slow/invoke"))
+        .bearer_auth(app.token("tess", "", &["testers"]))
+        .header("content-type", "application/json")
+        .body(json!({ "arguments": {} }).to_string())
+        .send();
+    let in_flight = tokio::spawn(request);
+    let mut attempts = 0;
+    while app.backend.calls("/slow").is_empty() {
+        attempts += 1;
+        assert!(attempts < 1500, "the call never reached the backend");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+    let reply = in_flight.await.unwrap().unwrap();
+    assert_eq!(
+        reply.status(),
+        504,
+        "the tool's timeout, not a cut connection"
+    );
+    assert!(reply.headers().get("x-toolgate-decision-id").is_some());
+}
