@@ -142,8 +142,10 @@ pub struct LimitsConfig {
     /// Verified tokens remembered (skipping signature checks, never time, revocation or
     /// replay checks); 0 turns the cache off.
     pub token_cache_entries: usize,
-    /// Longest wait for a complete request head, from when a connection opens or finishes
-    /// its previous response: so it is also the idle keep-alive timeout (hyper's timer).
+    /// Longest wait for a complete request head, from when a connection opens or ends its
+    /// previous response: the idle keep-alive timeout.
+    pub idle_timeout_ms: u64,
+    /// Longest time from the first byte of a request head to its end.
     pub header_read_timeout_ms: u64,
     /// Longest time to receive a whole request body once its head has arrived.
     pub body_read_timeout_ms: u64,
@@ -162,6 +164,7 @@ impl Default for LimitsConfig {
             token_cache_entries: 10_000,
             // Short enough that stalled or idle sockets cannot pile up to `max_connections`
             // within a few seconds of an attack; long enough for any honest client.
+            idle_timeout_ms: 30_000,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
             // Well under the usual 1024 open-file limit, leaving room for the log, backends
@@ -573,6 +576,12 @@ impl Config {
             256 * 1024,
         )?;
         check_range("limits.max_token_bytes", l.max_token_bytes, 512, 64 * 1024)?;
+        check_range(
+            "limits.idle_timeout_ms",
+            l.idle_timeout_ms as usize,
+            100,
+            3_600_000,
+        )?;
         check_range(
             "limits.header_read_timeout_ms",
             l.header_read_timeout_ms as usize,

@@ -60,6 +60,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let base_url = format!("http://{}", listener.local_addr()?);
     let limits = listener::ConnectionLimits {
+        idle_timeout: Duration::from_millis(app.config.limits.idle_timeout_ms),
         header_read_timeout: Duration::from_millis(app.config.limits.header_read_timeout_ms),
         max_connections: app.config.limits.max_connections,
     };

@@ -74,7 +74,8 @@ async fn read_response(stream: &mut TcpStream) -> String {
 
 #[tokio::test]
 async fn a_half_sent_header_is_closed_after_the_header_timeout_and_not_recorded() {
-    let app = spawn_with_limits("header_read_timeout_ms = 300").await;
+    // The idle timeout (the longest there is) cannot be what closes it.
+    let app = spawn_with_limits("header_read_timeout_ms = 300\nidle_timeout_ms = 3600000").await;
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
     stream
         .write_all(b"POST /v1/authorize HTTP/1.1\r\nhost: toolgate\r\ncontent-ty")
@@ -91,7 +92,7 @@ async fn a_half_sent_header_is_closed_after_the_header_timeout_and_not_recorded(
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed() {
-    let app = spawn_with_limits("header_read_timeout_ms = 300").await;
+    let app = spawn_with_limits("idle_timeout_ms = 300").await;
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nhost: toolgate\r\n\r\n")
@@ -99,6 +100,21 @@ async fn an_idle_keep_alive_connection_is_closed() {
         .unwrap();
     let received = read_until_closed(&mut stream).await;
     assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+    app.stop().await;
+}
+
+/// The header timeout counts from a head's first byte, not from the idle wait before it: a
+/// connection that waits longer than it, then sends a whole request, is served.
+#[tokio::test]
+async fn the_header_timeout_does_not_count_the_idle_wait() {
+    let app = spawn_with_limits("header_read_timeout_ms = 100\nidle_timeout_ms = 3600000").await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: toolgate\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
     app.stop().await;
 }
 
@@ -188,12 +204,12 @@ async fn read_until_closed_or_answered(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&received).into_owned()
 }
 
-/// The header/idle timer never runs while a response is being produced: an SSE answer to an
-/// MCP call that takes longer than the timeout arrives whole. (toolgate has no long-lived
+/// Neither the idle nor the header timer runs while a response is being produced: an SSE
+/// answer to an MCP call that takes longer than both arrives whole. (toolgate has no long-lived
 /// `GET /mcp` stream: it answers 405, as MCP allows.)
 #[tokio::test]
 async fn an_sse_answer_slower_than_the_idle_timeout_arrives_whole() {
-    let app = spawn_with_limits("header_read_timeout_ms = 100").await;
+    let app = spawn_with_limits("idle_timeout_ms = 100\nheader_read_timeout_ms = 100").await;
     let token = app.token("tess", "", &["testers"]);
     let session = open(&app, &token).await;
     let call = rpc(
