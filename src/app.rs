@@ -40,6 +40,9 @@ pub enum CallError {
     /// The request body exceeds the limit.
     #[error("request body exceeds {0} bytes")]
     PayloadTooLarge(usize),
+    /// The request body did not arrive in time (`limits.body_read_timeout_ms`).
+    #[error("request body not received within {0} ms")]
+    BodyTimeout(u64),
     /// The arguments fail the tool's input schema or cannot be represented for policy.
     #[error("{0}")]
     InvalidArguments(ArgumentError),
@@ -67,6 +70,18 @@ pub enum CallError {
     /// An admin-requested policy reload was rejected; the last good set keeps serving.
     #[error("policy reload rejected, the last good set keeps serving: {0}")]
     PolicyReloadRejected(String),
+}
+
+impl CallError {
+    /// The recorded reason for a request body that could not be read: the same on every
+    /// endpoint, so a SIEM watching one reason sees every such request.
+    pub fn body_reason(&self) -> &'static str {
+        match self {
+            CallError::PayloadTooLarge(_) => "payload_too_large",
+            CallError::BodyTimeout(_) => "request_timeout",
+            _ => "bad_request",
+        }
+    }
 }
 
 /// Which API entry point a call came through.
@@ -170,7 +185,8 @@ pub struct Event<'a> {
     pub detail: Option<String>,
 }
 
-/// What `/readyz` reports.
+/// The readiness checks and their details, as `/admin/status` reports them (`/readyz` shows
+/// only [`Readiness::ready`] and [`Readiness::failing`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct Readiness {
     /// Every issuer has keys.
@@ -200,6 +216,18 @@ impl Readiness {
     /// out of its load balancer; `policies_valid` and `policy_error` report it instead.
     pub fn ready(&self) -> bool {
         self.keys_loaded && self.log_writable
+    }
+
+    /// The names of the checks that fail, the most `/readyz` tells an unauthenticated caller.
+    pub fn failing(&self) -> Vec<&'static str> {
+        [
+            ("keys_loaded", self.keys_loaded),
+            ("policies_valid", self.policies_valid),
+            ("log_writable", self.log_writable),
+        ]
+        .into_iter()
+        .filter_map(|(name, ok)| (!ok).then_some(name))
+        .collect()
     }
 }
 
@@ -352,7 +380,9 @@ impl App {
         tool_error: &mut Option<u16>,
     ) -> Result<Option<Value>, CallError> {
         let mut timer = Timer(Instant::now());
-        record.tool = Some(prefix_chars(request.tool, MAX_RECORDED_TOOL_CHARS).to_owned());
+        // Empty when the body naming the tool (`/v1/authorize`) could not be read.
+        record.tool = (!request.tool.is_empty())
+            .then(|| prefix_chars(request.tool, MAX_RECORDED_TOOL_CHARS).to_owned());
 
         let verified;
         let token = match credentials {
@@ -372,6 +402,17 @@ impl App {
         record.set_token(token);
         timer.lap(record, "auth");
 
+        // An unreadable body is refused before the tool lookup, the same way on every
+        // endpoint: on `/v1/authorize` the body names the tool, so no later stage can judge.
+        let arguments = match request.arguments {
+            Ok(arguments) => arguments,
+            Err(err) => {
+                record.detail = Some(err.to_string());
+                let reason = err.body_reason();
+                return Err(self.deny(record, "request", reason, err).await);
+            }
+        };
+
         let Some(tool) = self.tools.load().get(request.tool).cloned() else {
             let err = CallError::UnknownTool(
                 prefix_chars(request.tool, MAX_RECORDED_TOOL_CHARS).to_owned(),
@@ -388,19 +429,11 @@ impl App {
             return Err(self.deny(record, "scope", "insufficient_scope", err).await);
         }
 
-        let arguments = match request.arguments {
-            Ok(Value::Object(map)) => Value::Object(map),
-            Ok(_) => {
+        let arguments = match arguments {
+            Value::Object(map) => Value::Object(map),
+            _ => {
                 let err = CallError::BadRequest("`arguments` must be a JSON object".to_owned());
                 return Err(self.deny(record, "request", "bad_request", err).await);
-            }
-            Err(err) => {
-                let reason = match err {
-                    CallError::PayloadTooLarge(_) => "payload_too_large",
-                    _ => "bad_request",
-                };
-                record.detail = Some(err.to_string());
-                return Err(self.deny(record, "request", reason, err).await);
             }
         };
         if let Err(e) = tool.check_arguments(&arguments) {

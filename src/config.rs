@@ -145,6 +145,15 @@ pub struct LimitsConfig {
     /// Verified tokens remembered (skipping signature checks, never time, revocation or
     /// replay checks); 0 turns the cache off.
     pub token_cache_entries: usize,
+    /// Longest wait for a complete request head, from when a connection opens or ends its
+    /// previous response: the idle keep-alive timeout.
+    pub idle_timeout_ms: u64,
+    /// Longest time from the first byte of a request head to its end.
+    pub header_read_timeout_ms: u64,
+    /// Longest time to receive a whole request body once its head has arrived.
+    pub body_read_timeout_ms: u64,
+    /// Most connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -156,6 +165,14 @@ impl Default for LimitsConfig {
             // 8 KiB holds any sane access token; bigger ones are a parsing-cost attack.
             max_token_bytes: 8 * 1024,
             token_cache_entries: 10_000,
+            // Short enough that stalled or idle sockets cannot pile up to `max_connections`
+            // within a few seconds of an attack; long enough for any honest client.
+            idle_timeout_ms: 30_000,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            // Well under the usual 1024 open-file limit, leaving room for the log, backends
+            // and key fetches.
+            max_connections: 512,
         }
     }
 }
@@ -580,6 +597,25 @@ impl Config {
             256 * 1024,
         )?;
         check_range("limits.max_token_bytes", l.max_token_bytes, 512, 64 * 1024)?;
+        check_range(
+            "limits.idle_timeout_ms",
+            l.idle_timeout_ms as usize,
+            100,
+            3_600_000,
+        )?;
+        check_range(
+            "limits.header_read_timeout_ms",
+            l.header_read_timeout_ms as usize,
+            100,
+            300_000,
+        )?;
+        check_range(
+            "limits.body_read_timeout_ms",
+            l.body_read_timeout_ms as usize,
+            100,
+            300_000,
+        )?;
+        check_range("limits.max_connections", l.max_connections, 1, 65_536)?;
         check_range(
             "limits.token_cache_entries",
             l.token_cache_entries,

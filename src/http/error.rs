@@ -46,6 +46,7 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
         CallError::PayloadTooLarge(_) => {
             (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "deny")
         }
+        CallError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout", "deny"),
         CallError::InvalidArguments(_) => (StatusCode::BAD_REQUEST, "invalid_arguments", "deny"),
         CallError::Denied { .. } => (StatusCode::FORBIDDEN, "denied", "deny"),
         CallError::PolicyFailure(_) => (StatusCode::INTERNAL_SERVER_ERROR, "policy_error", "deny"),

@@ -4,12 +4,14 @@ pub mod admin;
 mod authorization;
 pub mod decisions;
 pub mod error;
+pub mod listener;
 pub mod mcp;
 mod policy_admin;
 pub mod revocations;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -63,9 +65,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let base_url = format!("http://{}", listener.local_addr()?);
-    axum::serve(listener, router(app, &base_url))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = listener::ConnectionLimits {
+        idle_timeout: Duration::from_millis(app.config.limits.idle_timeout_ms),
+        header_read_timeout: Duration::from_millis(app.config.limits.header_read_timeout_ms),
+        max_connections: app.config.limits.max_connections,
+    };
+    listener::serve(listener, router(app, &base_url), limits, shutdown).await
 }
 
 /// Refuses requests whose headers exceed the configured total size (431).
@@ -187,6 +192,8 @@ async fn healthz() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
+/// Public, for load balancers and probes: readiness and the names of failing checks only.
+/// Every detail (hashes, error texts, counts, upstream states) is for `/admin/status`.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let readiness = app.readiness();
     let status = if readiness.ready() {
@@ -196,7 +203,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     };
     (
         status,
-        axum::Json(json!({ "ready": readiness.ready(), "checks": readiness })),
+        axum::Json(json!({ "ready": readiness.ready(), "failing": readiness.failing() })),
     )
         .into_response()
 }
@@ -205,19 +212,36 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Reads a JSON body within the size and depth limits; also returns the body's bytes (empty
-/// if it could not be read): the policy reads decimal arguments from the text, not from a
-/// float.
+/// Reads a JSON body within the size, time and depth limits; also returns the body's bytes
+/// (empty if it could not be read): the policy reads decimal arguments from the text, not from
+/// a float.
 pub(crate) async fn read_json_text<T: for<'de> Deserialize<'de>>(
     app: &App,
     body: Body,
 ) -> (Bytes, Result<T, CallError>) {
-    let limit = app.config.limits.max_body_bytes;
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return (Bytes::new(), Err(CallError::PayloadTooLarge(limit)));
-    };
-    let parsed = parse_json(app, &bytes);
-    (bytes, parsed)
+    match read_body(app, body, app.config.limits.max_body_bytes).await {
+        Ok(bytes) => {
+            let parsed = parse_json(app, &bytes);
+            (bytes, parsed)
+        }
+        Err(e) => (Bytes::new(), Err(e)),
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes within `limits.body_read_timeout_ms`: a client
+/// that declares a large body and sends it slowly holds a connection no longer than that.
+pub(crate) async fn read_body(app: &App, body: Body, limit: usize) -> Result<Bytes, CallError> {
+    let deadline = app.config.limits.body_read_timeout_ms;
+    match tokio::time::timeout(
+        Duration::from_millis(deadline),
+        axum::body::to_bytes(body, limit),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(CallError::PayloadTooLarge(limit)),
+        Err(_) => Err(CallError::BodyTimeout(deadline)),
+    }
 }
 
 /// Parses a JSON body within the depth limit.

@@ -24,11 +24,9 @@ pub async fn create(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
         Err(response) => return response,
     };
     let bad = |message: String| super::error_with_id(&decision_id, &CallError::BadRequest(message));
-    let bytes: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    let bytes: Bytes = match super::read_body(&app, body, MAX_BODY_BYTES).await {
         Ok(b) => b,
-        Err(_) => {
-            return super::error_with_id(&decision_id, &CallError::PayloadTooLarge(MAX_BODY_BYTES));
-        }
+        Err(e) => return super::error_with_id(&decision_id, &e),
     };
     let request: RevocationRequest = match serde_json::from_slice(&bytes) {
         Ok(r) => r,

@@ -166,21 +166,38 @@ impl McpServer {
         };
         let message = match request.message {
             Ok(message) => message,
-            Err(CallError::PayloadTooLarge(limit)) => {
-                return self
-                    .refuse(
-                        app,
-                        &token,
-                        "payload_too_large",
-                        CallError::PayloadTooLarge(limit),
-                    )
+            // Recorded with the reason `/v1/...` records for the same body.
+            Err(error @ CallError::BadRequest(_)) => {
+                let detail = error.to_string();
+                let recorded = app
+                    .record_event(Event {
+                        endpoint: ENDPOINT,
+                        action: "mcp",
+                        token: Some(&token),
+                        allowed: false,
+                        stage: "request",
+                        reason: error.body_reason(),
+                        detail: Some(detail.clone()),
+                    })
                     .await;
+                return match recorded {
+                    Ok(decision_id) => Reply::Rejected {
+                        status: 400,
+                        message: error_response(
+                            Value::Null,
+                            codes::PARSE_ERROR,
+                            &format!("{detail} (decision {decision_id})"),
+                        ),
+                    },
+                    Err(error) => Reply::Failed {
+                        decision_id: None,
+                        error,
+                    },
+                };
             }
             Err(error) => {
-                return Reply::Rejected {
-                    status: 400,
-                    message: error_response(Value::Null, codes::PARSE_ERROR, &error.to_string()),
-                };
+                let reason = error.body_reason();
+                return self.refuse(app, &token, reason, error).await;
             }
         };
         let message = match Message::parse(message) {
@@ -561,6 +578,7 @@ fn call_reply(id: Value, response: CallResponse) -> Reply {
             error @ (CallError::Token(_)
             | CallError::InsufficientScope { .. }
             | CallError::PayloadTooLarge(_)
+            | CallError::BodyTimeout(_)
             | CallError::Audit(_)
             | CallError::StateUnavailable
             | CallError::TooManySessions

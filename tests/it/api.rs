@@ -520,7 +520,11 @@ async fn unwritable_log_fails_closed_with_503_and_recovers() {
     assert_eq!(reply.status, 503, "{:?}", reply.body);
     assert_eq!(reply.header("retry-after"), Some("1"));
     assert!(reply.header("x-toolgate-decision-id").is_none());
-    assert_eq!(app.get("/readyz", None).await.status, 503);
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(
+        (ready.status, ready.body),
+        (503, json!({ "ready": false, "failing": ["log_writable"] }))
+    );
     locker.execute_batch("ROLLBACK").unwrap();
     drop(locker);
 
@@ -564,8 +568,10 @@ async fn health_and_readiness() {
     );
     let ready = app.get("/readyz", None).await;
     assert_eq!(ready.status, 200);
-    assert_eq!(ready.body["checks"]["keys_loaded"], true);
-    assert_eq!(ready.body["checks"]["log_writable"], true);
+    assert_eq!(ready.body, json!({ "ready": true, "failing": [] }));
+    let status = app.status().await;
+    assert_eq!(status.body["checks"]["keys_loaded"], true);
+    assert_eq!(status.body["checks"]["log_writable"], true);
     app.stop().await;
 }
 

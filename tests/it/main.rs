@@ -13,6 +13,7 @@ mod corpus;
 mod determining_policies;
 mod dev_mode;
 mod dispatch;
+mod http_limits;
 mod mcp_server;
 mod mcp_upstream;
 mod policy;

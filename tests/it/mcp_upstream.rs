@@ -369,7 +369,7 @@ async fn upstream_tools_are_listed_by_policy_called_with_the_broker_credential_a
         .collect();
     assert_eq!(subjects, ["alice", "bob", "bob", "bob", "bob"]);
 
-    let ready = app.get("/readyz", None).await.body;
+    let ready = app.status().await.body;
     assert_eq!(ready["checks"]["upstreams"][0]["name"], "weather");
     assert_eq!(ready["checks"]["upstreams"][0]["connected"], true);
     assert_eq!(ready["checks"]["upstreams"][0]["skipped"], 1);
@@ -433,9 +433,9 @@ async fn an_unreachable_upstream_does_not_stop_the_broker_and_is_retried() {
     let app = broker(&url, "retry_interval_ms = 200", POLICIES).await;
     let reader = app.token("alice", "weather:use", &["weather-readers"]);
 
-    let ready = app.get("/readyz", None).await;
+    let ready = app.status().await;
     assert_eq!(
-        ready.status, 200,
+        ready.body["ready"], true,
         "an upstream that is down does not make the broker unready"
     );
     let status = &ready.body["checks"]["upstreams"][0];
@@ -488,8 +488,8 @@ async fn a_restart_while_the_upstream_is_down_registers_its_saved_listing() {
     })
     .await;
     let reader = app.token("alice", "weather:use", &["weather-readers"]);
-    let ready = app.get("/readyz", None).await;
-    assert_eq!(ready.status, 200);
+    let ready = app.status().await;
+    assert_eq!(ready.body["ready"], true);
     let status = &ready.body["checks"]["upstreams"][0];
     assert_eq!(status["connected"], false, "{status}");
     assert_eq!(status["from_saved_listing"], true, "{status}");
@@ -507,7 +507,7 @@ async fn a_restart_while_the_upstream_is_down_registers_its_saved_listing() {
     let _upstream = Upstream::start(false, Some(port));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ready = app.get("/readyz", None).await;
+        let ready = app.status().await;
         if ready.body["checks"]["upstreams"][0]["connected"] == true {
             assert_eq!(
                 ready.body["checks"]["upstreams"][0]["from_saved_listing"],
@@ -684,8 +684,8 @@ async fn github_mcp_server_tools_register_behind_the_broker_for_an_sdk_client() 
     .await;
 
     // Every definition is registered or skipped; none stops the broker.
-    let ready = app.get("/readyz", None).await;
-    assert_eq!(ready.status, 200, "{:?}", ready.body);
+    let ready = app.status().await;
+    assert_eq!(ready.body["ready"], true, "{:?}", ready.body);
     let status = &ready.body["checks"]["upstreams"][0];
     assert_eq!(status["connected"], true, "{status}");
     assert_eq!(status["tools"], typed.len(), "{status}");

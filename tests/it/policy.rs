@@ -332,7 +332,7 @@ async fn admin_reload_swaps_a_valid_set_and_rejects_an_invalid_one() {
     let app = TestApp::spawn().await;
     let admin = app.admin_token();
     assert_eq!(echo_status(&app).await, 200);
-    let before = app.get("/readyz", None).await.body["checks"]["policy_set_hash"].clone();
+    let before = app.status().await.body["checks"]["policy_set_hash"].clone();
 
     // Only admins may reload.
     let agent = app.token("agent", "toolgate:admin", &[]);
@@ -364,9 +364,16 @@ async fn admin_reload_swaps_a_valid_set_and_rejects_an_invalid_one() {
         "{message}"
     );
     // Still ready (the last good set serves), but the rejection is visible.
-    let ready = app.get("/readyz", None).await;
-    assert_eq!(ready.status, 200);
+    let ready = app.status().await;
+    assert_eq!(ready.body["ready"], true);
     assert_eq!(ready.body["checks"]["policies_valid"], false);
+    let public = app.get("/readyz", None).await;
+    assert_eq!(public.status, 200);
+    assert_eq!(
+        public.body,
+        json!({ "ready": true, "failing": ["policies_valid"] }),
+        "`/readyz` names the failing check and shows no detail"
+    );
     assert!(
         ready.body["checks"]["policy_error"]
             .as_str()
@@ -402,7 +409,7 @@ async fn admin_reload_swaps_a_valid_set_and_rejects_an_invalid_one() {
     let fixed = app.post("/admin/policies/reload", &admin).await;
     assert_eq!(fixed.status, 200);
     assert_eq!(fixed.body["policy_set_hash"], before);
-    let ready = app.get("/readyz", None).await;
+    let ready = app.status().await;
     assert_eq!(ready.body["checks"]["policies_valid"], true);
     assert_eq!(ready.body["checks"]["policy_error"], Value::Null);
     assert_eq!(echo_status(&app).await, 200);
@@ -481,11 +488,11 @@ async fn concurrent_requests_during_swaps_get_consistent_answers() {
     }
 }
 
-/// Polls `/readyz` until `check` holds (the watcher acts on its own schedule).
+/// Polls `/admin/status` until `check` holds (the watcher acts on its own schedule).
 async fn wait_for_readiness(app: &TestApp, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let body = app.get("/readyz", None).await.body;
+        let body = app.status().await.body;
         if check(&body["checks"]) {
             return body;
         }

@@ -351,6 +351,11 @@ backend = {{ kind = "http", url = "{dead}down" }}
         self.sign(&claims)
     }
 
+    /// `GET /admin/status` with an admin token: the readiness checks in detail.
+    pub async fn status(&self) -> Reply {
+        self.get("/admin/status", Some(&self.admin_token())).await
+    }
+
     /// `POST` a path with a token and an empty body.
     pub async fn post(&self, path: &str, token: &str) -> Reply {
         let request = self.client.post(self.url(path)).bearer_auth(token);
