@@ -214,8 +214,11 @@ impl AuditLog {
         if let Some(dir) = options.path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| AuditError::Unavailable(e.to_string()))?;
+            crate::private_files::create_dir(dir)
+                .map_err(|e| AuditError::Unavailable(e.to_string()))?;
         }
+        crate::private_files::secure_sqlite_file(&options.path)
+            .map_err(|e| AuditError::Unavailable(e.to_string()))?;
         let mut conn = open_connection(&options, true)?;
         let head = chain_head(&conn)?;
         let covered =

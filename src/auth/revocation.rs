@@ -179,8 +179,10 @@ impl RevocationStore {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| db_error(&e))?;
+            // The state directory: owner-only, like everything in it.
+            crate::private_files::secure_dir(dir).map_err(|e| db_error(&e))?;
         }
+        crate::private_files::secure_sqlite_file(path).map_err(|e| db_error(&e))?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -203,6 +205,7 @@ impl RevocationStore {
                 .and_then(|db| std::fs::set_permissions(&marker, db.permissions()))
                 .map_err(marker_error)?;
         }
+        crate::private_files::secure_file(&marker).map_err(marker_error)?;
         let store = Self {
             path: path.to_owned(),
             conn: Mutex::new(conn),

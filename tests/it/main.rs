@@ -16,5 +16,6 @@ mod python;
 mod replay;
 mod revocation;
 mod rotation;
+mod state_modes;
 mod support;
 mod tokens;
