@@ -133,8 +133,7 @@ pub fn archive(
         .collect();
     let seal = checkpoint::sign(key, &anchor, "archive").map_err(io)?;
     for cp in old.iter().chain(std::iter::once(&seal)) {
-        let line = serde_json::json!({ "checkpoint": cp });
-        writeln!(writer, "{line}").map_err(io)?;
+        writeln!(writer, "{}", checkpoint::jsonl_line(cp)).map_err(io)?;
     }
     let file = writer.into_inner().map_err(io)?;
     file.sync_all().map_err(io)?;
