@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod lookup;
 pub mod query;
 pub mod record;
+pub mod repair;
 pub mod storage;
 pub mod verify;
 
@@ -94,6 +95,9 @@ pub enum AuditError {
     /// The record did not commit in time.
     #[error("decision log did not commit in time")]
     Timeout,
+    /// The end of the chain is damaged: the broker will not write onto it.
+    #[error("decision log damaged: {0}")]
+    Damaged(String),
 }
 
 /// Settings of the decision log.
@@ -220,6 +224,7 @@ impl AuditLog {
         crate::private_files::secure_sqlite_file(&options.path)
             .map_err(|e| AuditError::Unavailable(e.to_string()))?;
         let mut conn = open_connection(&options, true)?;
+        repair::refuse_damaged(&conn, &options.path)?;
         let head = chain_head(&conn)?;
         let covered =
             lookup::prepare(&mut conn).map_err(|e| AuditError::Unavailable(e.to_string()))?;

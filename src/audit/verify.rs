@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::checkpoint::{self, StoredCheckpoint};
 use super::query::{LogLine, LoggedRecord};
+use super::repair::{self, Cut};
 use super::{GENESIS_HASH, Head, chain_hash};
 use crate::audit::DecisionRecord;
 
@@ -88,6 +89,20 @@ pub enum VerifyError {
         /// The checkpoint's record.
         seq: i64,
     },
+    /// The SQLite file is shorter than its header declares: its end was cut off (its
+    /// missing pages read as zeros, so the records there no longer hash).
+    #[error(
+        "the log file was truncated: it has {actual} of the {declared} bytes its header declares{}",
+        .seq.map(|s| format!(", and the chain breaks at record {s}")).unwrap_or_default()
+    )]
+    FileTruncated {
+        /// Bytes the header declares.
+        declared: u64,
+        /// Bytes the file has.
+        actual: u64,
+        /// The first record that fails, if one does.
+        seq: Option<i64>,
+    },
     /// A checkpoint does not match the chain, or its signature does not verify.
     #[error("checkpoint at record {seq} ({reason}): {problem}")]
     Checkpoint {
@@ -107,6 +122,26 @@ pub enum VerifyError {
     },
 }
 
+impl VerifyError {
+    /// The first record from which the chain cannot be trusted, when the problem is in the
+    /// records themselves (not in a checkpoint, the anchor or the lookup table).
+    pub fn first_bad_seq(&self) -> Option<i64> {
+        match self {
+            Self::Edited { seq }
+            | Self::Link { seq, .. }
+            | Self::Order { seq, .. }
+            | Self::Column { seq, .. }
+            | Self::Malformed { seq, .. } => Some(*seq),
+            Self::FileTruncated { seq, .. } => *seq,
+            Self::Missing { from, .. } => Some(*from),
+            Self::Truncated { last, .. } => Some(last + 1),
+            Self::Read(_) | Self::Lookup { .. } | Self::Checkpoint { .. } | Self::Anchor { .. } => {
+                None
+            }
+        }
+    }
+}
+
 /// What a successful verification covered.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
@@ -124,6 +159,10 @@ pub struct VerifyReport {
     pub signatures_checked: bool,
     /// Checkpoints about records archived before the anchor (not checkable here).
     pub checkpoints_before_anchor: usize,
+    /// Records cut by `serve --repair-log`, as the repair records declare them.
+    pub cuts: Vec<Cut>,
+    /// Checkpoints about records a repair cut (signatures checked, hashes not checkable).
+    pub checkpoints_cut: usize,
     /// The lookup table's indexes that are missing. Not a verification failure: queries
     /// answer without them, more slowly, and the broker recreates them when it next opens the
     /// log. Always empty for a JSONL source.
@@ -222,7 +261,8 @@ pub fn verify_db(path: &Path, keys: Option<&JwkSet>) -> Result<VerifyReport, Ver
         seq: 0,
         hash: GENESIS_HASH.to_owned(),
     });
-    let mut report = verify_rows(start, required_anchor, rows, &checkpoints, keys)?;
+    let mut report = verify_rows(start, required_anchor, rows, &checkpoints, keys)
+        .map_err(|e| repair::explain(path, e))?;
     // The rows' columns match their records (checked above); the lookup rows must match them.
     if let Some(seq) = super::lookup::first_mismatch(&conn).map_err(read_err)? {
         return Err(VerifyError::Lookup { seq });
@@ -293,6 +333,7 @@ pub fn verify_rows(
         .collect();
     let mut prev = start.clone();
     let mut count = 0u64;
+    let mut cuts: Vec<Cut> = Vec::new();
     for row in rows {
         let row = row?;
         if row.seq <= prev.seq {
@@ -302,10 +343,17 @@ pub fn verify_rows(
             });
         }
         if row.seq > prev.seq + 1 {
-            return Err(VerifyError::Missing {
-                from: prev.seq + 1,
-                to: row.seq - 1,
-            });
+            // Only a repair record may follow a gap, and only the one it declares; it must
+            // still link to the record before the gap (checked below).
+            match repair::declared_cut(row.seq, &row.record) {
+                Some(cut) if cut.from == prev.seq + 1 && cut.to == row.seq - 1 => cuts.push(cut),
+                _ => {
+                    return Err(VerifyError::Missing {
+                        from: prev.seq + 1,
+                        to: row.seq - 1,
+                    });
+                }
+            }
         }
         if chain_hash(&row.prev_hash, &row.record) != row.hash {
             return Err(VerifyError::Edited { seq: row.seq });
@@ -329,6 +377,7 @@ pub fn verify_rows(
 
     let mut matched = 0;
     let mut before_anchor = 0;
+    let mut checkpoints_cut = 0;
     let mut anchor_covered = !anchored;
     for cp in checkpoints {
         let fail = |problem: String| VerifyError::Checkpoint {
@@ -341,6 +390,10 @@ pub fn verify_rows(
         }
         if cp.seq < start.seq {
             before_anchor += 1;
+            continue;
+        }
+        if cuts.iter().any(|c| (c.from..=c.to).contains(&cp.seq)) {
+            checkpoints_cut += 1;
             continue;
         }
         if cp.seq == start.seq {
@@ -377,6 +430,8 @@ pub fn verify_rows(
         checkpoints: matched,
         signatures_checked: keys.is_some(),
         checkpoints_before_anchor: before_anchor,
+        cuts,
+        checkpoints_cut,
         missing_lookup_indexes: Vec::new(),
     })
 }

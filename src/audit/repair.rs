@@ -1,0 +1,315 @@
+//! The damaged end of the log: checked when the broker opens the log (it refuses to write onto
+//! a chain it cannot extend), cut only on the operator's explicit `serve --repair-log`, which
+//! records the cut as a record of its own so that `log verify` shows it. The rule is in
+//! `docs/decision-log.md` ("A damaged log").
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde_json::json;
+
+use super::checkpoint::{self, StoredCheckpoint};
+use super::verify::{self, ChainRow, VerifyError};
+use super::{AuditError, DecisionRecord, Head, Verdict, chain_hash, now_ms};
+use crate::signing::SigningKey;
+
+/// The `tool` of a repair record (an operator action, like the admin API's `admin:*`).
+pub const REPAIR_TOOL: &str = "admin:repair_log";
+
+/// The `reason` of a repair record.
+pub const REPAIR_REASON: &str = "log_repaired";
+
+/// Records cut by a repair, as its record declares them: `from..=to`, which the records
+/// around it no longer link over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cut {
+    /// First record cut.
+    pub from: i64,
+    /// Last record cut.
+    pub to: i64,
+    /// The repair record's own sequence number.
+    pub at: i64,
+    /// What was wrong, as the check reported it.
+    pub cause: String,
+}
+
+/// The cut a record declares, if it is a repair record.
+pub fn declared_cut(seq: i64, record_json: &str) -> Option<Cut> {
+    let record: DecisionRecord = serde_json::from_str(record_json).ok()?;
+    if record.reason != REPAIR_REASON || record.tool.as_deref() != Some(REPAIR_TOOL) {
+        return None;
+    }
+    let arguments = record.arguments?;
+    Some(Cut {
+        from: arguments.get("cut_from")?.as_i64()?,
+        to: arguments.get("cut_to")?.as_i64()?,
+        at: seq,
+        cause: arguments.get("cause")?.as_str()?.to_owned(),
+    })
+}
+
+/// How much shorter the SQLite file at `path` is than its header declares, as (declared,
+/// actual) bytes; `None` when it is not (or the header cannot tell). A file cut short reads
+/// its missing pages as zeros, so SQLite's own integrity check passes: only this tells a
+/// truncated file from edited records. Meaningful when no writer is extending the file.
+pub fn file_shortfall(path: &Path) -> Option<(u64, u64)> {
+    use std::io::Read;
+    let mut header = [0u8; 100];
+    let mut file = std::fs::File::open(path).ok()?;
+    file.read_exact(&mut header).ok()?;
+    let actual = file.metadata().ok()?.len();
+    let be32 = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    // The page count is valid only when written by the same change as the change counter.
+    if be32(24) != be32(92) {
+        return None;
+    }
+    let declared = u64::from(be32(28)) * page_size;
+    (actual < declared).then_some((declared, actual))
+}
+
+/// Names a file truncation as such when the chain fails on a file cut short.
+pub fn explain(path: &Path, error: VerifyError) -> VerifyError {
+    match (file_shortfall(path), error.first_bad_seq()) {
+        (Some((declared, actual)), Some(seq)) => VerifyError::FileTruncated {
+            declared,
+            actual,
+            seq: Some(seq),
+        },
+        _ => error,
+    }
+}
+
+/// Walks every record from the anchor, checking every checkpoint's hash (not signatures).
+fn walk_all(conn: &Connection) -> Result<(), VerifyError> {
+    let read = |e: rusqlite::Error| VerifyError::Read(e.to_string());
+    let start = anchor(conn).map_err(read)?;
+    let checkpoints = checkpoint::load_all(conn).map_err(read)?;
+    let rows = read_rows(conn, start.seq + 1).map_err(read)?;
+    verify::verify_rows(start, false, rows.into_iter().map(Ok), &checkpoints, None).map(|_| ())
+}
+
+fn read_rows(conn: &Connection, from: i64) -> rusqlite::Result<Vec<ChainRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, prev_hash, hash, record FROM decisions WHERE seq >= ?1 ORDER BY seq",
+    )?;
+    stmt.query_map([from], |r| {
+        Ok(ChainRow {
+            seq: r.get(0)?,
+            prev_hash: r.get(1)?,
+            hash: r.get(2)?,
+            record: r.get(3)?,
+            columns: None,
+        })
+    })?
+    .collect()
+}
+
+fn anchor(conn: &Connection) -> rusqlite::Result<Head> {
+    super::chain_head_from_anchor(conn)
+}
+
+/// Checks the end of the chain before the broker writes onto it: from the newest checkpoint's
+/// record forward (or from the anchor when there is none), every record must hash and link,
+/// and no checkpoint may cover a record that is gone. A file shorter than its header says is
+/// damaged wherever its lost pages were (SQLite fills a page from its end, so the last bytes
+/// may hold older records): refused, naming the first broken record of a full walk.
+/// Signatures are `log verify`'s job.
+pub fn check_tail(conn: &Connection, path: &Path) -> Result<(), VerifyError> {
+    if let Some((declared, actual)) = file_shortfall(path) {
+        return Err(VerifyError::FileTruncated {
+            declared,
+            actual,
+            seq: walk_all(conn).err().and_then(|e| e.first_bad_seq()),
+        });
+    }
+    let read = |e: rusqlite::Error| VerifyError::Read(e.to_string());
+    let start = anchor(conn).map_err(read)?;
+    let checkpoints: Vec<StoredCheckpoint> =
+        checkpoint::load_range(conn, start.seq, i64::MAX).map_err(read)?;
+    let newest = checkpoints.iter().map(|c| c.seq).max();
+    let from_row = match newest {
+        Some(seq) => conn
+            .query_row(
+                "SELECT prev_hash FROM decisions WHERE seq = ?1",
+                [seq],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(read)?
+            .map(|prev_hash| Head {
+                seq: seq - 1,
+                hash: prev_hash,
+            }),
+        None => None,
+    };
+    // Without the newest checkpoint's record (cut by a repair, or gone), walk from the anchor.
+    let start = from_row.unwrap_or(start);
+    let rows = read_rows(conn, start.seq + 1).map_err(read)?;
+    let relevant: Vec<StoredCheckpoint> = checkpoints
+        .into_iter()
+        .filter(|c| c.seq > start.seq)
+        .collect();
+    verify::verify_rows(start, false, rows.into_iter().map(Ok), &relevant, None).map(|_| ())
+}
+
+/// What a repair cut.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepairReport {
+    /// The cut, as its record declares it.
+    pub cut: Cut,
+    /// Records that were present and were deleted (the rest of the cut was already gone).
+    pub deleted: u64,
+}
+
+/// Why a repair was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairError {
+    /// The damage is not a broken tail (a forged or rewritten history): cutting would launder
+    /// it.
+    #[error("refusing to repair, this is not a damaged end of the log: {0}")]
+    NotATail(VerifyError),
+    /// Reading or writing the log failed.
+    #[error("repair failed: {0}")]
+    Io(String),
+}
+
+fn io(e: impl std::fmt::Display) -> RepairError {
+    RepairError::Io(e.to_string())
+}
+
+/// `serve --repair-log`: walks the whole chain and, if it breaks, deletes every record from
+/// the first bad one to the end, then appends a repair record declaring the cut (linked to the
+/// last good record) and a signed checkpoint of it, in one transaction. `None` when the chain
+/// is whole.
+pub fn repair(path: &Path, key: &SigningKey) -> Result<Option<RepairReport>, RepairError> {
+    // A file cut short gets its lost bytes back as the zeros SQLite read there anyway, so that
+    // it is whole again once the records they held are cut.
+    let shortfall = file_shortfall(path);
+    if let Some((declared, _)) = shortfall {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io)?;
+        file.set_len(declared).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
+    let mut conn = Connection::open(path).map_err(io)?;
+    let error = match (walk_all(&conn), shortfall) {
+        (Ok(()), _) => return Ok(None),
+        (Err(e), Some((declared, actual))) => VerifyError::FileTruncated {
+            declared,
+            actual,
+            seq: e.first_bad_seq(),
+        },
+        (Err(e), None) => e,
+    };
+    let Some(from) = error.first_bad_seq() else {
+        return Err(RepairError::NotATail(error));
+    };
+    let last_row: i64 = conn
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM decisions", [], |r| {
+            r.get(0)
+        })
+        .map_err(io)?;
+    let last_checkpoint: i64 = conn
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM checkpoints", [], |r| {
+            r.get(0)
+        })
+        .map_err(io)?;
+    let to = last_row.max(last_checkpoint).max(from);
+    let good = match conn
+        .query_row(
+            "SELECT seq, hash FROM decisions WHERE seq = ?1",
+            [from - 1],
+            |r| {
+                Ok(Head {
+                    seq: r.get(0)?,
+                    hash: r.get(1)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(io)?
+    {
+        Some(head) => head,
+        None => {
+            let anchor = anchor(&conn).map_err(io)?;
+            if anchor.seq != from - 1 {
+                return Err(RepairError::NotATail(error));
+            }
+            anchor
+        }
+    };
+    let cause = error.to_string();
+    let mut record = DecisionRecord::new(
+        uuid::Uuid::now_v7().to_string(),
+        String::new(),
+        "admin",
+        now_ms(),
+    );
+    record.request_id = record.decision_id.clone();
+    record.stage = "admin".to_owned();
+    record.reason = REPAIR_REASON.to_owned();
+    record.decision = Verdict::Allow;
+    record.tool = Some(REPAIR_TOOL.to_owned());
+    record.arguments = Some(json!({ "cut_from": from, "cut_to": to, "cause": cause }));
+    record.detail = Some(format!(
+        "records {from} to {to} cut by `serve --repair-log`: {cause}"
+    ));
+    let text = serde_json::to_string(&record).map_err(io)?;
+    let seq = to + 1;
+    let hash = chain_hash(&good.hash, &text);
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(io)?;
+    let deleted = tx
+        .execute("DELETE FROM decisions WHERE seq >= ?1", [from])
+        .map_err(io)?;
+    super::lookup::forget_from(&tx, from).map_err(io)?;
+    tx.execute(
+        "INSERT INTO decisions (seq, decision_id, kind, time_ms, stage, reason, decision, subject, tool, record, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9, ?10, ?11)",
+        params![
+            seq,
+            record.decision_id,
+            record.kind.as_str(),
+            record.time_ms,
+            record.stage,
+            record.reason,
+            record.decision.as_str(),
+            record.tool,
+            text,
+            good.hash,
+            hash,
+        ],
+    )
+    .map_err(io)?;
+    checkpoint::store(&tx, key, &Head { seq, hash }, "repair").map_err(io)?;
+    tx.commit().map_err(io)?;
+    let cut = Cut {
+        from,
+        to,
+        at: seq,
+        cause,
+    };
+    Ok(Some(RepairReport {
+        cut,
+        deleted: deleted as u64,
+    }))
+}
+
+/// Opening the log: refuse one whose end is damaged.
+pub(crate) fn refuse_damaged(conn: &Connection, path: &Path) -> Result<(), AuditError> {
+    check_tail(conn, path).map_err(|e| {
+        AuditError::Damaged(format!(
+            "{e}; nothing was written to it; keep a copy of the file, check it with `toolgate log verify`, then start once with `toolgate serve --repair-log` to cut the damaged records (the cut is recorded in the log)"
+        ))
+    })
+}
