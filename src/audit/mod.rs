@@ -21,7 +21,7 @@ pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, params};
@@ -163,6 +163,8 @@ pub struct AuditLog {
     tx: mpsc::Sender<Job>,
     healthy: Arc<AtomicBool>,
     path: PathBuf,
+    /// Outcome records that could not be written since start (see [`Self::append_outcome`]).
+    lost_outcomes: Arc<AtomicU64>,
 }
 
 /// Joins the writer thread when dropped last, after the queue drains.
@@ -263,6 +265,7 @@ impl AuditLog {
                 tx,
                 healthy,
                 path: options.path,
+                lost_outcomes: Arc::default(),
             },
             AuditWriterHandle {
                 thread: Some(thread),
@@ -285,6 +288,22 @@ impl AuditLog {
             Ok(result) => result,
             Err(_) => Err(AuditError::Timeout),
         }
+    }
+
+    /// Appends the outcome record of a dispatched call. The call has happened, so a failure
+    /// cannot undo it: it is counted (see [`Self::lost_outcomes`]), and `log verify` lists
+    /// the allow record left without an outcome.
+    pub async fn append_outcome(&self, record: &DecisionRecord) -> Result<(), AuditError> {
+        let result = self.append(record).await;
+        if result.is_err() {
+            self.lost_outcomes.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Outcome records that could not be written since the broker started.
+    pub fn lost_outcomes(&self) -> u64 {
+        self.lost_outcomes.load(Ordering::Relaxed)
     }
 
     /// Whether the last write succeeded.

@@ -14,7 +14,7 @@ use super::checkpoint::{self, StoredCheckpoint};
 use super::query::{LogLine, LoggedRecord};
 use super::repair::{self, Cut};
 use super::{GENESIS_HASH, Head, chain_hash};
-use crate::audit::DecisionRecord;
+use crate::audit::{DecisionRecord, RecordKind, Verdict};
 
 /// Why a log fails verification. The first problem found is reported.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -163,11 +163,61 @@ pub struct VerifyReport {
     pub cuts: Vec<Cut>,
     /// Checkpoints about records a repair cut (signatures checked, hashes not checkable).
     pub checkpoints_cut: usize,
+    /// Allow records of dispatched calls (`invoke`, MCP `tools/call`) with no outcome record
+    /// after them, oldest first: the outcome could not be written (the call did happen), or
+    /// the call was still in flight when the log was read. Not a verification failure.
+    pub without_outcome: Vec<Unmatched>,
     /// The lookup table's indexes that are missing. Not a verification failure: queries
     /// answer without them, more slowly, and the broker recreates them when it next opens the
     /// log. Always empty for a JSONL source.
     pub missing_lookup_indexes: Vec<String>,
 }
+
+/// An allow record of a dispatched call that no outcome record follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unmatched {
+    /// The allow record.
+    pub seq: i64,
+    /// Its decision id.
+    pub decision_id: String,
+}
+
+/// Pairs each dispatched allow with its outcome record during the walk. Only unmatched allows
+/// are held: in-flight calls and lost outcomes.
+#[derive(Default)]
+struct Outcomes {
+    pending: BTreeMap<String, i64>,
+}
+
+impl Outcomes {
+    fn see(&mut self, seq: i64, record: &DecisionRecord) {
+        match record.kind {
+            RecordKind::Decision
+                if record.decision == Verdict::Allow
+                    && DISPATCHING_ENDPOINTS.contains(&record.endpoint.as_str()) =>
+            {
+                self.pending.insert(record.decision_id.clone(), seq);
+            }
+            RecordKind::Dispatch => {
+                self.pending.remove(&record.decision_id);
+            }
+            RecordKind::Decision => {}
+        }
+    }
+
+    fn missing(self) -> Vec<Unmatched> {
+        let mut missing: Vec<Unmatched> = self
+            .pending
+            .into_iter()
+            .map(|(decision_id, seq)| Unmatched { seq, decision_id })
+            .collect();
+        missing.sort_by_key(|u| u.seq);
+        missing
+    }
+}
+
+/// Endpoints whose allow decisions are followed by a dispatch (`authorize` only answers).
+const DISPATCHING_ENDPOINTS: &[&str] = &["invoke", "mcp"];
 
 /// One row as read from the log, with the index columns when the source has them.
 #[derive(Debug, Clone)]
@@ -334,6 +384,7 @@ pub fn verify_rows(
     let mut prev = start.clone();
     let mut count = 0u64;
     let mut cuts: Vec<Cut> = Vec::new();
+    let mut outcomes = Outcomes::default();
     for row in rows {
         let row = row?;
         if row.seq <= prev.seq {
@@ -364,7 +415,8 @@ pub fn verify_rows(
                 prev: prev.seq,
             });
         }
-        check_columns(&row)?;
+        let record = check_columns(&row)?;
+        outcomes.see(row.seq, &record);
         if let Some(slot) = wanted.get_mut(&row.seq) {
             *slot = Some(row.hash.clone());
         }
@@ -432,18 +484,20 @@ pub fn verify_rows(
         checkpoints_before_anchor: before_anchor,
         cuts,
         checkpoints_cut,
+        without_outcome: outcomes.missing(),
         missing_lookup_indexes: Vec::new(),
     })
 }
 
-fn check_columns(row: &ChainRow) -> Result<(), VerifyError> {
+/// Parses the row's record and checks its index columns against it.
+fn check_columns(row: &ChainRow) -> Result<DecisionRecord, VerifyError> {
     let record: DecisionRecord =
         serde_json::from_str(&row.record).map_err(|e| VerifyError::Malformed {
             seq: row.seq,
             message: e.to_string(),
         })?;
     let Some(c) = &row.columns else {
-        return Ok(());
+        return Ok(record);
     };
     let column = |column: &'static str| VerifyError::Column {
         seq: row.seq,
@@ -473,5 +527,5 @@ fn check_columns(row: &ChainRow) -> Result<(), VerifyError> {
     if c.tool != record.tool {
         return Err(column("tool"));
     }
-    Ok(())
+    Ok(record)
 }

@@ -241,6 +241,25 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
                         },
                         report.head_hash
                     );
+                    if !report.without_outcome.is_empty() {
+                        // Bounded: the full list is in the log itself.
+                        let shown: Vec<String> = report
+                            .without_outcome
+                            .iter()
+                            .take(20)
+                            .map(|u| format!("record {} ({})", u.seq, u.decision_id))
+                            .collect();
+                        println!(
+                            "note: {} dispatched calls have no outcome record (it could not be written, or the call was in flight): {}{}",
+                            report.without_outcome.len(),
+                            shown.join(", "),
+                            if report.without_outcome.len() > shown.len() {
+                                ", ..."
+                            } else {
+                                ""
+                            }
+                        );
+                    }
                     for cut in &report.cuts {
                         println!(
                             "note: records {} to {} were cut by `serve --repair-log` (record {}): {}",

@@ -57,6 +57,7 @@ async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         "ready": readiness.ready(),
         "checks": readiness,
         "tools": app.tools().len(),
+        "dispatch_outcomes_unrecorded": app.audit.lost_outcomes(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
     .into_response()

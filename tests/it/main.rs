@@ -8,6 +8,7 @@ mod audit_lookup;
 mod cli;
 mod corpus;
 mod dispatch;
+mod dispatch_outcome;
 mod log_damage;
 mod log_export;
 mod mcp_server;
