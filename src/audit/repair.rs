@@ -76,7 +76,11 @@ pub fn file_shortfall(path: &Path) -> Option<(u64, u64)> {
 
 /// Names a file truncation as such when the chain fails on a file cut short.
 pub fn explain(path: &Path, error: VerifyError) -> VerifyError {
-    match (file_shortfall(path), error.first_bad_seq()) {
+    explain_shortfall(file_shortfall(path), error)
+}
+
+fn explain_shortfall(shortfall: Option<(u64, u64)>, error: VerifyError) -> VerifyError {
+    match (shortfall, error.first_bad_seq()) {
         (Some((declared, actual)), Some(seq)) => VerifyError::FileTruncated {
             declared,
             actual,
@@ -117,17 +121,22 @@ fn anchor(conn: &Connection) -> rusqlite::Result<Head> {
 
 /// Checks the end of the chain before the broker writes onto it: from the newest checkpoint's
 /// record forward (or from the anchor when there is none), every record must hash and link,
-/// and no checkpoint may cover a record that is gone. A file shorter than its header says is
-/// damaged wherever its lost pages were (SQLite fills a page from its end, so the last bytes
-/// may hold older records): refused, naming the first broken record of a full walk.
-/// Signatures are `log verify`'s job.
+/// and no checkpoint may cover a record that is gone. Signatures are `log verify`'s job.
+///
+/// A file shorter than its header says may have lost records anywhere on its last pages
+/// (SQLite fills a page from its end, so the last bytes hold a page's oldest cells): then the
+/// whole chain is walked. A crash during a WAL checkpoint can also leave the file short while
+/// the WAL still holds the missing pages; the walk reads through the WAL and passes then.
 pub fn check_tail(conn: &Connection, path: &Path) -> Result<(), VerifyError> {
-    if let Some((declared, actual)) = file_shortfall(path) {
-        return Err(VerifyError::FileTruncated {
-            declared,
-            actual,
-            seq: walk_all(conn).err().and_then(|e| e.first_bad_seq()),
-        });
+    if let Some(shortfall) = file_shortfall(path) {
+        walk_all(conn).map_err(|e| explain_shortfall(Some(shortfall), e))?;
+        tracing::warn!(
+            path = %path.display(),
+            declared = shortfall.0,
+            actual = shortfall.1,
+            "the decision log file is shorter than its header says, but its chain is whole; check it with `toolgate log verify`"
+        );
+        return Ok(());
     }
     let read = |e: rusqlite::Error| VerifyError::Read(e.to_string());
     let start = anchor(conn).map_err(read)?;
@@ -201,14 +210,9 @@ pub fn repair(path: &Path, key: &SigningKey) -> Result<Option<RepairReport>, Rep
         file.sync_all().map_err(io)?;
     }
     let mut conn = Connection::open(path).map_err(io)?;
-    let error = match (walk_all(&conn), shortfall) {
-        (Ok(()), _) => return Ok(None),
-        (Err(e), Some((declared, actual))) => VerifyError::FileTruncated {
-            declared,
-            actual,
-            seq: e.first_bad_seq(),
-        },
-        (Err(e), None) => e,
+    let error = match walk_all(&conn) {
+        Ok(()) => return Ok(None),
+        Err(e) => explain_shortfall(shortfall, e),
     };
     let Some(from) = error.first_bad_seq() else {
         return Err(RepairError::NotATail(error));

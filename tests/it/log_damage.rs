@@ -167,3 +167,41 @@ async fn a_truncated_log_refuses_to_start_until_repaired_and_the_cut_is_recorded
     assert_eq!(code, Some(0), "{report}");
     drop(kept);
 }
+
+/// An edited chain head (an acknowledged record whose hash no longer matches) refuses too, in
+/// process: the check recomputes the head, not only the file's length.
+#[tokio::test]
+async fn an_edited_head_refuses_to_open() {
+    let app = TestApp::spawn().await;
+    let token = app.token("agent", "", &[]);
+    let reply = app
+        .invoke(Some(&token), "demo___echo", json!({ "message": "hi" }))
+        .await;
+    assert_eq!(reply.status, 200);
+    let config = app.config_path();
+    let db = app.db_path();
+    let kept = app.stop_keep().await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let head: i64 = conn
+        .query_row("SELECT MAX(seq) FROM decisions", [], |r| r.get(0))
+        .unwrap();
+    conn.execute(
+        "UPDATE decisions SET record = replace(record, '\"time_ms\":', '\"time_ms\": ') WHERE seq = ?1",
+        [head],
+    )
+    .unwrap();
+    drop(conn);
+
+    let config = toolgate::config::Config::load(&config).unwrap();
+    let error = match toolgate::server::build(config, None) {
+        Ok(_) => panic!("the broker opened a log whose head is damaged"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        error.contains(&format!(
+            "decision log damaged: record {head}: content does not match its hash"
+        )) && error.contains("--repair-log"),
+        "{error}"
+    );
+    drop(kept);
+}
