@@ -755,17 +755,20 @@ leeway_seconds = 10
 
     #[cfg(unix)]
     #[test]
-    fn a_new_marker_gets_the_database_files_permissions() {
+    fn a_new_marker_gets_the_database_files_owner_only_permissions() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         drop(RevocationStore::open(&path).unwrap());
         let marker = revocation_view::marker_path(&path);
         std::fs::remove_file(&marker).unwrap();
+        // The state database holds subjects and `jti`s: a group-writable one is restricted to
+        // its owner at open, and the new marker follows it.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
         drop(RevocationStore::open(&path).unwrap());
-        let mode = std::fs::metadata(&marker).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o660);
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&marker), 0o600);
     }
 
     #[test]
