@@ -89,3 +89,73 @@ async fn log_archive_files_are_owner_only() {
     assert_eq!(mode(&out), 0o600);
     app.stop().await;
 }
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// `serve --dev` (the real binary, on a copy of the repository's dev config) creates the same
+/// owner-only state, its dev issuer key included.
+#[tokio::test]
+async fn dev_mode_state_is_owner_only() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = crate::support::repo();
+    std::fs::copy(repo.join("toolgate.toml"), dir.path().join("toolgate.toml")).unwrap();
+    copy_tree(&repo.join("policies"), &dir.path().join("policies"));
+    copy_tree(&repo.join("schemas"), &dir.path().join("schemas"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(["--log-format", "json", "serve", "--dev", "--config"])
+        .arg(dir.path().join("toolgate.toml"))
+        .env("TOOLGATE__SERVER__LISTEN", "\"127.0.0.1:0\"")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        let listening = line.contains("toolgate listening");
+        seen.push(line);
+        if listening {
+            break;
+        }
+    }
+    let state = dir.path().join(".toolgate");
+    // Read before the child is stopped, asserted after, so a failure never leaves it running.
+    let mut modes = vec![(
+        "state",
+        std::fs::metadata(&state).map(|m| m.permissions().mode() & 0o777),
+    )];
+    for name in [
+        "decisions.db",
+        "state.db",
+        "state.revocations",
+        "dev-issuer-ed25519.pk8",
+    ] {
+        let found = std::fs::metadata(state.join(name)).map(|m| m.permissions().mode() & 0o777);
+        modes.push((name, found));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        seen.last()
+            .is_some_and(|l| l.contains("toolgate listening")),
+        "{seen:?}"
+    );
+    for (name, found) in modes {
+        let wanted = if name == "state" { 0o700 } else { 0o600 };
+        assert_eq!(found.unwrap(), wanted, "{name}");
+    }
+}
