@@ -66,7 +66,18 @@ fn restrict(path: &Path, wanted: u32) -> std::io::Result<()> {
     if mode & 0o077 == 0 {
         return Ok(());
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & wanted))?;
+    // A file the broker may not change (a read-only mount of a key, say) is used as it is:
+    // refusing to start would not make it any less readable.
+    let restricted = std::fs::Permissions::from_mode(mode & wanted);
+    if let Err(e) = std::fs::set_permissions(path, restricted) {
+        tracing::warn!(
+            path = %path.display(),
+            mode = %format!("{mode:o}"),
+            error = %e,
+            "the broker's state is open to other users and could not be restricted"
+        );
+        return Ok(());
+    }
     tracing::warn!(
         path = %path.display(),
         was = %format!("{mode:o}"),
