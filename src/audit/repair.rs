@@ -90,29 +90,39 @@ fn explain_shortfall(shortfall: Option<(u64, u64)>, error: VerifyError) -> Verif
     }
 }
 
-/// Walks every record from the anchor, checking every checkpoint's hash (not signatures).
-fn walk_all(conn: &Connection) -> Result<(), VerifyError> {
-    let read = |e: rusqlite::Error| VerifyError::Read(e.to_string());
-    let start = anchor(conn).map_err(read)?;
-    let checkpoints = checkpoint::load_all(conn).map_err(read)?;
-    let rows = read_rows(conn, start.seq + 1).map_err(read)?;
-    verify::verify_rows(start, false, rows.into_iter().map(Ok), &checkpoints, None).map(|_| ())
+fn read(e: rusqlite::Error) -> VerifyError {
+    VerifyError::Read(e.to_string())
 }
 
-fn read_rows(conn: &Connection, from: i64) -> rusqlite::Result<Vec<ChainRow>> {
-    let mut stmt = conn.prepare(
-        "SELECT seq, prev_hash, hash, record FROM decisions WHERE seq >= ?1 ORDER BY seq",
-    )?;
-    stmt.query_map([from], |r| {
-        Ok(ChainRow {
-            seq: r.get(0)?,
-            prev_hash: r.get(1)?,
-            hash: r.get(2)?,
-            record: r.get(3)?,
-            columns: None,
+/// Walks every record from the anchor, checking every checkpoint's hash (not signatures).
+fn walk_all(conn: &Connection) -> Result<(), VerifyError> {
+    let start = anchor(conn).map_err(read)?;
+    let checkpoints = checkpoint::load_all(conn).map_err(read)?;
+    walk(conn, start, &checkpoints)
+}
+
+/// Walks the records after `start`, streaming them (a log may be far larger than memory).
+fn walk(
+    conn: &Connection,
+    start: Head,
+    checkpoints: &[StoredCheckpoint],
+) -> Result<(), VerifyError> {
+    let mut stmt = conn
+        .prepare("SELECT seq, prev_hash, hash, record FROM decisions WHERE seq > ?1 ORDER BY seq")
+        .map_err(read)?;
+    let rows = stmt
+        .query_map([start.seq], |r| {
+            Ok(ChainRow {
+                seq: r.get(0)?,
+                prev_hash: r.get(1)?,
+                hash: r.get(2)?,
+                record: r.get(3)?,
+                columns: None,
+            })
         })
-    })?
-    .collect()
+        .map_err(read)?
+        .map(|r| r.map_err(read));
+    verify::verify_rows(start, false, rows, checkpoints, None).map(|_| ())
 }
 
 fn anchor(conn: &Connection) -> rusqlite::Result<Head> {
@@ -138,7 +148,6 @@ pub fn check_tail(conn: &Connection, path: &Path) -> Result<(), VerifyError> {
         );
         return Ok(());
     }
-    let read = |e: rusqlite::Error| VerifyError::Read(e.to_string());
     let start = anchor(conn).map_err(read)?;
     let checkpoints: Vec<StoredCheckpoint> =
         checkpoint::load_range(conn, start.seq, i64::MAX).map_err(read)?;
@@ -160,12 +169,11 @@ pub fn check_tail(conn: &Connection, path: &Path) -> Result<(), VerifyError> {
     };
     // Without the newest checkpoint's record (cut by a repair, or gone), walk from the anchor.
     let start = from_row.unwrap_or(start);
-    let rows = read_rows(conn, start.seq + 1).map_err(read)?;
     let relevant: Vec<StoredCheckpoint> = checkpoints
         .into_iter()
         .filter(|c| c.seq > start.seq)
         .collect();
-    verify::verify_rows(start, false, rows.into_iter().map(Ok), &relevant, None).map(|_| ())
+    walk(conn, start, &relevant)
 }
 
 /// What a repair cut.
