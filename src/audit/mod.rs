@@ -226,8 +226,11 @@ impl AuditLog {
         crate::private_files::secure_sqlite_file(&options.path)
             .map_err(|e| AuditError::Unavailable(e.to_string()))?;
         let mut conn = open_connection(&options, true)?;
-        repair::refuse_damaged(&conn, &options.path)?;
+        let checkpointed = repair::refuse_damaged(&conn, &options.path)?;
         let head = chain_head(&conn)?;
+        // Records no checkpoint covers yet (a crash, or a log from before checkpoints) get one
+        // at the next periodic or shutdown checkpoint, so that the next start walks less.
+        let uncovered = u64::try_from(head.seq - checkpointed).unwrap_or(0);
         let covered =
             lookup::prepare(&mut conn).map_err(|e| AuditError::Unavailable(e.to_string()))?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
@@ -253,7 +256,7 @@ impl AuditLog {
             covered,
             inode: inode_of(&options.path),
             healthy: healthy.clone(),
-            since_checkpoint: 0,
+            since_checkpoint: uncovered,
             last_checkpoint: Instant::now(),
         };
         let thread = std::thread::Builder::new()

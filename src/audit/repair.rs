@@ -132,12 +132,18 @@ fn anchor(conn: &Connection) -> rusqlite::Result<Head> {
 /// Checks the end of the chain before the broker writes onto it: from the newest checkpoint's
 /// record forward (or from the anchor when there is none), every record must hash and link,
 /// and no checkpoint may cover a record that is gone. Signatures are `log verify`'s job.
+/// Returns the last record the newest checkpoint covers (the anchor's when there is none).
 ///
 /// A file shorter than its header says may have lost records anywhere on its last pages
 /// (SQLite fills a page from its end, so the last bytes hold a page's oldest cells): then the
 /// whole chain is walked. A crash during a WAL checkpoint can also leave the file short while
 /// the WAL still holds the missing pages; the walk reads through the WAL and passes then.
-pub fn check_tail(conn: &Connection, path: &Path) -> Result<(), VerifyError> {
+pub fn check_tail(conn: &Connection, path: &Path) -> Result<i64, VerifyError> {
+    let anchor = anchor(conn).map_err(read)?;
+    let checkpoints: Vec<StoredCheckpoint> =
+        checkpoint::load_range(conn, anchor.seq, i64::MAX).map_err(read)?;
+    let newest = checkpoints.iter().map(|c| c.seq).max();
+    let covered = newest.unwrap_or(anchor.seq);
     if let Some(shortfall) = file_shortfall(path) {
         walk_all(conn).map_err(|e| explain_shortfall(Some(shortfall), e))?;
         tracing::warn!(
@@ -146,12 +152,8 @@ pub fn check_tail(conn: &Connection, path: &Path) -> Result<(), VerifyError> {
             actual = shortfall.1,
             "the decision log file is shorter than its header says, but its chain is whole; check it with `toolgate log verify`"
         );
-        return Ok(());
+        return Ok(covered);
     }
-    let start = anchor(conn).map_err(read)?;
-    let checkpoints: Vec<StoredCheckpoint> =
-        checkpoint::load_range(conn, start.seq, i64::MAX).map_err(read)?;
-    let newest = checkpoints.iter().map(|c| c.seq).max();
     let from_row = match newest {
         Some(seq) => conn
             .query_row(
@@ -168,12 +170,13 @@ pub fn check_tail(conn: &Connection, path: &Path) -> Result<(), VerifyError> {
         None => None,
     };
     // Without the newest checkpoint's record (cut by a repair, or gone), walk from the anchor.
-    let start = from_row.unwrap_or(start);
+    let start = from_row.unwrap_or(anchor);
     let relevant: Vec<StoredCheckpoint> = checkpoints
         .into_iter()
         .filter(|c| c.seq > start.seq)
         .collect();
-    walk(conn, start, &relevant)
+    walk(conn, start, &relevant)?;
+    Ok(covered)
 }
 
 /// What a repair cut.
@@ -317,8 +320,8 @@ pub fn repair(path: &Path, key: &SigningKey) -> Result<Option<RepairReport>, Rep
     }))
 }
 
-/// Opening the log: refuse one whose end is damaged.
-pub(crate) fn refuse_damaged(conn: &Connection, path: &Path) -> Result<(), AuditError> {
+/// Opening the log: refuse one whose end is damaged; else the last record a checkpoint covers.
+pub(crate) fn refuse_damaged(conn: &Connection, path: &Path) -> Result<i64, AuditError> {
     check_tail(conn, path).map_err(|e| {
         AuditError::Damaged(format!(
             "{e}; nothing was written to it; keep a copy of the file, check it with `toolgate log verify`, then start once with `toolgate serve --repair-log` to cut the damaged records (the cut is recorded in the log)"

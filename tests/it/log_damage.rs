@@ -205,3 +205,42 @@ async fn an_edited_head_refuses_to_open() {
     );
     drop(kept);
 }
+
+/// Records that no checkpoint covers when the log opens (after a crash, or a log from before
+/// checkpoints) are walked at that start, then covered by the next checkpoint, so that the
+/// following start walks only from there.
+#[tokio::test]
+async fn an_uncovered_tail_gets_a_checkpoint_after_the_start_that_walked_it() {
+    let app = TestApp::spawn().await;
+    let token = app.token("agent", "", &[]);
+    let reply = app
+        .invoke(Some(&token), "demo___echo", json!({ "message": "hi" }))
+        .await;
+    assert_eq!(reply.status, 200);
+    let db = app.db_path();
+    let kept = app.stop_keep().await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("DELETE FROM checkpoints", []).unwrap();
+    let head: i64 = conn
+        .query_row("SELECT MAX(seq) FROM decisions", [], |r| r.get(0))
+        .unwrap();
+    drop(conn);
+
+    // A start and stop with no request at all.
+    let app = TestApp::spawn_with(crate::support::Options {
+        reuse: Some(kept),
+        ..Default::default()
+    })
+    .await;
+    let kept = app.stop_keep().await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let covered: Vec<(i64, String)> = conn
+        .prepare("SELECT seq, reason FROM checkpoints")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(covered, vec![(head, "shutdown".to_owned())]);
+    drop(kept);
+}
