@@ -3,7 +3,8 @@
 //! records the cut as a record of its own so that `log verify` shows it. The rule is in
 //! `docs/decision-log.md` ("A damaged log").
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -186,6 +187,60 @@ pub struct RepairReport {
     pub cut: Cut,
     /// Records that were present and were deleted (the rest of the cut was already gone).
     pub deleted: u64,
+    /// The file that keeps the deleted rows as they were.
+    pub saved: PathBuf,
+}
+
+/// A cell as it is, whatever damage made of its type: text (invalid UTF-8 replaced), a
+/// number, null, or a blob in hex.
+fn cell(row: &rusqlite::Row<'_>, i: usize) -> Result<serde_json::Value, RepairError> {
+    use rusqlite::types::ValueRef;
+    Ok(match row.get_ref(i).map_err(io)? {
+        ValueRef::Null => serde_json::Value::Null,
+        ValueRef::Integer(n) => json!(n),
+        ValueRef::Real(x) => json!(x),
+        ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
+        ValueRef::Blob(b) => json!(hex::encode(b)),
+    })
+}
+
+/// Writes the rows about to be cut, as they are (damaged text included), to a new owner-only
+/// JSONL file beside the log, fsynced before anything is deleted: a repair destroys nothing.
+fn save_cut_rows(
+    conn: &Connection,
+    path: &Path,
+    from: i64,
+    to: i64,
+) -> Result<PathBuf, RepairError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".cut-{from}-{to}.jsonl"));
+    let saved = PathBuf::from(name);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options
+        .open(&saved)
+        .map_err(|e| io(format!("`{}`: {e}", saved.display())))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut stmt = conn
+        .prepare("SELECT seq, prev_hash, hash, record FROM decisions WHERE seq >= ?1 ORDER BY seq")
+        .map_err(io)?;
+    let mut rows = stmt.query([from]).map_err(io)?;
+    while let Some(r) = rows.next().map_err(io)? {
+        let line = json!({
+            "seq": cell(r, 0)?,
+            "prev_hash": cell(r, 1)?,
+            "hash": cell(r, 2)?,
+            "record_text": cell(r, 3)?,
+        });
+        writeln!(out, "{line}").map_err(io)?;
+    }
+    out.into_inner().map_err(io)?.sync_all().map_err(io)?;
+    Ok(saved)
 }
 
 /// Why a repair was refused or failed.
@@ -263,6 +318,7 @@ pub fn repair(path: &Path, key: &SigningKey) -> Result<Option<RepairReport>, Rep
         }
     };
     let cause = error.to_string();
+    let saved = save_cut_rows(&conn, path, from, to)?;
     let mut record = DecisionRecord::new(
         uuid::Uuid::now_v7().to_string(),
         String::new(),
@@ -274,7 +330,12 @@ pub fn repair(path: &Path, key: &SigningKey) -> Result<Option<RepairReport>, Rep
     record.reason = REPAIR_REASON.to_owned();
     record.decision = Verdict::Allow;
     record.tool = Some(REPAIR_TOOL.to_owned());
-    record.arguments = Some(json!({ "cut_from": from, "cut_to": to, "cause": cause }));
+    record.arguments = Some(json!({
+        "cut_from": from,
+        "cut_to": to,
+        "cause": cause,
+        "saved_to": saved.display().to_string(),
+    }));
     record.detail = Some(format!(
         "records {from} to {to} cut by `serve --repair-log`: {cause}"
     ));
@@ -317,6 +378,7 @@ pub fn repair(path: &Path, key: &SigningKey) -> Result<Option<RepairReport>, Rep
     Ok(Some(RepairReport {
         cut,
         deleted: deleted as u64,
+        saved,
     }))
 }
 

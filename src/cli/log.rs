@@ -377,6 +377,7 @@ pub fn repair(config: &Path) -> anyhow::Result<()> {
             cut_to = report.cut.to,
             deleted = report.deleted,
             repair_record = report.cut.at,
+            saved_to = %report.saved.display(),
             cause = %report.cut.cause,
             "decision log repaired: damaged records cut, the cut recorded in the log"
         ),

@@ -157,6 +157,26 @@ async fn a_truncated_log_refuses_to_start_until_repaired_and_the_cut_is_recorded
         )
         .unwrap();
     assert_eq!(repairs, 1);
+    // The cut rows are kept, as they were, in an owner-only file beside the log.
+    let saved: Vec<_> = std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("decisions.db.cut-"))
+        .collect();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&saved[0]).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let lines = std::fs::read_to_string(&saved[0]).unwrap();
+    assert!(lines.lines().count() >= 1, "{lines}");
+    for line in lines.lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        assert!(
+            row["seq"].is_i64() && row.get("record_text").is_some(),
+            "{row}"
+        );
+    }
 
     // Whole again: later starts need no repair and record none.
     let (child, _, started) = serve(&config, &[]);
