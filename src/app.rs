@@ -565,8 +565,10 @@ impl App {
             Ok(_) => "dispatched".to_owned(),
             Err(e) => e.class().to_owned(),
         };
-        if let Err(e) = self.audit.append(&outcome).await {
-            // The call has happened and its allow record is durable; the outcome record is lost.
+        if let Err(e) = self.audit.append_outcome(&outcome).await {
+            // The call has happened and its allow record is durable; the outcome record is lost
+            // (counted in `/admin/status`, listed by `log verify`). The agent still gets the
+            // backend's answer: a 503 would invite a retry of a call that already acted.
             tracing::error!(decision_id = %record.decision_id, error = %e, "dispatch outcome could not be recorded");
         }
         match result {

@@ -22,6 +22,7 @@ pub mod dev;
 pub mod http;
 pub mod mcp;
 pub mod policy;
+pub mod private_files;
 pub mod reload;
 pub mod replay;
 pub mod server;

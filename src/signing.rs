@@ -84,14 +84,17 @@ impl SigningKey {
             source,
         };
         match std::fs::read(path) {
-            Ok(bytes) => Ok((
-                Self::from_pkcs8(&bytes, &path.display().to_string())?,
-                false,
-            )),
+            Ok(bytes) => {
+                crate::private_files::secure_file(path).map_err(io)?;
+                Ok((
+                    Self::from_pkcs8(&bytes, &path.display().to_string())?,
+                    false,
+                ))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let (key, bytes) = Self::generate()?;
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(io)?;
+                    crate::private_files::create_dir(dir).map_err(io)?;
                 }
                 write_private(path, &bytes).map_err(io)?;
                 Ok((key, true))

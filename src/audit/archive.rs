@@ -93,8 +93,14 @@ pub fn archive(
 
     // Rows up to `cut` never change (the log is append-only), so the file is written
     // without holding the write lock; the broker keeps appending meanwhile.
+    // An archive holds the same subjects and arguments as the log: owner-only, like it.
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
     let file = options
         .open(out)
         .map_err(|e| io(format!("`{}`: {e}", out.display())))?;
@@ -127,8 +133,7 @@ pub fn archive(
         .collect();
     let seal = checkpoint::sign(key, &anchor, "archive").map_err(io)?;
     for cp in old.iter().chain(std::iter::once(&seal)) {
-        let line = serde_json::json!({ "checkpoint": cp });
-        writeln!(writer, "{line}").map_err(io)?;
+        writeln!(writer, "{}", checkpoint::jsonl_line(cp)).map_err(io)?;
     }
     let file = writer.into_inner().map_err(io)?;
     file.sync_all().map_err(io)?;

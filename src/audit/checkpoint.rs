@@ -114,9 +114,20 @@ pub fn insert(conn: &Connection, cp: &StoredCheckpoint) -> Result<(), AuditError
 
 /// Every stored checkpoint, oldest first.
 pub fn load_all(conn: &Connection) -> rusqlite::Result<Vec<StoredCheckpoint>> {
-    let mut stmt =
-        conn.prepare("SELECT seq, head, time_ms, reason, kid, jws FROM checkpoints ORDER BY id")?;
-    stmt.query_map([], |r| {
+    load_range(conn, i64::MIN, i64::MAX)
+}
+
+/// The stored checkpoints about records after `after` up to `through`, oldest first.
+pub fn load_range(
+    conn: &Connection,
+    after: i64,
+    through: i64,
+) -> rusqlite::Result<Vec<StoredCheckpoint>> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, head, time_ms, reason, kid, jws FROM checkpoints
+         WHERE seq > ?1 AND seq <= ?2 ORDER BY id",
+    )?;
+    stmt.query_map([after, through], |r| {
         Ok(StoredCheckpoint {
             seq: r.get(0)?,
             head: r.get(1)?,
@@ -127,6 +138,11 @@ pub fn load_all(conn: &Connection) -> rusqlite::Result<Vec<StoredCheckpoint>> {
         })
     })?
     .collect()
+}
+
+/// A checkpoint as a line of a JSONL export or archive: `{"checkpoint": {...}}`.
+pub fn jsonl_line(cp: &StoredCheckpoint) -> String {
+    serde_json::json!({ "checkpoint": cp }).to_string()
 }
 
 /// Loads the broker key from the state directory, creating it on first use.

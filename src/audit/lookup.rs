@@ -112,6 +112,14 @@ fn schema_has(conn: &Connection, kind: &str, name: &str) -> rusqlite::Result<boo
     Ok(found.is_some())
 }
 
+/// Removes the lookup rows from `seq` on, after a repair cut those records.
+pub(crate) fn forget_from(conn: &Connection, seq: i64) -> rusqlite::Result<()> {
+    if exists(conn)? {
+        conn.execute("DELETE FROM decisions_lookup WHERE seq >= ?1", [seq])?;
+    }
+    Ok(())
+}
+
 /// Removes the lookup rows of records up to `seq`, which archiving removes from `decisions`
 /// in the same transaction.
 pub(crate) fn forget_through(conn: &Connection, seq: i64) -> rusqlite::Result<()> {

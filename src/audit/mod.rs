@@ -15,12 +15,13 @@ pub mod checkpoint;
 pub mod lookup;
 pub mod query;
 pub mod record;
+pub mod repair;
 pub mod storage;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, params};
@@ -94,6 +95,9 @@ pub enum AuditError {
     /// The record did not commit in time.
     #[error("decision log did not commit in time")]
     Timeout,
+    /// The end of the chain is damaged: the broker will not write onto it.
+    #[error("decision log damaged: {0}")]
+    Damaged(String),
 }
 
 /// Settings of the decision log.
@@ -159,6 +163,8 @@ pub struct AuditLog {
     tx: mpsc::Sender<Job>,
     healthy: Arc<AtomicBool>,
     path: PathBuf,
+    /// Outcome records that could not be written since start (see [`Self::append_outcome`]).
+    lost_outcomes: Arc<AtomicU64>,
 }
 
 /// Joins the writer thread when dropped last, after the queue drains.
@@ -214,10 +220,17 @@ impl AuditLog {
         if let Some(dir) = options.path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| AuditError::Unavailable(e.to_string()))?;
+            crate::private_files::create_dir(dir)
+                .map_err(|e| AuditError::Unavailable(e.to_string()))?;
         }
+        crate::private_files::secure_sqlite_file(&options.path)
+            .map_err(|e| AuditError::Unavailable(e.to_string()))?;
         let mut conn = open_connection(&options, true)?;
+        let checkpointed = repair::refuse_damaged(&conn, &options.path)?;
         let head = chain_head(&conn)?;
+        // Records no checkpoint covers yet (a crash, or a log from before checkpoints) get one
+        // at the next periodic or shutdown checkpoint, so that the next start walks less.
+        let uncovered = u64::try_from(head.seq - checkpointed).unwrap_or(0);
         let covered =
             lookup::prepare(&mut conn).map_err(|e| AuditError::Unavailable(e.to_string()))?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
@@ -243,7 +256,7 @@ impl AuditLog {
             covered,
             inode: inode_of(&options.path),
             healthy: healthy.clone(),
-            since_checkpoint: 0,
+            since_checkpoint: uncovered,
             last_checkpoint: Instant::now(),
         };
         let thread = std::thread::Builder::new()
@@ -255,6 +268,7 @@ impl AuditLog {
                 tx,
                 healthy,
                 path: options.path,
+                lost_outcomes: Arc::default(),
             },
             AuditWriterHandle {
                 thread: Some(thread),
@@ -277,6 +291,22 @@ impl AuditLog {
             Ok(result) => result,
             Err(_) => Err(AuditError::Timeout),
         }
+    }
+
+    /// Appends the outcome record of a dispatched call. The call has happened, so a failure
+    /// cannot undo it: it is counted (see [`Self::lost_outcomes`]), and `log verify` lists
+    /// the allow record left without an outcome.
+    pub async fn append_outcome(&self, record: &DecisionRecord) -> Result<(), AuditError> {
+        let result = self.append(record).await;
+        if result.is_err() {
+            self.lost_outcomes.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Outcome records that could not be written since the broker started.
+    pub fn lost_outcomes(&self) -> u64 {
+        self.lost_outcomes.load(Ordering::Relaxed)
     }
 
     /// Whether the last write succeeded.

@@ -100,6 +100,17 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Whether no filter narrows the records (the cursor and page size aside): the records
+    /// are then a contiguous run of the chain.
+    pub fn is_unfiltered(&self) -> bool {
+        self.agent.is_none()
+            && self.tool.is_none()
+            && self.decision.is_none()
+            && self.kind.is_none()
+            && self.since_ms.is_none()
+            && self.until_ms.is_none()
+    }
+
     /// Checks the values an outsider sent.
     pub fn validate(&self) -> Result<(), QueryError> {
         for (name, value) in [("agent", &self.agent), ("tool", &self.tool)] {
@@ -141,6 +152,10 @@ impl Filter {
 pub struct Page {
     /// The records.
     pub decisions: Vec<LoggedRecord>,
+    /// The signed checkpoints of the chain head after the cursor up to the page's last record,
+    /// whatever the filters: paging through the log yields each checkpoint once, and an
+    /// auditor can keep the latest one off the broker's disk.
+    pub checkpoints: Vec<StoredCheckpoint>,
     /// Pass as `cursor` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
@@ -333,8 +348,14 @@ pub fn query(conn: &Connection, filter: &Filter) -> Result<Page, QueryError> {
     } else {
         None
     };
+    let checkpoints = match decisions.last() {
+        Some(last) => super::checkpoint::load_range(conn, filter.after_seq.unwrap_or(0), last.seq)
+            .map_err(unavailable)?,
+        None => Vec::new(),
+    };
     Ok(Page {
         decisions,
+        checkpoints,
         next_cursor,
     })
 }
@@ -368,7 +389,9 @@ pub fn by_decision_id(conn: &Connection, id: &str) -> Result<Vec<LoggedRecord>, 
 }
 
 /// Writes every record matching `filter` (any `limit`) as JSONL, one [`LoggedRecord`] per
-/// line, paging through the log so memory stays bounded. Returns the number written.
+/// line, paging through the log so memory stays bounded. An unfiltered export also carries
+/// the signed checkpoints, each after the records it covers, so that `log verify --jsonl`
+/// checks them. Returns the number of records written.
 pub fn export_jsonl(
     conn: &Connection,
     filter: &Filter,
@@ -385,6 +408,11 @@ pub fn export_jsonl(
             let line = serde_json::to_string(r).map_err(unavailable)?;
             writeln!(out, "{line}").map_err(unavailable)?;
             written += 1;
+        }
+        if filter.is_unfiltered() {
+            for cp in &page.checkpoints {
+                writeln!(out, "{}", super::checkpoint::jsonl_line(cp)).map_err(unavailable)?;
+            }
         }
         match page.decisions.last() {
             Some(last) if page.next_cursor.is_some() => page_filter.after_seq = Some(last.seq),

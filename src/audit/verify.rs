@@ -12,8 +12,9 @@ use serde::Serialize;
 
 use super::checkpoint::{self, StoredCheckpoint};
 use super::query::{LogLine, LoggedRecord};
+use super::repair::{self, Cut};
 use super::{GENESIS_HASH, Head, chain_hash};
-use crate::audit::DecisionRecord;
+use crate::audit::{DecisionRecord, RecordKind, Verdict};
 
 /// Why a log fails verification. The first problem found is reported.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +89,20 @@ pub enum VerifyError {
         /// The checkpoint's record.
         seq: i64,
     },
+    /// The SQLite file is shorter than its header declares: its end was cut off (its
+    /// missing pages read as zeros, so the records there no longer hash).
+    #[error(
+        "the log file was truncated: it has {actual} of the {declared} bytes its header declares{}",
+        .seq.map(|s| format!(", and the chain breaks at record {s}")).unwrap_or_default()
+    )]
+    FileTruncated {
+        /// Bytes the header declares.
+        declared: u64,
+        /// Bytes the file has.
+        actual: u64,
+        /// The first record that fails, if one does.
+        seq: Option<i64>,
+    },
     /// A checkpoint does not match the chain, or its signature does not verify.
     #[error("checkpoint at record {seq} ({reason}): {problem}")]
     Checkpoint {
@@ -107,6 +122,26 @@ pub enum VerifyError {
     },
 }
 
+impl VerifyError {
+    /// The first record from which the chain cannot be trusted, when the problem is in the
+    /// records themselves (not in a checkpoint, the anchor or the lookup table).
+    pub fn first_bad_seq(&self) -> Option<i64> {
+        match self {
+            Self::Edited { seq }
+            | Self::Link { seq, .. }
+            | Self::Order { seq, .. }
+            | Self::Column { seq, .. }
+            | Self::Malformed { seq, .. } => Some(*seq),
+            Self::FileTruncated { seq, .. } => *seq,
+            Self::Missing { from, .. } => Some(*from),
+            Self::Truncated { last, .. } => Some(last + 1),
+            Self::Read(_) | Self::Lookup { .. } | Self::Checkpoint { .. } | Self::Anchor { .. } => {
+                None
+            }
+        }
+    }
+}
+
 /// What a successful verification covered.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
@@ -124,11 +159,65 @@ pub struct VerifyReport {
     pub signatures_checked: bool,
     /// Checkpoints about records archived before the anchor (not checkable here).
     pub checkpoints_before_anchor: usize,
+    /// Records cut by `serve --repair-log`, as the repair records declare them.
+    pub cuts: Vec<Cut>,
+    /// Checkpoints about records a repair cut (signatures checked, hashes not checkable).
+    pub checkpoints_cut: usize,
+    /// Allow records of dispatched calls (`invoke`, MCP `tools/call`) with no outcome record
+    /// after them, oldest first: the outcome could not be written (the call did happen), or
+    /// the call was still in flight when the log was read. Not a verification failure.
+    pub without_outcome: Vec<Unmatched>,
     /// The lookup table's indexes that are missing. Not a verification failure: queries
     /// answer without them, more slowly, and the broker recreates them when it next opens the
     /// log. Always empty for a JSONL source.
     pub missing_lookup_indexes: Vec<String>,
 }
+
+/// An allow record of a dispatched call that no outcome record follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unmatched {
+    /// The allow record.
+    pub seq: i64,
+    /// Its decision id.
+    pub decision_id: String,
+}
+
+/// Pairs each dispatched allow with its outcome record during the walk. Only unmatched allows
+/// are held: in-flight calls and lost outcomes.
+#[derive(Default)]
+struct Outcomes {
+    pending: BTreeMap<String, i64>,
+}
+
+impl Outcomes {
+    fn see(&mut self, seq: i64, record: &DecisionRecord) {
+        match record.kind {
+            RecordKind::Decision
+                if record.decision == Verdict::Allow
+                    && DISPATCHING_ENDPOINTS.contains(&record.endpoint.as_str()) =>
+            {
+                self.pending.insert(record.decision_id.clone(), seq);
+            }
+            RecordKind::Dispatch => {
+                self.pending.remove(&record.decision_id);
+            }
+            RecordKind::Decision => {}
+        }
+    }
+
+    fn missing(self) -> Vec<Unmatched> {
+        let mut missing: Vec<Unmatched> = self
+            .pending
+            .into_iter()
+            .map(|(decision_id, seq)| Unmatched { seq, decision_id })
+            .collect();
+        missing.sort_by_key(|u| u.seq);
+        missing
+    }
+}
+
+/// Endpoints whose allow decisions are followed by a dispatch (`authorize` only answers).
+const DISPATCHING_ENDPOINTS: &[&str] = &["invoke", "mcp"];
 
 /// One row as read from the log, with the index columns when the source has them.
 #[derive(Debug, Clone)]
@@ -222,7 +311,8 @@ pub fn verify_db(path: &Path, keys: Option<&JwkSet>) -> Result<VerifyReport, Ver
         seq: 0,
         hash: GENESIS_HASH.to_owned(),
     });
-    let mut report = verify_rows(start, required_anchor, rows, &checkpoints, keys)?;
+    let mut report = verify_rows(start, required_anchor, rows, &checkpoints, keys)
+        .map_err(|e| repair::explain(path, e))?;
     // The rows' columns match their records (checked above); the lookup rows must match them.
     if let Some(seq) = super::lookup::first_mismatch(&conn).map_err(read_err)? {
         return Err(VerifyError::Lookup { seq });
@@ -293,6 +383,8 @@ pub fn verify_rows(
         .collect();
     let mut prev = start.clone();
     let mut count = 0u64;
+    let mut cuts: Vec<Cut> = Vec::new();
+    let mut outcomes = Outcomes::default();
     for row in rows {
         let row = row?;
         if row.seq <= prev.seq {
@@ -302,10 +394,17 @@ pub fn verify_rows(
             });
         }
         if row.seq > prev.seq + 1 {
-            return Err(VerifyError::Missing {
-                from: prev.seq + 1,
-                to: row.seq - 1,
-            });
+            // Only a repair record may follow a gap, and only the one it declares; it must
+            // still link to the record before the gap (checked below).
+            match repair::declared_cut(row.seq, &row.record) {
+                Some(cut) if cut.from == prev.seq + 1 && cut.to == row.seq - 1 => cuts.push(cut),
+                _ => {
+                    return Err(VerifyError::Missing {
+                        from: prev.seq + 1,
+                        to: row.seq - 1,
+                    });
+                }
+            }
         }
         if chain_hash(&row.prev_hash, &row.record) != row.hash {
             return Err(VerifyError::Edited { seq: row.seq });
@@ -316,7 +415,8 @@ pub fn verify_rows(
                 prev: prev.seq,
             });
         }
-        check_columns(&row)?;
+        let record = check_columns(&row)?;
+        outcomes.see(row.seq, &record);
         if let Some(slot) = wanted.get_mut(&row.seq) {
             *slot = Some(row.hash.clone());
         }
@@ -329,6 +429,7 @@ pub fn verify_rows(
 
     let mut matched = 0;
     let mut before_anchor = 0;
+    let mut checkpoints_cut = 0;
     let mut anchor_covered = !anchored;
     for cp in checkpoints {
         let fail = |problem: String| VerifyError::Checkpoint {
@@ -341,6 +442,10 @@ pub fn verify_rows(
         }
         if cp.seq < start.seq {
             before_anchor += 1;
+            continue;
+        }
+        if cuts.iter().any(|c| (c.from..=c.to).contains(&cp.seq)) {
+            checkpoints_cut += 1;
             continue;
         }
         if cp.seq == start.seq {
@@ -377,18 +482,22 @@ pub fn verify_rows(
         checkpoints: matched,
         signatures_checked: keys.is_some(),
         checkpoints_before_anchor: before_anchor,
+        cuts,
+        checkpoints_cut,
+        without_outcome: outcomes.missing(),
         missing_lookup_indexes: Vec::new(),
     })
 }
 
-fn check_columns(row: &ChainRow) -> Result<(), VerifyError> {
+/// Parses the row's record and checks its index columns against it.
+fn check_columns(row: &ChainRow) -> Result<DecisionRecord, VerifyError> {
     let record: DecisionRecord =
         serde_json::from_str(&row.record).map_err(|e| VerifyError::Malformed {
             seq: row.seq,
             message: e.to_string(),
         })?;
     let Some(c) = &row.columns else {
-        return Ok(());
+        return Ok(record);
     };
     let column = |column: &'static str| VerifyError::Column {
         seq: row.seq,
@@ -418,5 +527,5 @@ fn check_columns(row: &ChainRow) -> Result<(), VerifyError> {
     if c.tool != record.tool {
         return Err(column("tool"));
     }
-    Ok(())
+    Ok(record)
 }

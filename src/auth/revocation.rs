@@ -179,8 +179,10 @@ impl RevocationStore {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| db_error(&e))?;
+            // The state directory: owner-only, like everything in it.
+            crate::private_files::secure_dir(dir).map_err(|e| db_error(&e))?;
         }
+        crate::private_files::secure_sqlite_file(path).map_err(|e| db_error(&e))?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -203,6 +205,7 @@ impl RevocationStore {
                 .and_then(|db| std::fs::set_permissions(&marker, db.permissions()))
                 .map_err(marker_error)?;
         }
+        crate::private_files::secure_file(&marker).map_err(marker_error)?;
         let store = Self {
             path: path.to_owned(),
             conn: Mutex::new(conn),
@@ -752,17 +755,20 @@ leeway_seconds = 10
 
     #[cfg(unix)]
     #[test]
-    fn a_new_marker_gets_the_database_files_permissions() {
+    fn a_new_marker_gets_the_database_files_owner_only_permissions() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         drop(RevocationStore::open(&path).unwrap());
         let marker = revocation_view::marker_path(&path);
         std::fs::remove_file(&marker).unwrap();
+        // The state database holds subjects and `jti`s: a group-writable one is restricted to
+        // its owner at open, and the new marker follows it.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
         drop(RevocationStore::open(&path).unwrap());
-        let mode = std::fs::metadata(&marker).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o660);
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&marker), 0o600);
     }
 
     #[test]

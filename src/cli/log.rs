@@ -242,6 +242,31 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
                         },
                         report.head_hash
                     )?;
+                    if !report.without_outcome.is_empty() {
+                        // Bounded: the full list is in the log itself.
+                        let shown: Vec<String> = report
+                            .without_outcome
+                            .iter()
+                            .take(20)
+                            .map(|u| format!("record {} ({})", u.seq, u.decision_id))
+                            .collect();
+                        outln!(
+                            "note: {} dispatched calls have no outcome record (it could not be written, or the call was in flight): {}{}",
+                            report.without_outcome.len(),
+                            shown.join(", "),
+                            if report.without_outcome.len() > shown.len() {
+                                ", ..."
+                            } else {
+                                ""
+                            }
+                        )?;
+                    }
+                    for cut in &report.cuts {
+                        outln!(
+                            "note: records {} to {} were cut by `serve --repair-log` (record {}): {}",
+                            cut.from, cut.to, cut.at, cut.cause
+                        )?;
+                    }
                     if !report.missing_lookup_indexes.is_empty() {
                         outln!(
                             "note: missing lookup-table indexes: {} (queries answer without them, more slowly; the broker recreates them when it next opens the log)",
@@ -331,6 +356,35 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `serve --repair-log`: cuts a damaged end of the decision log before the broker opens it,
+/// recording the cut in the log.
+pub fn repair(config: &Path) -> anyhow::Result<()> {
+    let config =
+        Config::load(config).with_context(|| format!("loading config `{}`", config.display()))?;
+    let db = config.audit_db();
+    if !db.exists() {
+        return Ok(());
+    }
+    let key =
+        checkpoint::broker_key(&config.state_dir()).context("loading the broker signing key")?;
+    match crate::audit::repair::repair(&db, &key)
+        .with_context(|| format!("repairing the decision log `{}`", db.display()))?
+    {
+        Some(report) => tracing::warn!(
+            path = %db.display(),
+            cut_from = report.cut.from,
+            cut_to = report.cut.to,
+            deleted = report.deleted,
+            repair_record = report.cut.at,
+            saved_to = %report.saved.display(),
+            cause = %report.cut.cause,
+            "decision log repaired: damaged records cut, the cut recorded in the log"
+        ),
+        None => tracing::info!(path = %db.display(), "decision log whole: nothing to repair"),
+    }
+    Ok(())
 }
 
 /// Runs `replay`: exit 0 when nothing changed unexpectedly and nothing failed.

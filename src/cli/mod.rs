@@ -56,6 +56,9 @@ pub enum Command {
         /// ./toolgate.toml, runs on the built-in dev setup.
         #[arg(long)]
         dev: bool,
+        /// Before starting, cut a damaged end of the decision log, recording the cut in it.
+        #[arg(long)]
+        repair_log: bool,
     },
     /// Mint or verify tokens.
     Token {
@@ -243,7 +246,14 @@ pub fn init_tracing(format: LogFormat) {
 /// Runs a parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config, dev } => {
+        Command::Serve {
+            config,
+            dev,
+            repair_log,
+        } => {
+            if repair_log {
+                log::repair(&config)?;
+            }
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(serve(&config, dev))?;
             Ok(ExitCode::SUCCESS)

@@ -58,6 +58,7 @@ async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         "checks": readiness,
         "tools": app.tools().len(),
         "keys": app.authenticator.key_status(),
+        "dispatch_outcomes_unrecorded": app.audit.lost_outcomes(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
     .into_response()

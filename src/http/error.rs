@@ -58,9 +58,10 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
         CallError::Audit(e) => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             let code = match e {
-                AuditError::Unavailable(_) | AuditError::Closed | AuditError::Timeout => {
-                    "decision_log_unavailable"
-                }
+                AuditError::Unavailable(_)
+                | AuditError::Closed
+                | AuditError::Timeout
+                | AuditError::Damaged(_) => "decision_log_unavailable",
             };
             (StatusCode::SERVICE_UNAVAILABLE, code, "error")
         }
