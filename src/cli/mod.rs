@@ -236,7 +236,10 @@ pub fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Its report of a failed write goes to stderr with `eprintln!`, which panics when
+        // stderr is closed: a broker whose log reader went away keeps serving instead.
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -361,7 +364,8 @@ async fn serve(config_path: &Path, dev: bool) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "toolgate listening");
     if let (Some(dev), Some(issuer)) = (&dev_config, &dev_issuer) {
-        outln!("{}", crate::dev::banner(dev, issuer, addr)?)?;
+        // Best effort: a broker whose stdout reader went away keeps serving.
+        let _ = outln!("{}", crate::dev::banner(dev, issuer, addr)?);
     }
     crate::server::run(listener, built, crate::server::shutdown_signal()).await
 }

@@ -66,7 +66,8 @@ pub fn exit_code(error: &anyhow::Error) -> ExitCode {
     if stdout_closed(error) {
         return ExitCode::SUCCESS;
     }
-    eprintln!("error: {}", error_text(error));
+    // Not `eprintln!`, which panics when standard error is closed too.
+    let _ = writeln!(io::stderr(), "error: {}", error_text(error));
     ExitCode::FAILURE
 }
 

@@ -272,3 +272,55 @@ fn replay_help_says_expect_takes_a_file() {
     assert!(line.contains("--expect <FILE>"), "{help}");
     assert!(line.contains("A file of expected changes"), "{help}");
 }
+
+#[tokio::test]
+async fn a_broker_whose_output_readers_left_keeps_serving_and_stops_cleanly() {
+    use std::io::{BufRead, BufReader};
+    let app = TestApp::spawn().await;
+    let token = app.token("reporting-agent", "files:read", &["reporting"]);
+    let config = app.config_path();
+    let kept = app.stop_keep().await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("TOOLGATE__SERVER__LISTEN", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve exited before listening").unwrap();
+        let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if event["fields"]["message"] == "toolgate listening" {
+            break event["fields"]["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    // Whoever read its stdout and stderr is gone: every later log line meets a closed pipe.
+    drop(lines);
+    drop(child.stdout.take());
+    let status = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/authorize"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(json!({"tool": "files___read_file", "arguments": {"path": "/srv/reports/x"}}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the broker died with its log reader"
+    );
+    let killed = Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    drop(kept);
+}
