@@ -264,7 +264,10 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
                     for cut in &report.cuts {
                         outln!(
                             "note: records {} to {} were cut by `serve --repair-log` (record {}): {}",
-                            cut.from, cut.to, cut.at, cut.cause
+                            cut.from,
+                            cut.to,
+                            cut.at,
+                            cut.cause
                         )?;
                     }
                     if !report.missing_lookup_indexes.is_empty() {

@@ -292,7 +292,10 @@ async fn a_broker_whose_output_readers_left_keeps_serving_and_stops_cleanly() {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {
-        let line = lines.next().expect("serve exited before listening").unwrap();
+        let line = lines
+            .next()
+            .expect("serve exited before listening")
+            .unwrap();
         let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
         if event["fields"]["message"] == "toolgate listening" {
             break event["fields"]["addr"].as_str().unwrap().to_owned();
@@ -305,7 +308,10 @@ async fn a_broker_whose_output_readers_left_keeps_serving_and_stops_cleanly() {
         .post(format!("http://{addr}/v1/authorize"))
         .bearer_auth(&token)
         .header("content-type", "application/json")
-        .body(json!({"tool": "files___read_file", "arguments": {"path": "/srv/reports/x"}}).to_string())
+        .body(
+            json!({"tool": "files___read_file", "arguments": {"path": "/srv/reports/x"}})
+                .to_string(),
+        )
         .send()
         .await
         .unwrap()

@@ -9,6 +9,7 @@ mod auth_boundaries;
 mod cedar_json;
 mod cli;
 mod cli_exits;
+mod controls_doc;
 mod corpus;
 mod determining_policies;
 mod dev_mode;
