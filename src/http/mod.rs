@@ -83,14 +83,14 @@ async fn bound_headers(State(app): State<Arc<App>>, request: Request, next: Next
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct InvokeBody {
+pub(crate) struct InvokeBody {
     #[serde(default = "empty_object")]
     arguments: Value,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AuthorizeBody {
+pub(crate) struct AuthorizeBody {
     tool: String,
     #[serde(default = "empty_object")]
     arguments: Value,
@@ -198,6 +198,15 @@ async fn read_json<T: for<'de> Deserialize<'de>>(app: &App, body: Body) -> Resul
     let bytes: Bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| CallError::PayloadTooLarge(limit))?;
+    parse_json(&bytes, app.config.limits.max_json_depth)
+}
+
+/// Parses a body already read within the size limit (empty means `{}`), within the depth
+/// limit; separate from the read so that the fuzz targets run it without a server.
+pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    max_depth: usize,
+) -> Result<T, CallError> {
     let value: Value = if bytes.is_empty() {
         empty_object()
     } else {
@@ -205,10 +214,9 @@ async fn read_json<T: for<'de> Deserialize<'de>>(app: &App, body: Body) -> Resul
             .map_err(|e| CallError::BadRequest(format!("body is not valid JSON: {e}")))?
     };
     let depth = json_depth(&value);
-    if depth > app.config.limits.max_json_depth {
+    if depth > max_depth {
         return Err(CallError::BadRequest(format!(
-            "body nests {depth} levels deep; the limit is {}",
-            app.config.limits.max_json_depth
+            "body nests {depth} levels deep; the limit is {max_depth}"
         )));
     }
     serde_json::from_value(value).map_err(|e| CallError::BadRequest(e.to_string()))
