@@ -37,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
     for all_fields in [false, true] {
         let example = input.example(all_fields);
         if let Err(e) = input.to_cedar(&example, "") {
-            panic!("example {example} of {} does not convert: {e:?}", input.cedar_type());
+            panic!(
+                "example {example} of {} does not convert: {e:?}",
+                input.cedar_type()
+            );
         }
     }
 });

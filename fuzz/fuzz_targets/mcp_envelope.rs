@@ -21,5 +21,11 @@ fuzz_target!(|data: &[u8]| {
     if body.len() > limits.max_body_bytes {
         return;
     }
-    let _ = fuzz_api::mcp_message(body.as_bytes(), limits.max_json_depth, version, method, name);
+    let _ = fuzz_api::mcp_message(
+        body.as_bytes(),
+        limits.max_json_depth,
+        version,
+        method,
+        name,
+    );
 });

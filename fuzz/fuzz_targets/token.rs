@@ -95,8 +95,14 @@ fuzz_target!(|data: &[u8]| {
         // Whatever the claims, an accepted token is ours, for us, and current.
         assert_eq!(verified.issuer, ISSUER);
         assert!(verified.audiences.iter().any(|a| a == AUDIENCE));
-        assert!(NOW <= verified.expires_at + LEEWAY, "expired token accepted");
-        assert!(!verified.subject.is_empty(), "token without a subject accepted");
+        assert!(
+            NOW <= verified.expires_at + LEEWAY,
+            "expired token accepted"
+        );
+        assert!(
+            !verified.subject.is_empty(),
+            "token without a subject accepted"
+        );
     }
     if let Ok(verified) = f.authenticator.verify_for_audience(&token, ADMIN_AUDIENCE) {
         assert!(verified.audiences.iter().any(|a| a == ADMIN_AUDIENCE));
