@@ -210,7 +210,7 @@ pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(
     let value: Value = if bytes.is_empty() {
         empty_object()
     } else {
-        serde_json::from_slice(&bytes)
+        serde_json::from_slice(bytes)
             .map_err(|e| CallError::BadRequest(format!("body is not valid JSON: {e}")))?
     };
     let depth = json_depth(&value);
