@@ -8,6 +8,7 @@ mod audit_lookup;
 mod cli;
 mod corpus;
 mod dispatch;
+mod fuzz_findings;
 mod mcp_server;
 mod mcp_upstream;
 mod policy;
