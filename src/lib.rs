@@ -19,6 +19,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dev;
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod http;
 pub mod mcp;
 pub mod policy;

@@ -989,6 +989,10 @@ fn check_claims(
     })
 }
 
+/// Largest NumericDate magnitude accepted (about 31 million years): nothing beyond is a date,
+/// and the bound keeps the time arithmetic (`exp + leeway`, `exp - iat`) from overflowing.
+const MAX_NUMERIC_DATE: i64 = 1_000_000_000_000_000;
+
 /// A NumericDate claim: a JSON number (fractions truncated). Strings are refused.
 fn numeric_date(
     claims: &Map<String, Value>,
@@ -998,10 +1002,16 @@ fn numeric_date(
         None => Ok(None),
         Some(Value::Number(n)) => {
             if let Some(i) = n.as_i64() {
-                Ok(Some(i))
+                if i.unsigned_abs() < MAX_NUMERIC_DATE.unsigned_abs() {
+                    Ok(Some(i))
+                } else {
+                    Err(TokenError::InvalidClaim(name))
+                }
             } else {
                 match n.as_f64() {
-                    Some(f) if f.is_finite() && f.abs() < 1e15 => Ok(Some(f.trunc() as i64)),
+                    Some(f) if f.is_finite() && f.abs() < MAX_NUMERIC_DATE as f64 => {
+                        Ok(Some(f.trunc() as i64))
+                    }
                     _ => Err(TokenError::InvalidClaim(name)),
                 }
             }

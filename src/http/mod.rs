@@ -94,14 +94,14 @@ async fn bound_headers(State(app): State<Arc<App>>, request: Request, next: Next
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct InvokeBody {
+pub(crate) struct InvokeBody {
     #[serde(default = "empty_object")]
     arguments: Value,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AuthorizeBody {
+pub(crate) struct AuthorizeBody {
     tool: String,
     #[serde(default = "empty_object")]
     arguments: Value,
@@ -221,7 +221,7 @@ pub(crate) async fn read_json_text<T: for<'de> Deserialize<'de>>(
 ) -> (Bytes, Result<T, CallError>) {
     match read_body(app, body, app.config.limits.max_body_bytes).await {
         Ok(bytes) => {
-            let parsed = parse_json(app, &bytes);
+            let parsed = parse_json(&bytes, app.config.limits.max_json_depth);
             (bytes, parsed)
         }
         Err(e) => (Bytes::new(), Err(e)),
@@ -244,8 +244,12 @@ pub(crate) async fn read_body(app: &App, body: Body, limit: usize) -> Result<Byt
     }
 }
 
-/// Parses a JSON body within the depth limit.
-fn parse_json<T: for<'de> Deserialize<'de>>(app: &App, bytes: &Bytes) -> Result<T, CallError> {
+/// Parses a body already read within the size limit (empty means `{}`), within the depth
+/// limit; separate from the read so that the fuzz targets run it without a server.
+pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    max_depth: usize,
+) -> Result<T, CallError> {
     let value: Value = if bytes.is_empty() {
         empty_object()
     } else {
@@ -253,10 +257,9 @@ fn parse_json<T: for<'de> Deserialize<'de>>(app: &App, bytes: &Bytes) -> Result<
             .map_err(|e| CallError::BadRequest(format!("body is not valid JSON: {e}")))?
     };
     let depth = json_depth(&value);
-    if depth > app.config.limits.max_json_depth {
+    if depth > max_depth {
         return Err(CallError::BadRequest(format!(
-            "body nests {depth} levels deep; the limit is {}",
-            app.config.limits.max_json_depth
+            "body nests {depth} levels deep; the limit is {max_depth}"
         )));
     }
     serde_json::from_value(value).map_err(|e| CallError::BadRequest(e.to_string()))

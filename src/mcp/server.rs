@@ -648,7 +648,7 @@ fn mcp_tool(tool: ToolListing) -> Value {
 }
 
 /// A parsed JSON-RPC message.
-enum Message {
+pub(crate) enum Message {
     Request {
         id: Value,
         method: String,
@@ -659,7 +659,7 @@ enum Message {
 }
 
 impl Message {
-    fn parse(value: Value) -> Result<Self, &'static str> {
+    pub(crate) fn parse(value: Value) -> Result<Self, &'static str> {
         let Value::Object(mut map) = value else {
             return Err(if value.is_array() {
                 "JSON-RPC batches are not supported"
@@ -693,16 +693,16 @@ impl Message {
 }
 
 /// The headers a stateless request mirrors its envelope in.
-struct EnvelopeHeaders<'a> {
-    protocol_version: Option<&'a str>,
-    method: Option<&'a str>,
-    name: Option<&'a str>,
+pub(crate) struct EnvelopeHeaders<'a> {
+    pub(crate) protocol_version: Option<&'a str>,
+    pub(crate) method: Option<&'a str>,
+    pub(crate) name: Option<&'a str>,
 }
 
 /// The 2026-07-28 envelope checks, in the spec's order: `_meta` carries the protocol version
 /// and client capabilities; the headers mirror the version, the method and (for
 /// `tools/call`) the tool name; the version is one toolgate speaks.
-fn check_envelope(
+pub(crate) fn check_envelope(
     method: &str,
     params: &Value,
     headers: &EnvelopeHeaders<'_>,

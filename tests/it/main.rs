@@ -15,6 +15,7 @@ mod determining_policies;
 mod dev_mode;
 mod dispatch;
 mod dispatch_outcome;
+mod fuzz_findings;
 mod http_limits;
 mod log_damage;
 mod log_export;
