@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::path::Path;
 
@@ -14,6 +13,10 @@ use toolgate::auth::VerifiedToken;
 use toolgate::config::Config;
 use toolgate::policy::{CallFacts, PolicyEngine};
 use toolgate::tools::{DemoUrls, Registry};
+
+#[path = "../tests/it/verified_token.rs"]
+mod verified_token;
+use verified_token::TokenBuilder;
 
 /// The broker's allocator (see `src/main.rs`), so decisions are timed as the broker makes them.
 #[global_allocator]
@@ -44,26 +47,14 @@ fn policies(n: usize) -> String {
 }
 
 fn token(group: String) -> VerifiedToken {
-    VerifiedToken {
-        issuer: "https://bench".to_owned(),
-        subject: "reporting-agent".to_owned(),
-        audiences: vec!["toolgate".to_owned()],
-        scopes: BTreeSet::from(["files:read".to_owned()]),
-        groups: vec![group.clone(), "reporting".to_owned()],
-        client_id: None,
-        jti: Some("bench".to_owned()),
-        kid: None,
-        algorithm: "EdDSA".to_owned(),
-        issued_at: Some(0),
-        expires_at: 300,
-        actors: Vec::new(),
-        claims: serde_json::from_value::<serde_json::Map<_, _>>(
-            json!({ "sub": "reporting-agent", "groups": [group] }),
-        )
-        .unwrap()
-        .into(),
-        token_sha256: String::new(),
-    }
+    TokenBuilder::new("reporting-agent")
+        .issuer("https://bench")
+        .scopes(&["files:read"])
+        .groups(&[group.as_str(), "reporting"])
+        .jti("bench")
+        .times(0, 300)
+        .claims(json!({ "sub": "reporting-agent", "groups": [group] }))
+        .build()
 }
 
 fn decide_at_policy_counts(c: &mut Criterion) {

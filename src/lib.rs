@@ -31,3 +31,11 @@ pub mod server;
 pub mod signing;
 pub mod time;
 pub mod tools;
+
+// The unit tests share the integration tests' `VerifiedToken` builder, which names the crate
+// `toolgate` as the tests and benches outside it do.
+#[cfg(test)]
+extern crate self as toolgate;
+#[cfg(test)]
+#[path = "../tests/it/verified_token.rs"]
+mod verified_token;

@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::verified_token::TokenBuilder;
 
 #[test]
 fn hour_and_weekday_of_known_dates() {
@@ -91,25 +92,13 @@ fn nested_records_sets_enums_optionals_and_numbers_type_check() {
 
 #[test]
 fn recorded_entities_json_decodes_to_the_entities_evaluated() {
-    let mut claims = serde_json::Map::new();
-    claims.insert("department".to_owned(), json!("finance"));
-    claims.insert("level".to_owned(), json!(3));
-    let token = VerifiedToken {
-        issuer: "https://idp".to_owned(),
-        subject: "alice".to_owned(),
-        audiences: vec!["tg".to_owned()],
-        scopes: Default::default(),
-        groups: vec!["g1".to_owned(), "g2".to_owned()],
-        client_id: None,
-        jti: None,
-        kid: None,
-        algorithm: "EdDSA".to_owned(),
-        issued_at: None,
-        expires_at: 0,
-        actors: vec!["agent-7".to_owned()],
-        claims: claims.into(),
-        token_sha256: String::new(),
-    };
+    let token = TokenBuilder::new("alice")
+        .issuer("https://idp")
+        .audience("tg")
+        .groups(&["g1", "g2"])
+        .actors(&["agent-7"])
+        .claims(json!({ "department": "finance", "level": 3 }))
+        .build();
     let parts = token_parts::TokenPartsCache::new().get(&token).unwrap();
     let decoded: Vec<Entity> = parts
         .recorded_entities

@@ -141,24 +141,14 @@ impl TokenPartsCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verified_token::TokenBuilder;
 
     fn token(subject: &str, hash: &str) -> VerifiedToken {
-        VerifiedToken {
-            issuer: "https://idp.test".to_owned(),
-            subject: subject.to_owned(),
-            audiences: vec!["toolgate".to_owned()],
-            scopes: Default::default(),
-            groups: vec!["readers".to_owned()],
-            client_id: None,
-            jti: None,
-            kid: None,
-            algorithm: "RS256".to_owned(),
-            issued_at: None,
-            expires_at: 0,
-            actors: Vec::new(),
-            claims: Default::default(),
-            token_sha256: hash.to_owned(),
-        }
+        TokenBuilder::new(subject)
+            .groups(&["readers"])
+            .algorithm("RS256")
+            .token_sha256(hash)
+            .build()
     }
 
     #[test]

@@ -33,3 +33,4 @@ mod state_modes;
 mod support;
 mod times;
 mod tokens;
+mod verified_token;

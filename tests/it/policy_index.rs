@@ -10,6 +10,7 @@ use toolgate::policy::{CallFacts, PolicyEngine};
 use toolgate::tools::Registry;
 
 use crate::support::repo;
+use crate::verified_token::TokenBuilder;
 
 /// A small deterministic generator (xorshift64*), so a failure reproduces from its seed.
 struct Rng(u64);
@@ -83,26 +84,17 @@ fn token(rng: &mut Rng) -> VerifiedToken {
     } else {
         Vec::new()
     };
-    let mut claims = serde_json::Map::new();
-    if rng.below(2) == 0 {
-        claims.insert("level".to_owned(), json!("high"));
-    }
-    VerifiedToken {
-        issuer: "https://idp.test".to_owned(),
-        subject,
-        audiences: vec!["toolgate-test".to_owned()],
-        scopes: BTreeSet::new(),
-        groups,
-        client_id: None,
-        jti: None,
-        kid: None,
-        algorithm: "EdDSA".to_owned(),
-        issued_at: None,
-        expires_at: 0,
-        actors,
-        claims: claims.into(),
-        token_sha256: String::new(),
-    }
+    let claims = if rng.below(2) == 0 {
+        json!({ "level": "high" })
+    } else {
+        json!({})
+    };
+    TokenBuilder::new(&subject)
+        .audience("toolgate-test")
+        .groups(&groups)
+        .actors(&actors)
+        .claims(claims)
+        .build()
 }
 
 #[test]
