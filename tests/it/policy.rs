@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Options, TestApp, repo};
+use crate::support::{Options, Reply, TestApp, repo};
 
 pub(crate) fn toolgate(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_toolgate"))
@@ -150,94 +150,37 @@ async fn payments_limit_currency_and_delegation_through_the_api() {
     let bob = delegated("bob", &["finance"], "payments-agent");
     let transfer = |amount: Value, currency: &str| json!({ "amount": amount, "currency": currency, "to_account": "DE02120300000000202051" });
 
-    let ok = app
-        .invoke(
-            Some(&bob),
-            "payments___transfer",
-            transfer(json!(499.99), "EUR"),
-        )
-        .await;
-    assert_eq!(ok.status, 200, "{:?}", ok.body);
-    let at_limit = app
-        .invoke(
-            Some(&bob),
-            "payments___transfer",
-            transfer(json!(500), "EUR"),
-        )
-        .await;
-    assert_eq!(at_limit.status, 403);
-    let usd = app
-        .invoke(
-            Some(&bob),
-            "payments___transfer",
-            transfer(json!(100), "USD"),
-        )
-        .await;
-    assert_eq!(usd.status, 403);
-    let cap = app
-        .invoke(
-            Some(&bob),
-            "payments___transfer",
-            transfer(json!(25000.5), "EUR"),
-        )
-        .await;
-    assert_eq!(cap.status, 403);
-    // 1.00001 cannot be a Cedar decimal: refused before the policies, never rounded.
-    let precise = app
-        .invoke(
-            Some(&bob),
-            "payments___transfer",
-            transfer(json!(1.00001), "EUR"),
-        )
-        .await;
-    assert_eq!(precise.status, 400, "{:?}", precise.body);
-    assert_eq!(precise.body["problems"][0]["path"], "/amount");
-
     let outsider = delegated("carol", &["reporting"], "payments-agent");
-    assert_eq!(
-        app.invoke(
-            Some(&outsider),
-            "payments___transfer",
-            transfer(json!(10), "EUR")
-        )
-        .await
-        .status,
-        403
-    );
     let other_agent = delegated("bob", &["finance"], "planner-agent");
-    assert_eq!(
-        app.invoke(
-            Some(&other_agent),
-            "payments___transfer",
-            transfer(json!(10), "EUR")
-        )
-        .await
-        .status,
-        403
-    );
     // `policies/entities.json` puts group finance-eu inside finance.
     let nested_group = delegated("erika", &["finance-eu"], "payments-agent");
-    assert_eq!(
-        app.invoke(
-            Some(&nested_group),
-            "payments___transfer",
-            transfer(json!(250), "EUR")
-        )
-        .await
-        .status,
-        200
-    );
     let agent_alone = app.token("payments-agent", "payments:write", &["finance"]);
-    assert_eq!(
-        app.invoke(
-            Some(&agent_alone),
-            "payments___transfer",
-            transfer(json!(10), "EUR")
-        )
-        .await
-        .status,
-        403
-    );
+    // (case, token, amount, currency, status); the order is the order of the records below.
+    let cases: [(&str, &str, Value, &str, u16); 9] = [
+        ("under the limit", &bob, json!(499.99), "EUR", 200),
+        ("at the limit", &bob, json!(500), "EUR", 403),
+        ("other currency", &bob, json!(100), "USD", 403),
+        ("over the hard cap", &bob, json!(25000.5), "EUR", 403),
+        // 1.00001 cannot be a Cedar decimal: refused before the policies, never rounded.
+        ("not a decimal", &bob, json!(1.00001), "EUR", 400),
+        ("user outside finance", &outsider, json!(10), "EUR", 403),
+        ("other agent", &other_agent, json!(10), "EUR", 403),
+        ("nested group", &nested_group, json!(250), "EUR", 200),
+        ("agent alone", &agent_alone, json!(10), "EUR", 403),
+    ];
+    for (case, token, amount, currency, status) in cases {
+        let reply = app
+            .invoke(
+                Some(token),
+                "payments___transfer",
+                transfer(amount, currency),
+            )
+            .await;
+        check_status(case, &reply, status);
+        if status == 400 {
+            assert_eq!(reply.body["problems"][0]["path"], "/amount", "{case}");
+        }
+    }
 
     // The listing shows the transfer tool to the finance user's delegated agent only.
     let listed = |token: &str| {
@@ -276,6 +219,12 @@ async fn payments_limit_currency_and_delegation_through_the_api() {
     // The backend saw exactly the two allowed transfers.
     assert_eq!(app.backend.calls("/echo").len(), 2);
     app.stop().await;
+}
+
+/// Asserts one case's status, naming the case and showing the body when it differs.
+#[track_caller]
+fn check_status(case: &str, reply: &Reply, status: u16) {
+    assert_eq!(reply.status, status, "{case}: {:?}", reply.body);
 }
 
 const FORBID_ECHO: &str = r#"
