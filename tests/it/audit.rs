@@ -14,7 +14,7 @@ use toolgate::audit::{AuditLog, AuditOptions, CheckpointOptions, DecisionRecord,
 use toolgate::config::Synchronous;
 use toolgate::signing::SigningKey;
 
-use crate::support::{AUDIENCE, Backend, ISSUER, Options, TestApp, repo};
+use crate::support::{AUDIENCE, Backend, ISSUER, Options, TestApp, check_status, repo};
 
 /// A log of `n` records written by the real writer, with a checkpoint every 5 records and
 /// one at shutdown. Record `i` (seq `i`) has `time_ms = i * 1000`.
@@ -422,31 +422,34 @@ async fn admin_decisions_api_filters_paginates_and_fetches_one() {
         .collect();
     assert_eq!(kinds, ["decision", "dispatch"]);
 
-    assert_eq!(
-        app.get("/admin/decisions/no-such-id", Some(&admin))
-            .await
-            .status,
-        404
-    );
-    let too_many = app.get("/admin/decisions?limit=100000", Some(&admin)).await;
-    assert_eq!(too_many.status, 400, "{:?}", too_many.body);
-    assert_eq!(
-        app.get("/admin/decisions?since=yesterday", Some(&admin))
-            .await
-            .status,
-        400
-    );
-    assert_eq!(
-        app.get("/admin/decisions?colour=red", Some(&admin))
-            .await
-            .status,
-        400
-    );
-    assert_eq!(app.get("/admin/decisions", None).await.status, 401);
-    assert_eq!(
-        app.get("/admin/decisions", Some(&reporter)).await.status,
-        401
-    );
+    let (admin, reporter) = (Some(admin.as_str()), Some(reporter.as_str()));
+    // (case, path, token, status)
+    let refused = [
+        ("unknown id", "/admin/decisions/no-such-id", admin, 404),
+        (
+            "limit over the bound",
+            "/admin/decisions?limit=100000",
+            admin,
+            400,
+        ),
+        (
+            "unreadable since",
+            "/admin/decisions?since=yesterday",
+            admin,
+            400,
+        ),
+        (
+            "unknown parameter",
+            "/admin/decisions?colour=red",
+            admin,
+            400,
+        ),
+        ("no token", "/admin/decisions", None, 401),
+        ("an agent's token", "/admin/decisions", reporter, 401),
+    ];
+    for (case, path, token, status) in refused {
+        check_status(case, &app.get(path, token).await, status);
+    }
     app.stop().await;
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER, Reply, TestApp};
+use crate::support::{ISSUER, Reply, TestApp, check_status};
 
 const REPORT: &str = "/srv/reports/q3.txt";
 
@@ -125,26 +125,35 @@ async fn mcp_sessions_negotiate_versions_and_are_bound_to_the_principal() {
     let reply = mcp(&app, Some(&alice), None, &initialize("1999-01-01")).await;
     assert_eq!(reply.body["result"]["protocolVersion"], "2025-11-25");
 
-    // Requests after initialize need the session; another principal cannot use it.
+    // Requests after initialize need the session; another principal cannot use it; a token
+    // is needed on every request, not only on initialize.
     let ping = rpc(2, "ping", json!({}));
-    assert_eq!(mcp(&app, Some(&alice), None, &ping).await.status, 400);
-    let reply = mcp(&app, Some(&alice), Some(&session), &ping).await;
-    assert_eq!((reply.status, &reply.body["result"]), (200, &json!({})));
-    assert_eq!(reply.body["id"], 2);
-    assert_eq!(
-        mcp(&app, Some(&mallory), Some(&session), &ping)
-            .await
-            .status,
-        404
-    );
-    assert_eq!(
-        mcp(&app, Some(&alice), Some("no-such-session"), &ping)
-            .await
-            .status,
-        404
-    );
-    // A token is needed on every request, not only on initialize.
-    assert_eq!(mcp(&app, None, Some(&session), &ping).await.status, 401);
+    let unknown = "no-such-session".to_owned();
+    // (case, token, session, status)
+    let pings = [
+        ("no session", Some(&alice), None, 400),
+        ("own session", Some(&alice), Some(&session), 200),
+        ("another principal", Some(&mallory), Some(&session), 404),
+        ("unknown session", Some(&alice), Some(&unknown), 404),
+        ("no token", None, Some(&session), 401),
+    ];
+    for (case, token, session_id, status) in pings {
+        let reply = mcp(
+            &app,
+            token.map(String::as_str),
+            session_id.map(String::as_str),
+            &ping,
+        )
+        .await;
+        check_status(case, &reply, status);
+        if status == 200 {
+            assert_eq!(
+                (&reply.body["result"], &reply.body["id"]),
+                (&json!({}), &json!(2)),
+                "{case}"
+            );
+        }
+    }
 
     // The protocol-version header must match the session's.
     let reply = app
@@ -458,33 +467,48 @@ async fn stateless_2026_requests_need_a_token_and_a_consistent_envelope_but_no_s
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     assert_eq!(app.backend.calls("/read_file").len(), 2);
 
-    // Headers that disagree with the body, and an unsupported version, are refused before
-    // anything is decided.
-    let mismatched = [
-        version,
-        ("mcp-method", "tools/call"),
-        ("mcp-name", "demo___echo"),
+    // Headers that disagree with the body, or no version header, are refused before anything
+    // is decided, and so is a method this version does not have.
+    // (case, method, params, headers, status, JSON-RPC error code)
+    let refused: [(&str, &str, Value, &[(&str, &str)], u16, i64); 3] = [
+        (
+            "a name header that disagrees with the body",
+            "tools/call",
+            call.clone(),
+            &[
+                version,
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "demo___echo"),
+            ],
+            400,
+            -32020,
+        ),
+        (
+            "a missing version header",
+            "tools/call",
+            call.clone(),
+            &[
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "files___read_file"),
+            ],
+            400,
+            -32020,
+        ),
+        (
+            "ping",
+            "ping",
+            json!({}),
+            &[version, ("mcp-method", "ping")],
+            404,
+            -32601,
+        ),
     ];
-    let reply = stateless(&app, &reporter, "tools/call", call.clone(), &mismatched).await;
-    assert_eq!(
-        (reply.status, &reply.body["error"]["code"]),
-        (400, &json!(-32020))
-    );
-    let reply = stateless(
-        &app,
-        &reporter,
-        "tools/call",
-        call.clone(),
-        &[
-            ("mcp-method", "tools/call"),
-            ("mcp-name", "files___read_file"),
-        ],
-    )
-    .await;
-    assert_eq!(
-        reply.body["error"]["code"], -32020,
-        "a missing version header"
-    );
+    for (case, method, params, headers, status, code) in refused {
+        let reply = stateless(&app, &reporter, method, params, headers).await;
+        check_status(case, &reply, status);
+        assert_eq!(reply.body["error"]["code"], code, "{case}");
+    }
+    // An unsupported version is refused with the supported ones.
     let reply = app
         .client
         .post(app.url("/mcp"))
@@ -518,18 +542,6 @@ async fn stateless_2026_requests_need_a_token_and_a_consistent_envelope_but_no_s
         json!(["2026-07-28"])
     );
     assert_eq!(app.backend.calls("/read_file").len(), 2);
-    let reply = stateless(
-        &app,
-        &reporter,
-        "ping",
-        json!({}),
-        &[version, ("mcp-method", "ping")],
-    )
-    .await;
-    assert_eq!(
-        (reply.status, &reply.body["error"]["code"]),
-        (404, &json!(-32601))
-    );
 
     // Still a token on every request.
     let reply = app

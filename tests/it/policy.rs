@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Options, Reply, TestApp, repo};
+use crate::support::{Options, TestApp, check_status, repo};
 
 pub(crate) fn toolgate(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_toolgate"))
@@ -219,12 +219,6 @@ async fn payments_limit_currency_and_delegation_through_the_api() {
     // The backend saw exactly the two allowed transfers.
     assert_eq!(app.backend.calls("/echo").len(), 2);
     app.stop().await;
-}
-
-/// Asserts one case's status, naming the case and showing the body when it differs.
-#[track_caller]
-fn check_status(case: &str, reply: &Reply, status: u16) {
-    assert_eq!(reply.status, status, "{case}: {:?}", reply.body);
 }
 
 const FORBID_ECHO: &str = r#"

@@ -562,3 +562,9 @@ pub fn skip(test: &str, why: &str) {
         "{test} must run under CI=true, but {why}"
     );
 }
+
+/// Asserts one table case's status, naming the case and showing the body when it differs.
+#[track_caller]
+pub fn check_status(case: &str, reply: &Reply, status: u16) {
+    assert_eq!(reply.status, status, "{case}: {:?}", reply.body);
+}
