@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::support::{AUDIENCE, ISSUER, Options, TestApp};
+use crate::support::{AUDIENCE, ISSUER, Options, Reply, TestApp};
 
 #[tokio::test]
 async fn allowed_call_reaches_backend_without_the_agents_token() {
@@ -100,6 +100,30 @@ async fn policy_deny_is_403_recorded_with_the_forbid_and_not_dispatched() {
     assert_eq!(decisions[0].decision_id, reply.body["decision_id"]);
 }
 
+/// Asserts a 401 whose RFC 6750 challenge names `invalid_token` exactly when `has_error`, and
+/// that the last decision record is this reply's, an `auth` deny for `reason`.
+#[track_caller]
+fn check_unauthorized(app: &TestApp, name: &str, reply: &Reply, reason: &str, has_error: bool) {
+    assert_eq!(reply.status, 401, "{name}");
+    let challenge = reply.header("www-authenticate").unwrap_or_default();
+    assert!(
+        challenge.starts_with("Bearer realm=\"toolgate\""),
+        "{name}: {challenge}"
+    );
+    assert_eq!(
+        challenge.contains("error=\"invalid_token\""),
+        has_error,
+        "{name}: {challenge}"
+    );
+    let last = app.decisions().pop().unwrap();
+    assert_eq!(
+        (last.stage.as_str(), last.reason.as_str()),
+        ("auth", reason),
+        "{name}"
+    );
+    assert_eq!(last.decision_id, reply.body["decision_id"], "{name}");
+}
+
 #[tokio::test]
 async fn token_failures_are_401_with_rfc6750_challenges() {
     let app = TestApp::spawn().await;
@@ -174,24 +198,7 @@ async fn token_failures_are_401_with_rfc6750_challenges() {
         let reply = app
             .invoke(token.as_deref(), "demo___echo", json!({ "message": "hi" }))
             .await;
-        assert_eq!(reply.status, 401, "{name}");
-        let challenge = reply.header("www-authenticate").unwrap_or_default();
-        assert!(
-            challenge.starts_with("Bearer realm=\"toolgate\""),
-            "{name}: {challenge}"
-        );
-        assert_eq!(
-            challenge.contains("error=\"invalid_token\""),
-            *has_error,
-            "{name}: {challenge}"
-        );
-        let last = app.decisions().pop().unwrap();
-        assert_eq!(
-            (last.stage.as_str(), last.reason.as_str()),
-            ("auth", *reason),
-            "{name}"
-        );
-        assert_eq!(last.decision_id, reply.body["decision_id"], "{name}");
+        check_unauthorized(&app, name, &reply, reason, *has_error);
     }
     assert_eq!(app.decisions().len(), cases.len());
     assert!(app.backend.received.lock().unwrap().is_empty());

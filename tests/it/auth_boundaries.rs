@@ -145,6 +145,29 @@ async fn a_token_naming_agent_and_admin_audiences_is_neither() {
     app.stop().await;
 }
 
+/// Asserts the refusal of a request with two authorization headers, and its record.
+#[track_caller]
+fn check_duplicate_refused(app: &TestApp, path: &str, endpoint: &str, reply: &Reply) {
+    assert_eq!(reply.status, 400, "{path}: {:?}", reply.body);
+    assert_eq!(reply.body["error"], "invalid_request", "{path}");
+    assert_eq!(
+        reply.body["message"], "send exactly one authorization header",
+        "{path}"
+    );
+    assert!(
+        reply
+            .header("www-authenticate")
+            .unwrap()
+            .contains(r#"error="invalid_request""#),
+        "{path}"
+    );
+    assert_eq!(
+        reason_of(app, reply),
+        (endpoint.to_owned(), "duplicate_authorization".to_owned()),
+        "{path}"
+    );
+}
+
 #[tokio::test]
 async fn two_authorization_headers_are_refused_and_recorded_on_every_authenticated_route() {
     let app = TestApp::spawn().await;
@@ -195,25 +218,7 @@ async fn two_authorization_headers_are_refused_and_recorded_on_every_authenticat
             ["Bearer garbage", valid.as_str()],
             [valid.as_str(), valid.as_str()],
         ] {
-            let reply = send(&headers).await;
-            assert_eq!(reply.status, 400, "{path}: {:?}", reply.body);
-            assert_eq!(reply.body["error"], "invalid_request", "{path}");
-            assert_eq!(
-                reply.body["message"], "send exactly one authorization header",
-                "{path}"
-            );
-            assert!(
-                reply
-                    .header("www-authenticate")
-                    .unwrap()
-                    .contains(r#"error="invalid_request""#),
-                "{path}"
-            );
-            assert_eq!(
-                reason_of(&app, &reply),
-                (endpoint.to_owned(), "duplicate_authorization".to_owned()),
-                "{path}"
-            );
+            check_duplicate_refused(&app, path, endpoint, &send(&headers).await);
         }
     }
     // Public routes do not read the header.

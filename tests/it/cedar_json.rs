@@ -14,7 +14,7 @@ use toolgate::policy::{InputType, action_declaration, schema_from_parts};
 use toolgate::replay;
 use toolgate::tools::Registry;
 
-use crate::support::{TestApp, repo};
+use crate::support::{Row, TestApp, repo};
 
 /// The broker's generated schema, from its stub and tools.
 fn schema(app: &TestApp) -> Schema {
@@ -47,6 +47,48 @@ fn policies(app: &TestApp) -> PolicySet {
         }
     }
     PolicySet::from_policies(all).unwrap()
+}
+
+/// Rebuilds one recorded request with Cedar's JSON entry points alone, decides it again, and
+/// asserts the recorded decision and determining policies, with no evaluation error.
+#[track_caller]
+fn check_re_decides(schema: &Schema, policies: &PolicySet, extra: &[Value], row: &Row) {
+    let record = &row.record;
+    let request = &record["policy"]["request"];
+    assert_eq!(request["version"], 2, "{request}");
+    let uid = |key: &str| EntityUid::from_json(request[key].clone()).unwrap();
+    let action = uid("action");
+    let context = Context::from_json_value(request["context"].clone(), Some((schema, &action)))
+        .unwrap_or_else(|e| panic!("{e}: {request}"));
+    let cedar_request = Request::new(
+        uid("principal"),
+        action,
+        uid("resource"),
+        context,
+        Some(schema),
+    )
+    .unwrap();
+    let mut entities = request["entities"].as_array().unwrap().clone();
+    entities.extend(extra.iter().cloned());
+    let entities = Entities::from_json_value(Value::Array(entities), Some(schema))
+        .unwrap_or_else(|e| panic!("{e}: {request}"));
+    let response = Authorizer::new().is_authorized(&cedar_request, policies, &entities);
+    let decision = match response.decision() {
+        Decision::Allow => "allow",
+        Decision::Deny => "deny",
+    };
+    assert_eq!(decision, row.decision, "{request}");
+    let mut determining: Vec<String> = response
+        .diagnostics()
+        .reason()
+        .map(ToString::to_string)
+        .collect();
+    determining.sort();
+    let mut recorded: Vec<String> =
+        serde_json::from_value(record["policy"]["determining_policies"].clone()).unwrap();
+    recorded.sort();
+    assert_eq!(determining, recorded, "{request}");
+    assert_eq!(response.diagnostics().errors().count(), 0);
 }
 
 #[tokio::test]
@@ -101,44 +143,8 @@ async fn recorded_requests_re_decide_through_cedar_json_alone() {
     .unwrap();
     let decisions = app.decisions();
     assert_eq!(decisions.len(), calls.len());
-    for row in decisions {
-        let record = &row.record;
-        let request = &record["policy"]["request"];
-        assert_eq!(request["version"], 2, "{request}");
-        let uid = |key: &str| EntityUid::from_json(request[key].clone()).unwrap();
-        let action = uid("action");
-        let context =
-            Context::from_json_value(request["context"].clone(), Some((&schema, &action)))
-                .unwrap_or_else(|e| panic!("{e}: {request}"));
-        let cedar_request = Request::new(
-            uid("principal"),
-            action,
-            uid("resource"),
-            context,
-            Some(&schema),
-        )
-        .unwrap();
-        let mut entities = request["entities"].as_array().unwrap().clone();
-        entities.extend(extra.iter().cloned());
-        let entities = Entities::from_json_value(Value::Array(entities), Some(&schema))
-            .unwrap_or_else(|e| panic!("{e}: {request}"));
-        let response = Authorizer::new().is_authorized(&cedar_request, &policies, &entities);
-        let decision = match response.decision() {
-            Decision::Allow => "allow",
-            Decision::Deny => "deny",
-        };
-        assert_eq!(decision, row.decision, "{request}");
-        let mut determining: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(ToString::to_string)
-            .collect();
-        determining.sort();
-        let mut recorded: Vec<String> =
-            serde_json::from_value(record["policy"]["determining_policies"].clone()).unwrap();
-        recorded.sort();
-        assert_eq!(determining, recorded, "{request}");
-        assert_eq!(response.diagnostics().errors().count(), 0);
+    for row in &decisions {
+        check_re_decides(&schema, &policies, &extra, row);
     }
 
     // The decimal is Cedar's `__extn`, the actor an `__entity`, a whole float
