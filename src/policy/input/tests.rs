@@ -124,15 +124,41 @@ fn decimal_type() -> InputType {
     .unwrap()
 }
 
+/// The decimal Cedar holds, or the problem's pointer and part of its reason.
+type Decimal = Result<&'static str, (&'static str, &'static str)>;
+
+/// Converts `arguments` (JSON text) with the decimal type, reading numbers from their literal,
+/// and asserts what the case expects.
+#[track_caller]
+fn check_decimal(arguments: &str, expected: &Decimal) {
+    let value: Value = serde_json::from_str(arguments).unwrap();
+    let text = ArgumentsText {
+        json: arguments.as_bytes(),
+        at: &[],
+    };
+    match expected {
+        Ok(decimal) => cedar_equals(arguments, decimal),
+        Err((path, reason)) => {
+            let problem = decimal_type()
+                .to_cedar_exact(&value, "", Some(text))
+                .unwrap_err();
+            assert_eq!(problem.path, *path, "{arguments}");
+            assert!(
+                problem.message.contains(reason),
+                "{arguments}: {}",
+                problem.message
+            );
+        }
+    }
+}
+
 #[test]
 fn decimals_are_read_from_their_literal_and_never_rounded() {
     let places = "more than 4 fractional digits (refused, not rounded)";
     let range = "outside -922337203685477.5808 to 922337203685477.5807";
     let exponent = "without an exponent";
     // (arguments JSON, Ok(the decimal Cedar holds) or Err((pointer, part of the reason)))
-    /// The decimal Cedar holds, or the problem's pointer and part of its reason.
-    type Expected = Result<&'static str, (&'static str, &'static str)>;
-    let cases: &[(&str, Expected)] = &[
+    let cases: &[(&str, Decimal)] = &[
         (r#"{"d": 499.9999}"#, Ok("499.9999")),
         (r#"{"d": 499.99990000}"#, Ok("499.9999")),
         // Parses to the same f64 as 499.9999: only the literal shows the fifth place.
@@ -167,26 +193,10 @@ fn decimals_are_read_from_their_literal_and_never_rounded() {
         (r#"{"d": 1.00000000000000001, "d": 1.5}"#, Ok("1.5")),
         (r#"{ "n" : 3, "d" : 0.1 }"#, Ok("0.1")),
     ];
-    let ty = decimal_type();
     for (arguments, expected) in cases {
-        let value: Value = serde_json::from_str(arguments).unwrap();
-        let text = ArgumentsText {
-            json: arguments.as_bytes(),
-            at: &[],
-        };
-        match expected {
-            Ok(decimal) => cedar_equals(arguments, decimal),
-            Err((path, reason)) => {
-                let problem = ty.to_cedar_exact(&value, "", Some(text)).unwrap_err();
-                assert_eq!(problem.path, *path, "{arguments}");
-                assert!(
-                    problem.message.contains(reason),
-                    "{arguments}: {}",
-                    problem.message
-                );
-            }
-        }
+        check_decimal(arguments, expected);
     }
+    let ty = decimal_type();
     // The arguments found inside a request body by member names.
     let body = r#"{"params": {"name": "t", "arguments": {"d": 0.99999000000000001}}}"#;
     let value = json!({ "d": 0.99999 });
