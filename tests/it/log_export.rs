@@ -42,6 +42,25 @@ fn toolgate(args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
+/// Writes `jsonl` beside the log and asserts that `log verify --jsonl` on it exits with `code`
+/// and reports `report`.
+#[track_caller]
+fn check_verify_jsonl(app: &TestApp, case: &str, jsonl: &str, code: i32, report: &str) {
+    let config = app.config_path();
+    let path = app.dir.path().join("verify.jsonl");
+    std::fs::write(&path, jsonl).unwrap();
+    let (got, out) = toolgate(&[
+        "log",
+        "verify",
+        "--config",
+        config.to_str().unwrap(),
+        "--jsonl",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(got, Some(code), "{case}: {out}");
+    assert!(out.contains(report), "{case}: {out}");
+}
+
 #[tokio::test]
 async fn unfiltered_exports_carry_checkpoints_that_verify_checks() {
     let app = log_with_checkpoints().await;
@@ -67,17 +86,6 @@ async fn unfiltered_exports_carry_checkpoints_that_verify_checks() {
     let first_cp = checkpoints[0]["seq"].clone();
     assert!(position(&|l| l.get("checkpoint").is_some()) > position(&|l| l["seq"] == first_cp));
 
-    let dir = app.dir.path();
-    let export = dir.join("export.jsonl");
-    std::fs::write(&export, &out).unwrap();
-    let export = export.to_str().unwrap();
-    let (code, report) = toolgate(&["log", "verify", "--config", config, "--jsonl", export]);
-    assert_eq!(code, Some(0), "{report}");
-    assert!(
-        report.contains("2 checkpoints matched with valid signatures"),
-        "{report}"
-    );
-
     // The checkpoints are checked: a forged head fails, and so does a tail cut off below the
     // last checkpoint.
     let forged_head = "f".repeat(64);
@@ -91,40 +99,31 @@ async fn unfiltered_exports_carry_checkpoints_that_verify_checks() {
             format!("{l}\n")
         })
         .collect();
-    let forged_path = dir.join("forged.jsonl");
-    std::fs::write(&forged_path, forged).unwrap();
-    let (code, report) = toolgate(&[
-        "log",
-        "verify",
-        "--config",
-        config,
-        "--jsonl",
-        forged_path.to_str().unwrap(),
-    ]);
-    assert_eq!(code, Some(1), "{report}");
-    assert!(
-        report.contains("stored fields differ from the signed ones"),
-        "{report}"
-    );
-
     let last_cp = checkpoints[1]["seq"].as_i64().unwrap();
     let cut: String = lines
         .iter()
         .filter(|l| l.get("checkpoint").is_some() || l["seq"].as_i64().unwrap() < last_cp)
         .map(|l| format!("{l}\n"))
         .collect();
-    let cut_path = dir.join("cut.jsonl");
-    std::fs::write(&cut_path, cut).unwrap();
-    let (code, report) = toolgate(&[
-        "log",
-        "verify",
-        "--config",
-        config,
-        "--jsonl",
-        cut_path.to_str().unwrap(),
-    ]);
-    assert_eq!(code, Some(1), "{report}");
-    assert!(report.contains("the tail was truncated"), "{report}");
+    // (case, JSONL, exit code, part of the report)
+    let exports = [
+        (
+            "the export",
+            &out,
+            0,
+            "2 checkpoints matched with valid signatures",
+        ),
+        (
+            "a forged head",
+            &forged,
+            1,
+            "stored fields differ from the signed ones",
+        ),
+        ("a cut tail", &cut, 1, "the tail was truncated"),
+    ];
+    for (case, jsonl, code, report) in exports {
+        check_verify_jsonl(&app, case, jsonl, code, report);
+    }
 
     // A filtered export is not a contiguous chain: no checkpoint lines.
     let (code, out) = toolgate(&["log", "export", "--config", config, "--kind", "decision"]);
