@@ -60,26 +60,22 @@ expect = "allow"
 "#,
     )
     .unwrap();
-    let (ok, out) = toolgate(&["policy", "test", file.to_str().unwrap()]);
-    assert!(!ok, "{out}");
-    assert!(
-        out.contains("FAIL") && out.contains("case 1 `expects the traversal forbid to allow`"),
-        "{out}"
-    );
-    assert!(out.contains("- decision:    allow"), "{out}");
-    assert!(out.contains("+ decision:    deny"), "{out}");
-    assert!(
-        out.contains("- determining: [reporting-reads-reports]"),
-        "{out}"
+    let out = check_run(
+        &["policy", "test", file.to_str().unwrap()],
+        false,
+        &[
+            "FAIL",
+            "case 1 `expects the traversal forbid to allow`",
+            "- decision:    allow",
+            "+ decision:    deny",
+            "- determining: [reporting-reads-reports]",
+            "2 cases: 1 passed, 1 failed",
+            "never determining: payments-hard-cap",
+        ],
     );
     assert!(
         out.contains("+ determining: [no-path-traversal, reporting-reads-reports]")
             || out.contains("+ determining: [no-path-traversal]"),
-        "{out}"
-    );
-    assert!(out.contains("2 cases: 1 passed, 1 failed"), "{out}");
-    assert!(
-        out.contains("never determining: payments-hard-cap"),
         "{out}"
     );
 
@@ -97,46 +93,35 @@ expect = "allow"
         "[[case]]\nname = \"echo\"\nprincipal = { sub = \"a\" }\ntool = \"demo___echo\"\narguments = { message = \"hi\" }\nexpect = \"allow\"\ndetermining = [\"all-echo\"]\n",
     )
     .unwrap();
-    let (ok, out) = toolgate(&[
-        "policy",
-        "test",
-        "--require-coverage",
-        "--policies",
-        policies.to_str().unwrap(),
-        passing.to_str().unwrap(),
-    ]);
-    assert!(ok, "{out}");
-    assert!(out.contains("coverage: 1 of 1 policies"), "{out}");
+    let (policies_arg, passing_arg) = (policies.to_str().unwrap(), passing.to_str().unwrap());
+    let coverage = ["policy", "test", "--require-coverage", "--policies"];
+    let coverage = [&coverage[..], &[policies_arg, passing_arg]].concat();
+    check_run(&coverage, true, &["coverage: 1 of 1 policies"]);
 
     // `policy validate` checks a directory without starting anything.
-    let (ok, out) = toolgate(&[
-        "policy",
-        "validate",
-        "--policies",
-        policies.to_str().unwrap(),
-    ]);
-    assert!(ok && out.starts_with("ok: 1 policies valid"), "{out}");
+    let validate = ["policy", "validate", "--policies", policies_arg];
+    let out = check_run(&validate, true, &[]);
+    assert!(out.starts_with("ok: 1 policies valid"), "{out}");
     std::fs::write(
         policies.join("bad.cedar"),
         "@id(\"bad\")\npermit (principal, action == Toolgate::Action::\"demo___echo\", resource)\nwhen { context.input.nope };\n",
     )
     .unwrap();
-    let (ok, out) = toolgate(&[
-        "policy",
-        "validate",
-        "--policies",
-        policies.to_str().unwrap(),
-    ]);
-    assert!(!ok, "{out}");
-    assert!(out.contains("bad.cedar:1: policy `bad`: error"), "{out}");
-    let (ok, out) = toolgate(&[
-        "policy",
-        "test",
-        "--policies",
-        policies.to_str().unwrap(),
-        passing.to_str().unwrap(),
-    ]);
-    assert!(!ok && out.contains("bad.cedar:1"), "{out}");
+    check_run(&validate, false, &["bad.cedar:1: policy `bad`: error"]);
+    let test = ["policy", "test", "--policies", policies_arg, passing_arg];
+    check_run(&test, false, &["bad.cedar:1"]);
+}
+
+/// Runs the binary with `args` and asserts whether it succeeds and that its output holds each
+/// of `expected`; returns the output.
+#[track_caller]
+fn check_run(args: &[&str], ok: bool, expected: &[&str]) -> String {
+    let (succeeded, out) = toolgate(args);
+    assert_eq!(succeeded, ok, "{args:?}: {out}");
+    for text in expected {
+        assert!(out.contains(text), "{args:?}: `{text}` in {out}");
+    }
+    out
 }
 
 #[tokio::test]
