@@ -11,7 +11,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::python::{python, script};
-use crate::support::{Options, TestApp, dead_url};
+use crate::support::{Options, TestApp, check_status, dead_url};
 
 /// The broker's own credential for the upstream.
 const UPSTREAM_SECRET: &str = "upstream-secret-0123";
@@ -252,31 +252,45 @@ async fn upstream_tools_are_listed_by_policy_called_with_the_broker_credential_a
     );
     assert_eq!(rows[1].record["dispatch"]["status"], 200);
 
-    // Denied calls never reach the upstream.
-    let denied = app
-        .invoke(
-            Some(&operator),
+    // Denied calls never reach the upstream; skipped tools are unknown.
+    // (case, token, tool, arguments, status)
+    let refused = [
+        (
+            "a destructive tool",
+            &operator,
             "weather___delete_everything",
             json!({ "confirm": true }),
-        )
-        .await;
-    assert_eq!(denied.status, 403, "{:?}", denied.body);
-    let no_scope = app
-        .invoke(
-            Some(&unscoped),
+            403,
+        ),
+        (
+            "no scope",
+            &unscoped,
             "weather___get_weather",
             json!({ "city": "Oslo" }),
-        )
-        .await;
-    assert_eq!(no_scope.status, 403);
-    let atlantis = app
-        .invoke(
-            Some(&reader),
+            403,
+        ),
+        (
+            "a forbidden argument",
+            &reader,
             "weather___get_weather",
             json!({ "city": "Atlantis" }),
-        )
-        .await;
-    assert_eq!(atlantis.status, 403, "{:?}", atlantis.body);
+            403,
+        ),
+        (
+            "a skipped tool",
+            &operator,
+            "weather___untypable",
+            json!({ "value": 1 }),
+            404,
+        ),
+    ];
+    let mut replies = Vec::new();
+    for (case, token, tool, arguments, status) in refused {
+        let reply = app.invoke(Some(token), tool, arguments).await;
+        check_status(case, &reply, status);
+        replies.push(reply);
+    }
+    let atlantis = &replies[2];
     let id = atlantis.body["decision_id"].as_str().unwrap();
     let row = app
         .decisions()
@@ -287,14 +301,6 @@ async fn upstream_tools_are_listed_by_policy_called_with_the_broker_credential_a
         row.record["policy"]["determining_policies"],
         json!(["no-weather-for-atlantis"])
     );
-    let untypable = app
-        .invoke(
-            Some(&operator),
-            "weather___untypable",
-            json!({ "value": 1 }),
-        )
-        .await;
-    assert_eq!(untypable.status, 404, "skipped tools are unknown");
 
     // `isError: true` is the tool's own error; the sensitive argument is redacted.
     let failed = app
