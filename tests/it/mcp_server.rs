@@ -470,7 +470,8 @@ async fn stateless_2026_requests_need_a_token_and_a_consistent_envelope_but_no_s
     // Headers that disagree with the body, or no version header, are refused before anything
     // is decided, and so is a method this version does not have.
     // (case, method, params, headers, status, JSON-RPC error code)
-    let refused: [(&str, &str, Value, &[(&str, &str)], u16, i64); 3] = [
+    type Refusal<'a> = (&'a str, &'a str, Value, &'a [(&'a str, &'a str)], u16, i64);
+    let refused: [Refusal; 3] = [
         (
             "a name header that disagrees with the body",
             "tools/call",
