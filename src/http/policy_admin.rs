@@ -20,7 +20,7 @@ pub(super) async fn reload(State(app): State<Arc<App>>, headers: HeaderMap) -> R
         Err(response) => return response,
     };
     // Upstream tool lists are refreshed first, so the reload validates against them.
-    crate::mcp::upstreams::refresh_all(&app).await;
+    crate::reload::refresh_upstreams(&app).await;
     let worker = app.clone();
     let result = tokio::task::spawn_blocking(move || worker.reload_policies())
         .await
