@@ -14,11 +14,11 @@ use crate::app::{App, CallError};
 
 /// Reloads the policies and reports the outcome.
 pub(super) async fn reload(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let (decision_id, _) = match super::admin::guard(&app, &headers, "admin:policies:reload").await
-    {
-        Ok(ok) => ok,
-        Err(response) => return response,
-    };
+    let (decision_id, _) =
+        match super::admin_guard::guard(&app, &headers, "admin:policies:reload").await {
+            Ok(ok) => ok,
+            Err(response) => return response,
+        };
     // Upstream tool lists are refreshed first, so the reload validates against them.
     crate::reload::refresh_upstreams(&app).await;
     let worker = app.clone();
