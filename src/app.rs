@@ -207,7 +207,7 @@ pub struct Readiness {
     /// Policy reloads rejected since start.
     pub policy_reloads_rejected: u64,
     /// Upstream MCP servers; one that is down does not make the broker unready.
-    pub upstreams: Vec<crate::mcp::upstreams::UpstreamStatus>,
+    pub upstreams: Vec<crate::tools::upstream::manager::UpstreamStatus>,
 }
 
 impl Readiness {
@@ -253,8 +253,8 @@ pub struct App {
     /// Serialises policy reloads with registry swaps, so that a reload never installs a
     /// schema generated for a registry that has since been replaced.
     pub reload_lock: std::sync::Mutex<()>,
-    /// Upstream MCP servers whose tools are registered (see `mcp::upstreams`).
-    pub upstreams: crate::mcp::upstreams::Upstreams,
+    /// Upstream MCP servers whose tools are registered (see `tools::upstream::manager`).
+    pub upstreams: crate::tools::upstream::manager::Upstreams,
 }
 
 /// Longest caller-supplied request id accepted; others are replaced by a fresh id.

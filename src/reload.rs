@@ -3,6 +3,9 @@
 //! trigger (in `http::policy_admin`). Issuer JWKS files: their own watcher (at the first poll
 //! that sees a change) and SIGHUP re-read them; a file that cannot be read or parsed keeps its
 //! last good key set. SIGHUP also re-lists the upstream MCP servers' tools first.
+//!
+//! Upstream tools are installed here, above the pipeline, so that the upstream manager in
+//! `tools::upstream` needs nothing from `app`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +70,7 @@ pub fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
                 tasks.push(tokio::spawn(async move {
                     while hangup.recv().await.is_some() {
                         tracing::info!("SIGHUP: reloading upstream tools, policies and JWKS files");
-                        crate::mcp::upstreams::refresh_all(&signalled).await;
+                        refresh_upstreams(&signalled).await;
                         reload(signalled.clone()).await;
                         reload_keys(signalled.clone()).await;
                     }
@@ -79,4 +82,53 @@ pub fn spawn(app: &Arc<App>) -> Vec<JoinHandle<()>> {
         }
     }
     tasks
+}
+
+/// Re-lists every upstream's tools and installs a new registry if any listing changed.
+pub async fn refresh_upstreams(app: &Arc<App>) {
+    if app.upstreams.is_empty() {
+        return;
+    }
+    if app.upstreams.refresh_all().await {
+        install_upstream_tools(app).await;
+    }
+}
+
+/// Starts the upstreams' background refreshers and listen streams. Abort the handles before
+/// dropping the app: they hold it.
+pub fn spawn_upstream_watchers(app: &Arc<App>) -> Vec<JoinHandle<()>> {
+    let installer = app.clone();
+    app.upstreams.start(move || {
+        let app = installer.clone();
+        async move { install_upstream_tools(&app).await }
+    })
+}
+
+/// Builds the registry (configured tools plus every upstream's current tools) and installs
+/// it; a policy set that does not validate for it leaves the current one serving.
+async fn install_upstream_tools(app: &Arc<App>) {
+    let _serial = app.upstreams.install_guard().await;
+    let upstream_tools = app.upstreams.tools();
+    let worker = app.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let registry = worker.tools().with_upstream_tools(upstream_tools);
+        let count = registry.len();
+        worker
+            .replace_tools(registry)
+            .map(|outcome| (outcome, count))
+    })
+    .await;
+    match result {
+        Ok(Ok((outcome, count))) => tracing::info!(
+            tools = count,
+            policy_set_hash = %outcome.policy_set_hash,
+            "tool registry replaced with upstream tools"
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "upstream tools rejected: the policy set does not validate for them; the previous registry keeps serving");
+            // The next refresh installs again, even if the listings are the same.
+            app.upstreams.forget_fingerprints();
+        }
+        Err(e) => tracing::error!(error = %e, "registry install task failed"),
+    }
 }

@@ -30,8 +30,8 @@ pub fn build(config: Config, demo: Option<&DemoUrls>) -> anyhow::Result<Built> {
         .context("loading issuer keys")?
         .with_revocations(Arc::new(revocations));
     let tools = Registry::from_config(&config, demo).context("loading the tool registry")?;
-    let upstreams =
-        crate::mcp::upstreams::Upstreams::from_config(&config).context("setting up upstreams")?;
+    let upstreams = crate::tools::upstream::manager::Upstreams::from_config(&config)
+        .context("setting up upstreams")?;
     let tools = tools.with_upstream_tools(upstreams.discover_blocking());
     let schema_stub = config.resolve(&config.policy.schema);
     let policies_dir = config.resolve(&config.policy.dir);
@@ -95,7 +95,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let Built { app, audit_writer } = built;
     app.authenticator.start_refresh();
-    let mut reloaders = crate::mcp::upstreams::start(&app);
+    let mut reloaders = crate::reload::spawn_upstream_watchers(&app);
     reloaders.extend(crate::reload::spawn(&app));
     let served = crate::http::serve(listener, app.clone(), shutdown).await;
     for task in reloaders {

@@ -1,5 +1,5 @@
 //! Fuzz target: the JSON Schema → Cedar mapping of a tool's input schema and the conversion
-//! of arguments to Cedar values (`src/policy/input.rs`).
+//! of arguments to Cedar values (`src/tools/input.rs`).
 //!
 //! Input: a JSON array `[schema, arguments]`, or any JSON value as the schema (with `{}` as
 //! the arguments).

@@ -16,6 +16,7 @@ pub mod lookup;
 pub mod query;
 pub mod record;
 pub mod repair;
+pub mod repair_record;
 pub mod storage;
 pub mod verify;
 

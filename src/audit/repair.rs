@@ -11,85 +11,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::checkpoint::{self, StoredCheckpoint};
-use super::verify::{self, ChainRow, VerifyError};
+use super::repair_record::{Cut, REPAIR_REASON, REPAIR_TOOL};
+use super::verify::{self, ChainRow, VerifyError, explain_shortfall, file_shortfall};
 use super::{AuditError, DecisionRecord, Head, Verdict, chain_hash, now_ms};
 use crate::signing::SigningKey;
-
-/// The `tool` of a repair record (an operator action, like the admin API's `admin:*`).
-pub const REPAIR_TOOL: &str = "admin:repair_log";
-
-/// The `reason` of a repair record.
-pub const REPAIR_REASON: &str = "log_repaired";
-
-/// Records cut by a repair, as its record declares them: `from..=to`, which the records
-/// around it no longer link over.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Cut {
-    /// First record cut.
-    pub from: i64,
-    /// Last record cut.
-    pub to: i64,
-    /// The repair record's own sequence number.
-    pub at: i64,
-    /// What was wrong, as the check reported it.
-    pub cause: String,
-}
-
-/// The cut a record declares, if it is a repair record.
-pub fn declared_cut(seq: i64, record_json: &str) -> Option<Cut> {
-    let record: DecisionRecord = serde_json::from_str(record_json).ok()?;
-    if record.reason != REPAIR_REASON || record.tool.as_deref() != Some(REPAIR_TOOL) {
-        return None;
-    }
-    let arguments = record.arguments?;
-    Some(Cut {
-        from: arguments.get("cut_from")?.as_i64()?,
-        to: arguments.get("cut_to")?.as_i64()?,
-        at: seq,
-        cause: arguments.get("cause")?.as_str()?.to_owned(),
-    })
-}
-
-/// How much shorter the SQLite file at `path` is than its header declares, as (declared,
-/// actual) bytes; `None` when it is not (or the header cannot tell). A file cut short reads
-/// its missing pages as zeros, so SQLite's own integrity check passes: only this tells a
-/// truncated file from edited records. Meaningful when no writer is extending the file.
-pub fn file_shortfall(path: &Path) -> Option<(u64, u64)> {
-    use std::io::Read;
-    let mut header = [0u8; 100];
-    let mut file = std::fs::File::open(path).ok()?;
-    file.read_exact(&mut header).ok()?;
-    let actual = file.metadata().ok()?.len();
-    let be32 = |at: usize| {
-        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
-    };
-    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
-        1 => 65_536,
-        n => u64::from(n),
-    };
-    // The page count is valid only when written by the same change as the change counter.
-    if be32(24) != be32(92) {
-        return None;
-    }
-    let declared = u64::from(be32(28)) * page_size;
-    (actual < declared).then_some((declared, actual))
-}
-
-/// Names a file truncation as such when the chain fails on a file cut short.
-pub fn explain(path: &Path, error: VerifyError) -> VerifyError {
-    explain_shortfall(file_shortfall(path), error)
-}
-
-fn explain_shortfall(shortfall: Option<(u64, u64)>, error: VerifyError) -> VerifyError {
-    match (shortfall, error.first_bad_seq()) {
-        (Some((declared, actual)), Some(seq)) => VerifyError::FileTruncated {
-            declared,
-            actual,
-            seq: Some(seq),
-        },
-        _ => error,
-    }
-}
 
 fn read(e: rusqlite::Error) -> VerifyError {
     VerifyError::Read(e.to_string())

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::checkpoint::{self, StoredCheckpoint};
 use super::query::{LogLine, LoggedRecord};
-use super::repair::{self, Cut};
+use super::repair_record::{Cut, declared_cut};
 use super::{GENESIS_HASH, Head, chain_hash};
 use crate::audit::{DecisionRecord, RecordKind, Verdict};
 
@@ -312,7 +312,7 @@ pub fn verify_db(path: &Path, keys: Option<&JwkSet>) -> Result<VerifyReport, Ver
         hash: GENESIS_HASH.to_owned(),
     });
     let mut report = verify_rows(start, required_anchor, rows, &checkpoints, keys)
-        .map_err(|e| repair::explain(path, e))?;
+        .map_err(|e| explain(path, e))?;
     // The rows' columns match their records (checked above); the lookup rows must match them.
     if let Some(seq) = super::lookup::first_mismatch(&conn).map_err(read_err)? {
         return Err(VerifyError::Lookup { seq });
@@ -396,7 +396,7 @@ pub fn verify_rows(
         if row.seq > prev.seq + 1 {
             // Only a repair record may follow a gap, and only the one it declares; it must
             // still link to the record before the gap (checked below).
-            match repair::declared_cut(row.seq, &row.record) {
+            match declared_cut(row.seq, &row.record) {
                 Some(cut) if cut.from == prev.seq + 1 && cut.to == row.seq - 1 => cuts.push(cut),
                 _ => {
                     return Err(VerifyError::Missing {
@@ -528,4 +528,45 @@ fn check_columns(row: &ChainRow) -> Result<DecisionRecord, VerifyError> {
         return Err(column("tool"));
     }
     Ok(record)
+}
+
+/// How much shorter the SQLite file at `path` is than its header declares, as (declared,
+/// actual) bytes; `None` when it is not (or the header cannot tell). A file cut short reads
+/// its missing pages as zeros, so SQLite's own integrity check passes: only this tells a
+/// truncated file from edited records. Meaningful when no writer is extending the file.
+pub fn file_shortfall(path: &Path) -> Option<(u64, u64)> {
+    use std::io::Read;
+    let mut header = [0u8; 100];
+    let mut file = std::fs::File::open(path).ok()?;
+    file.read_exact(&mut header).ok()?;
+    let actual = file.metadata().ok()?.len();
+    let be32 = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    // The page count is valid only when written by the same change as the change counter.
+    if be32(24) != be32(92) {
+        return None;
+    }
+    let declared = u64::from(be32(28)) * page_size;
+    (actual < declared).then_some((declared, actual))
+}
+
+/// Names a file truncation as such when the chain fails on a file cut short.
+pub fn explain(path: &Path, error: VerifyError) -> VerifyError {
+    explain_shortfall(file_shortfall(path), error)
+}
+
+pub(super) fn explain_shortfall(shortfall: Option<(u64, u64)>, error: VerifyError) -> VerifyError {
+    match (shortfall, error.first_bad_seq()) {
+        (Some((declared, actual)), Some(seq)) => VerifyError::FileTruncated {
+            declared,
+            actual,
+            seq: Some(seq),
+        },
+        _ => error,
+    }
 }

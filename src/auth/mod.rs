@@ -14,6 +14,7 @@ pub mod keys;
 pub mod remote;
 pub mod revocation;
 mod revocation_view;
+mod revoked;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use super::revocation::{Revocation, RevocationKind, TokenFacts};
+use super::revoked::{Revocation, RevocationKind, TokenFacts};
 
 /// Most revocations held in memory; above this, every check queries the database instead
 /// (≈ 150 bytes each, so the view stays within ≈ 15 MB).

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
+use super::admin_guard::guard;
 use crate::app::App;
-use crate::auth::VerifiedToken;
 
 /// The admin routes, nested under `/admin` by [`super::router`].
 pub fn router() -> Router<Arc<App>> {
@@ -27,22 +27,6 @@ pub fn router() -> Router<Arc<App>> {
             "/policies/reload",
             axum::routing::post(super::policy_admin::reload),
         )
-}
-
-/// Checks the admin token for `action`; on failure returns the response to send.
-pub async fn guard(
-    app: &App,
-    headers: &HeaderMap,
-    action: &str,
-) -> Result<(String, VerifiedToken), Response> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let (decision_id, result) = app.authorize_admin(authorization, action).await;
-    match result {
-        Ok(token) => Ok((decision_id, token)),
-        Err(e) => Err(super::error_with_id(&decision_id, &e)),
-    }
 }
 
 /// `GET /admin/status`: readiness, policy set, tool count and each issuer's keys.

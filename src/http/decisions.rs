@@ -72,7 +72,7 @@ pub async fn list(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(response) = super::admin::guard(&app, &headers, "admin:decisions").await {
+    if let Err(response) = super::admin_guard::guard(&app, &headers, "admin:decisions").await {
         return response;
     }
     let path = app.audit.path().to_owned();
@@ -96,7 +96,7 @@ pub async fn get_one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(response) = super::admin::guard(&app, &headers, "admin:decisions").await {
+    if let Err(response) = super::admin_guard::guard(&app, &headers, "admin:decisions").await {
         return response;
     }
     let path = app.audit.path().to_owned();

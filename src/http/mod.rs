@@ -1,6 +1,7 @@
 //! The HTTP API (the only module that knows axum): router, body and header bounds, handlers.
 
 pub mod admin;
+mod admin_guard;
 mod authorization;
 pub mod decisions;
 pub mod error;

@@ -14,13 +14,13 @@ use crate::app::{App, CallError};
 
 /// Reloads the policies and reports the outcome.
 pub(super) async fn reload(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let (decision_id, _) = match super::admin::guard(&app, &headers, "admin:policies:reload").await
-    {
-        Ok(ok) => ok,
-        Err(response) => return response,
-    };
+    let (decision_id, _) =
+        match super::admin_guard::guard(&app, &headers, "admin:policies:reload").await {
+            Ok(ok) => ok,
+            Err(response) => return response,
+        };
     // Upstream tool lists are refreshed first, so the reload validates against them.
-    crate::mcp::upstreams::refresh_all(&app).await;
+    crate::reload::refresh_upstreams(&app).await;
     let worker = app.clone();
     let result = tokio::task::spawn_blocking(move || worker.reload_policies())
         .await

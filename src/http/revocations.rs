@@ -19,7 +19,7 @@ const MAX_BODY_BYTES: usize = 8 * 1024;
 /// `POST /admin/revocations`: revoke by `jti`, by `subject`, or every token of an `issuer`
 /// issued before `before`.
 pub async fn create(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    let (decision_id, _) = match super::admin::guard(&app, &headers, "admin:revoke").await {
+    let (decision_id, _) = match super::admin_guard::guard(&app, &headers, "admin:revoke").await {
         Ok(ok) => ok,
         Err(response) => return response,
     };
@@ -59,11 +59,11 @@ pub async fn create(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
 
 /// `GET /admin/revocations`: the revocations in effect.
 pub async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let (decision_id, _) = match super::admin::guard(&app, &headers, "admin:revocations:list").await
-    {
-        Ok(ok) => ok,
-        Err(response) => return response,
-    };
+    let (decision_id, _) =
+        match super::admin_guard::guard(&app, &headers, "admin:revocations:list").await {
+            Ok(ok) => ok,
+            Err(response) => return response,
+        };
     let Some(store) = app.authenticator.revocations() else {
         return unavailable(&decision_id);
     };

@@ -1,5 +1,6 @@
-//! The Model Context Protocol: toolgate as an MCP server to agents (`server`, mounted at
-//! `/mcp` by the HTTP layer) and as an MCP client of upstream MCP servers (`upstream`).
+//! The Model Context Protocol server: toolgate as an MCP server to agents (`server`, mounted
+//! at `/mcp` by the HTTP layer). The MCP client of upstream servers is a tool backend, in
+//! [`crate::tools::upstream`], which holds the constants both share.
 //!
 //! Both speak JSON-RPC 2.0 over Streamable HTTP. The server also speaks the stateless
 //! 2026-07-28 revision (no handshake, no session: every request carries its version in
@@ -7,15 +8,9 @@
 
 pub mod server;
 
-pub mod sse;
-pub mod upstream;
-pub mod upstreams;
-
-/// Protocol versions toolgate speaks, newest first.
-pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
-
-/// The version toolgate offers when a peer asks for one it does not speak.
-pub const LATEST_PROTOCOL_VERSION: &str = PROTOCOL_VERSIONS[0];
+pub use crate::tools::upstream::protocol::{
+    LATEST_PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, PROTOCOL_VERSIONS, SESSION_HEADER,
+};
 
 /// Stateless protocol versions (per-request envelope, `server/discover`) the server speaks.
 pub const MODERN_PROTOCOL_VERSIONS: [&str; 1] = ["2026-07-28"];
@@ -34,12 +29,6 @@ pub const METHOD_HEADER: &str = "mcp-method";
 
 /// The header mirroring a stateless `tools/call`'s tool name.
 pub const NAME_HEADER: &str = "mcp-name";
-
-/// The header naming the session after `initialize`.
-pub const SESSION_HEADER: &str = "mcp-session-id";
-
-/// The header naming the negotiated protocol version on every request after `initialize`.
-pub const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
 
 /// JSON-RPC 2.0 error codes.
 pub mod codes {

@@ -5,9 +5,7 @@
 //! Architecture invariant: nothing here does I/O on the request path. Files are read only by
 //! [`PolicyEngine::load`]; a decision reads the in-memory [`PolicySnapshot`].
 
-pub mod annotations;
 pub mod index;
-pub mod input;
 mod recorded;
 mod replay;
 pub mod testing;
@@ -29,8 +27,8 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::auth::{Claims, VerifiedToken};
+pub use crate::tools::input::{ArgumentsText, InputType, MappingError};
 use crate::tools::{ArgumentProblem, Registry, Tool};
-pub use input::{ArgumentsText, InputType, MappingError};
 
 /// Optional file of extra entities (groups hierarchy, ...) inside the policy directory.
 pub const ENTITIES_FILE: &str = "entities.json";

@@ -14,9 +14,9 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::input::{InputType, decimal_literal};
 use super::{CallFacts, NAMESPACE, PolicyError, hour_and_weekday};
 use crate::auth::VerifiedToken;
+use crate::tools::input::{InputType, decimal_literal};
 
 /// `policy.request.version` of records in Cedar's JSON formats. Records without it are of
 /// the first format (uids as Cedar text, arguments as the caller sent them, the actor as a

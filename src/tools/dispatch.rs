@@ -14,10 +14,10 @@ use serde_json::Value;
 
 use super::assertion::{ASSERTION_HEADER, ASSERTION_LIFETIME_SECS, ASSERTION_TYP, AssertionClaims};
 use super::broker_keys::BrokerKeys;
-use super::mcp::McpBackend;
+use super::upstream::McpBackend;
+use super::upstream::client::UpstreamError;
 use super::{Backend, HttpBackend, Tool};
 use crate::auth::VerifiedToken;
-use crate::mcp::upstream::UpstreamError;
 
 /// Connection set-up is bounded separately from the whole call, so a black-holed backend
 /// fails fast.

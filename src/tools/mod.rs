@@ -2,11 +2,13 @@
 //!
 //! A tool's public id is `<server>___<name>`; the same id names its Cedar action and resource.
 
+pub mod annotations;
 pub mod assertion;
 pub mod breaker;
 pub mod broker_keys;
 pub mod dispatch;
-pub mod mcp;
+pub mod input;
+pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -108,7 +110,7 @@ pub enum Backend {
     /// An HTTP endpoint receiving the arguments as a JSON POST body.
     Http(HttpBackend),
     /// A tool of an upstream MCP server, called with `tools/call`.
-    Mcp(mcp::McpBackend),
+    Mcp(upstream::McpBackend),
 }
 
 /// An HTTP tool backend with its limits and its own concurrency limit and circuit breaker.

@@ -88,7 +88,7 @@ fn every_github_mcp_tool_is_typed_or_refused_with_its_path() {
     // MCP annotations: read-only tools are never destructive; the rest keep their hints.
     let annotated: Vec<_> = tools
         .iter()
-        .map(|t| toolgate::policy::annotations::from_mcp(t.get("annotations")))
+        .map(|t| toolgate::tools::annotations::from_mcp(t.get("annotations")))
         .collect();
     let read_only = annotated.iter().filter(|a| a.read_only).count();
     let expected_read_only = tools

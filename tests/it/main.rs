@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod api;
+mod architecture;
 mod audit;
 mod audit_lookup;
 mod auth_boundaries;

@@ -15,8 +15,10 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use serde_json::{Value, json};
 
+use super::protocol::{
+    LATEST_PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, PROTOCOL_VERSIONS, SESSION_HEADER,
+};
 use super::sse::SseReader;
-use super::{PROTOCOL_VERSION_HEADER, PROTOCOL_VERSIONS, SESSION_HEADER};
 use crate::tools::Credential;
 
 /// Most `tools/list` pages followed: a cursor loop cannot keep the broker listing forever.
@@ -300,7 +302,7 @@ impl McpClient {
 
     async fn initialize(&self) -> Result<Session, UpstreamError> {
         let params = json!({
-            "protocolVersion": super::LATEST_PROTOCOL_VERSION,
+            "protocolVersion": LATEST_PROTOCOL_VERSION,
             "capabilities": {},
             "clientInfo": { "name": "toolgate", "version": env!("CARGO_PKG_VERSION") },
         });

@@ -1,8 +1,8 @@
 //! Upstream MCP servers as tool sources: discovery at start-up, refresh, and status.
 //!
 //! At start-up, before the policy set is loaded, every upstream is connected and its tools
-//! are listed and mapped ([`crate::tools::mcp::upstream_tool`]), so the first set is
-//! validated with them. Later listings are installed with [`App::replace_tools`], which
+//! are listed and mapped ([`super::upstream_tool`]), so the first set is validated with
+//! them. Later listings are installed by `crate::reload` with `App::replace_tools`, which
 //! regenerates and revalidates the policy set first. An unreachable upstream does not stop the
 //! broker: its last good listing, kept in `<state_dir>/upstreams/<name>.json`, is registered
 //! instead (calls then fail like any backend's until it is back), or, on a first start, its
@@ -12,6 +12,7 @@
 //! its last listed tools stay registered and their calls fail like any backend's (502, then
 //! the circuit breaker).
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -21,12 +22,11 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
-use super::upstream::{ClientOptions, McpClient, UpstreamError};
-use crate::app::App;
+use super::client::{ClientOptions, McpClient, UpstreamError};
+use super::{SkipReason, UpstreamLink, listed_name, upstream_tool};
 use crate::config::{Config, UpstreamConfig};
 use crate::tools::Tool;
 use crate::tools::breaker::CircuitBreaker;
-use crate::tools::mcp::{SkipReason, UpstreamLink, listed_name, upstream_tool};
 
 /// After a listen stream ends normally, wait this long before opening another.
 const LISTEN_RECONNECT: Duration = Duration::from_secs(1);
@@ -100,13 +100,9 @@ impl Upstreams {
                 reason,
             };
             let url = reqwest::Url::parse(&up.url).map_err(|e| error(e.to_string()))?;
-            let credential = crate::tools::mcp::load_credential(
-                config,
-                &up.name,
-                &up.credential_env,
-                &up.credential_file,
-            )
-            .map_err(|e| error(e.to_string()))?;
+            let credential =
+                super::load_credential(config, &up.name, &up.credential_env, &up.credential_file)
+                    .map_err(|e| error(e.to_string()))?;
             let client = McpClient::new(ClientOptions {
                 name: up.name.clone(),
                 url: url.clone(),
@@ -200,15 +196,64 @@ impl Upstreams {
                 up.adopt_saved_listing();
             }
         }
+        self.tools()
+    }
+
+    /// Whether no upstream is configured.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Every upstream's current tools.
+    pub fn tools(&self) -> Vec<Arc<Tool>> {
         self.list
             .iter()
             .flat_map(|u| u.lock().tools.clone())
             .collect()
     }
 
-    /// Whether no upstream is configured.
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+    /// Refreshes every upstream (concurrently); whether any listing changed. The outcome is
+    /// logged and reflected in each upstream's status.
+    pub async fn refresh_all(&self) -> bool {
+        let mut tasks = tokio::task::JoinSet::new();
+        for up in &self.list {
+            let up = up.clone();
+            tasks.spawn(async move { up.refresh().await });
+        }
+        let mut changed = false;
+        while let Some(result) = tasks.join_next().await {
+            changed |= result.unwrap_or(false);
+        }
+        changed
+    }
+
+    /// Held while a registry is installed, so that an older listing never replaces a newer one.
+    pub async fn install_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.install.lock().await
+    }
+
+    /// Makes the next refresh install again, even if the listings are the same (the last
+    /// install was rejected).
+    pub fn forget_fingerprints(&self) {
+        for up in &self.list {
+            up.lock().fingerprint = None;
+        }
+    }
+
+    /// Starts the background refreshers and listen streams (start-up discovery has already
+    /// listed the tools); `install` is called after a refresh that changed a listing. Abort
+    /// the handles before dropping what `install` holds.
+    pub fn start<F, Fut>(&self, install: F) -> Vec<JoinHandle<()>>
+    where
+        F: Fn() -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = Vec::new();
+        for up in &self.list {
+            tasks.push(tokio::spawn(refresher(up.clone(), install.clone())));
+            tasks.push(tokio::spawn(listener(up.clone())));
+        }
+        tasks
     }
 
     /// Every upstream's status.
@@ -355,82 +400,13 @@ fn load_listing(path: &Path, url: &str) -> std::io::Result<Option<Vec<Value>>> {
     Ok((saved.url == url).then_some(saved.tools))
 }
 
-/// Refreshes every upstream (concurrently) and installs a new registry if any listing
-/// changed. The outcome is logged and reflected in each upstream's status.
-pub async fn refresh_all(app: &Arc<App>) {
-    let upstreams = &app.upstreams;
-    if upstreams.is_empty() {
-        return;
-    }
-    let mut tasks = tokio::task::JoinSet::new();
-    for up in &upstreams.list {
-        let up = up.clone();
-        tasks.spawn(async move { up.refresh().await });
-    }
-    let mut changed = false;
-    while let Some(result) = tasks.join_next().await {
-        changed |= result.unwrap_or(false);
-    }
-    if changed {
-        install(app).await;
-    }
-}
-
-async fn refresh_one(app: &Arc<App>, up: &Upstream) {
-    if up.refresh().await {
-        install(app).await;
-    }
-}
-
-/// Builds the registry (configured tools plus every upstream's current tools) and installs
-/// it; a policy set that does not validate for it leaves the current one serving.
-async fn install(app: &Arc<App>) {
-    let _serial = app.upstreams.install.lock().await;
-    let upstream_tools: Vec<Arc<Tool>> = app
-        .upstreams
-        .list
-        .iter()
-        .flat_map(|u| u.lock().tools.clone())
-        .collect();
-    let worker = app.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let registry = worker.tools().with_upstream_tools(upstream_tools);
-        let count = registry.len();
-        worker
-            .replace_tools(registry)
-            .map(|outcome| (outcome, count))
-    })
-    .await;
-    match result {
-        Ok(Ok((outcome, count))) => tracing::info!(
-            tools = count,
-            policy_set_hash = %outcome.policy_set_hash,
-            "tool registry replaced with upstream tools"
-        ),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "upstream tools rejected: the policy set does not validate for them; the previous registry keeps serving");
-            // The next refresh installs again, even if the listings are the same.
-            for up in &app.upstreams.list {
-                up.lock().fingerprint = None;
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "registry install task failed"),
-    }
-}
-
-/// Starts the background refreshers and listen streams (start-up discovery has already
-/// listed the tools). Abort the handles before dropping the app: they hold it.
-pub fn start(app: &Arc<App>) -> Vec<JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    for up in &app.upstreams.list {
-        tasks.push(tokio::spawn(refresher(app.clone(), up.clone())));
-        tasks.push(tokio::spawn(listener(up.clone())));
-    }
-    tasks
-}
-
-/// Refreshes on a `tools/list_changed` notification, and retries while the upstream is down.
-async fn refresher(app: Arc<App>, up: Arc<Upstream>) {
+/// Refreshes on a `tools/list_changed` notification, and retries while the upstream is down;
+/// calls `install` after a refresh that changed the listing.
+async fn refresher<F, Fut>(up: Arc<Upstream>, install: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
     let retry = Duration::from_millis(up.config.retry_interval_ms);
     loop {
         let down = !up.connected();
@@ -438,7 +414,9 @@ async fn refresher(app: Arc<App>, up: Arc<Upstream>) {
             () = up.link.client.changed().notified() => {}
             () = tokio::time::sleep(retry), if down => {}
         }
-        refresh_one(&app, &up).await;
+        if up.refresh().await {
+            install().await;
+        }
     }
 }
 

@@ -5,15 +5,20 @@
 //! JSON Schema that compiles and that Cedar can type (otherwise the whole policy set would
 //! fail to load); the others are skipped with the reason.
 
+pub mod client;
+pub mod manager;
+pub mod protocol;
+mod sse;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::input::InputType;
 use super::{Annotations, Backend, Registry, Tool, breaker::CircuitBreaker};
 use crate::config::UpstreamConfig;
-use crate::mcp::upstream::McpClient;
-use crate::policy::input::InputType;
+use client::McpClient;
 
 /// Longest tool description kept from an upstream; it is shown to agents.
 const MAX_DESCRIPTION_CHARS: usize = 8 * 1024;
@@ -117,7 +122,7 @@ pub fn upstream_tool(
     let hints = listed
         .get("annotations")
         .filter(|_| config.trust_annotations);
-    let mut annotations: Annotations = crate::policy::annotations::from_mcp(hints);
+    let mut annotations: Annotations = super::annotations::from_mcp(hints);
     if let Some(set) = config.annotations.get(name) {
         annotations.read_only = set.read_only.unwrap_or(annotations.read_only);
         annotations.destructive = set.destructive.unwrap_or(annotations.destructive);

@@ -325,7 +325,7 @@ fn child(found: Option<Option<&RawValue>>) -> Result<Option<&RawValue>, Argument
 /// Renders a JSON number literal as a Cedar decimal literal, or says why it is not one. The
 /// literal's own digits are checked, so nothing is rounded: more than 4 fractional digits,
 /// an exponent or a value outside Cedar's range (an `i64` scaled by 10^4) is refused.
-pub(super) fn decimal_literal(number: &str) -> Result<String, &'static str> {
+pub fn decimal_literal(number: &str) -> Result<String, &'static str> {
     if number.contains(['e', 'E']) {
         return Err("not representable as a Cedar decimal: write it without an exponent");
     }
