@@ -371,6 +371,8 @@ impl App {
         }
     }
 
+    // split in the decision-as-value work (issue 26)
+    #[allow(clippy::too_many_lines)]
     async fn run(
         &self,
         endpoint: Endpoint,

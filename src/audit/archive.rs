@@ -54,26 +54,7 @@ pub fn archive(
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(io)?;
     let start = super::chain_head_from_anchor(&conn).map_err(io)?;
-    let first_kept = query::query(
-        &conn,
-        &Filter {
-            since_ms: Some(before_ms),
-            limit: 1,
-            ..Filter::default()
-        },
-    )
-    .map_err(io)?
-    .decisions
-    .first()
-    .map(|r| r.seq);
-    let last_seq: Option<i64> = conn
-        .query_row("SELECT MAX(seq) FROM decisions", [], |r| r.get(0))
-        .map_err(io)?;
-    let cut = match (first_kept, last_seq) {
-        (Some(first), _) => first - 1,
-        (None, Some(last)) => last,
-        (None, None) => start.seq,
-    };
+    let cut = last_archived_seq(&conn, before_ms, start.seq)?;
     if cut <= start.seq {
         return Ok(ArchiveReport {
             records: 0,
@@ -105,27 +86,7 @@ pub fn archive(
         .open(out)
         .map_err(|e| io(format!("`{}`: {e}", out.display())))?;
     let mut writer = std::io::BufWriter::new(file);
-    let filter = Filter {
-        after_seq: Some(start.seq),
-        limit: MAX_LIMIT,
-        ..Filter::default()
-    };
-    let mut page_filter = filter;
-    let mut written = 0u64;
-    'pages: loop {
-        let page = query::query(&conn, &page_filter).map_err(io)?;
-        for r in &page.decisions {
-            if r.seq > cut {
-                break 'pages;
-            }
-            writeln!(writer, "{}", serde_json::to_string(r).map_err(io)?).map_err(io)?;
-            written += 1;
-        }
-        match page.decisions.last() {
-            Some(last) if page.next_cursor.is_some() => page_filter.after_seq = Some(last.seq),
-            _ => break,
-        }
-    }
+    let written = write_records(&conn, &mut writer, start.seq, cut)?;
     let old: Vec<StoredCheckpoint> = checkpoint::load_all(&conn)
         .map_err(io)?
         .into_iter()
@@ -161,4 +122,64 @@ pub fn archive(
         anchor_seq: anchor.seq,
         anchor_hash: anchor.hash,
     })
+}
+
+/// The last record to archive: the one before the first at or after `before_ms`, else the
+/// last record; `start_seq` (nothing to archive) when the log is empty.
+fn last_archived_seq(
+    conn: &Connection,
+    before_ms: i64,
+    start_seq: i64,
+) -> Result<i64, ArchiveError> {
+    let first_kept = query::query(
+        conn,
+        &Filter {
+            since_ms: Some(before_ms),
+            limit: 1,
+            ..Filter::default()
+        },
+    )
+    .map_err(io)?
+    .decisions
+    .first()
+    .map(|r| r.seq);
+    let last_seq: Option<i64> = conn
+        .query_row("SELECT MAX(seq) FROM decisions", [], |r| r.get(0))
+        .map_err(io)?;
+    Ok(match (first_kept, last_seq) {
+        (Some(first), _) => first - 1,
+        (None, Some(last)) => last,
+        (None, None) => start_seq,
+    })
+}
+
+/// Writes the records after `start_seq` up to `cut` as JSON lines, page by page; returns
+/// how many were written.
+fn write_records(
+    conn: &Connection,
+    writer: &mut impl Write,
+    start_seq: i64,
+    cut: i64,
+) -> Result<u64, ArchiveError> {
+    let mut page_filter = Filter {
+        after_seq: Some(start_seq),
+        limit: MAX_LIMIT,
+        ..Filter::default()
+    };
+    let mut written = 0u64;
+    'pages: loop {
+        let page = query::query(conn, &page_filter).map_err(io)?;
+        for r in &page.decisions {
+            if r.seq > cut {
+                break 'pages;
+            }
+            writeln!(writer, "{}", serde_json::to_string(r).map_err(io)?).map_err(io)?;
+            written += 1;
+        }
+        match page.decisions.last() {
+            Some(last) if page.next_cursor.is_some() => page_filter.after_seq = Some(last.seq),
+            _ => break,
+        }
+    }
+    Ok(written)
 }

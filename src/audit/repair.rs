@@ -208,39 +208,8 @@ pub fn repair(path: &Path, key: &SigningKey) -> Result<Option<RepairReport>, Rep
     let Some(from) = error.first_bad_seq() else {
         return Err(RepairError::NotATail(error));
     };
-    let last_row: i64 = conn
-        .query_row("SELECT COALESCE(MAX(seq), 0) FROM decisions", [], |r| {
-            r.get(0)
-        })
-        .map_err(io)?;
-    let last_checkpoint: i64 = conn
-        .query_row("SELECT COALESCE(MAX(seq), 0) FROM checkpoints", [], |r| {
-            r.get(0)
-        })
-        .map_err(io)?;
-    let to = last_row.max(last_checkpoint).max(from);
-    let good = match conn
-        .query_row(
-            "SELECT seq, hash FROM decisions WHERE seq = ?1",
-            [from - 1],
-            |r| {
-                Ok(Head {
-                    seq: r.get(0)?,
-                    hash: r.get(1)?,
-                })
-            },
-        )
-        .optional()
-        .map_err(io)?
-    {
-        Some(head) => head,
-        None => {
-            let anchor = anchor(&conn).map_err(io)?;
-            if anchor.seq != from - 1 {
-                return Err(RepairError::NotATail(error));
-            }
-            anchor
-        }
+    let Some((to, good)) = cut_end_and_last_good(&conn, from)? else {
+        return Err(RepairError::NotATail(error));
     };
     let cause = error.to_string();
     let saved = save_cut_rows(&conn, path, from, to)?;
@@ -305,6 +274,47 @@ pub fn repair(path: &Path, key: &SigningKey) -> Result<Option<RepairReport>, Rep
         deleted: deleted as u64,
         saved,
     }))
+}
+
+/// The last seq of the cut from `from` (records and checkpoints alike), and the last good
+/// record before it (or the anchor when the cut starts right after it); `None` when the bad
+/// record does not follow a good one, so the damage is not a tail.
+fn cut_end_and_last_good(conn: &Connection, from: i64) -> Result<Option<(i64, Head)>, RepairError> {
+    let last_row: i64 = conn
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM decisions", [], |r| {
+            r.get(0)
+        })
+        .map_err(io)?;
+    let last_checkpoint: i64 = conn
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM checkpoints", [], |r| {
+            r.get(0)
+        })
+        .map_err(io)?;
+    let to = last_row.max(last_checkpoint).max(from);
+    let good = match conn
+        .query_row(
+            "SELECT seq, hash FROM decisions WHERE seq = ?1",
+            [from - 1],
+            |r| {
+                Ok(Head {
+                    seq: r.get(0)?,
+                    hash: r.get(1)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(io)?
+    {
+        Some(head) => head,
+        None => {
+            let anchor = anchor(conn).map_err(io)?;
+            if anchor.seq != from - 1 {
+                return Ok(None);
+            }
+            anchor
+        }
+    };
+    Ok(Some((to, good)))
 }
 
 /// Opening the log: refuse one whose end is damaged; else the last record a checkpoint covers.

@@ -387,34 +387,7 @@ pub fn verify_rows(
     let mut outcomes = Outcomes::default();
     for row in rows {
         let row = row?;
-        if row.seq <= prev.seq {
-            return Err(VerifyError::Order {
-                seq: row.seq,
-                prev: prev.seq,
-            });
-        }
-        if row.seq > prev.seq + 1 {
-            // Only a repair record may follow a gap, and only the one it declares; it must
-            // still link to the record before the gap (checked below).
-            match declared_cut(row.seq, &row.record) {
-                Some(cut) if cut.from == prev.seq + 1 && cut.to == row.seq - 1 => cuts.push(cut),
-                _ => {
-                    return Err(VerifyError::Missing {
-                        from: prev.seq + 1,
-                        to: row.seq - 1,
-                    });
-                }
-            }
-        }
-        if chain_hash(&row.prev_hash, &row.record) != row.hash {
-            return Err(VerifyError::Edited { seq: row.seq });
-        }
-        if row.prev_hash != prev.hash {
-            return Err(VerifyError::Link {
-                seq: row.seq,
-                prev: prev.seq,
-            });
-        }
+        check_link(&row, &prev, &mut cuts)?;
         let record = check_columns(&row)?;
         outcomes.see(row.seq, &record);
         if let Some(slot) = wanted.get_mut(&row.seq) {
@@ -487,6 +460,40 @@ pub fn verify_rows(
         without_outcome: outcomes.missing(),
         missing_lookup_indexes: Vec::new(),
     })
+}
+
+/// One row's place in the chain: after `prev`, with no gap but the one a repair record
+/// declares (added to `cuts`), its hash its own, and linked to `prev`.
+fn check_link(row: &ChainRow, prev: &Head, cuts: &mut Vec<Cut>) -> Result<(), VerifyError> {
+    if row.seq <= prev.seq {
+        return Err(VerifyError::Order {
+            seq: row.seq,
+            prev: prev.seq,
+        });
+    }
+    if row.seq > prev.seq + 1 {
+        // Only a repair record may follow a gap, and only the one it declares; it must
+        // still link to the record before the gap (checked below).
+        match declared_cut(row.seq, &row.record) {
+            Some(cut) if cut.from == prev.seq + 1 && cut.to == row.seq - 1 => cuts.push(cut),
+            _ => {
+                return Err(VerifyError::Missing {
+                    from: prev.seq + 1,
+                    to: row.seq - 1,
+                });
+            }
+        }
+    }
+    if chain_hash(&row.prev_hash, &row.record) != row.hash {
+        return Err(VerifyError::Edited { seq: row.seq });
+    }
+    if row.prev_hash != prev.hash {
+        return Err(VerifyError::Link {
+            seq: row.seq,
+            prev: prev.seq,
+        });
+    }
+    Ok(())
 }
 
 /// Parses the row's record and checks its index columns against it.

@@ -7,9 +7,11 @@
 //! choose which issuer's keys to try.
 
 mod cache;
+mod checks;
 mod claims;
 mod error;
 mod json;
+mod jws;
 pub mod keys;
 pub mod remote;
 pub mod revocation;
@@ -23,24 +25,22 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 pub use claims::Claims;
 pub use error::TokenError;
+pub use jws::{Jws, JwsHeader, decode_jws, verify_jws_signature};
 pub use keys::{KeySet, KeySetError};
 pub use revocation::{RevocationError, RevocationStore, TokenFacts};
 
 use crate::config::{Config, IssuerConfig};
+use checks::{Audiences, check_claims, numeric_date};
+use jws::{TokenParts, decode_parts};
 
 /// Deepest RFC 8693 `act` nesting accepted; deeper chains are refused, not truncated.
 pub const MAX_DELEGATION_DEPTH: usize = 4;
-
-/// Header parameters that would let the token choose its own key; never honoured, always refused.
-const KEY_LOCATING_HEADERS: &[&str] = &["jku", "x5u", "jwk", "x5c"];
 
 /// An error setting up the authenticator.
 #[derive(Debug, thiserror::Error)]
@@ -630,191 +630,6 @@ pub fn bearer_token(header: Option<&str>) -> Result<&str, TokenError> {
     Ok(token)
 }
 
-struct TokenParts {
-    alg: String,
-    kid: Option<String>,
-    typ: Option<String>,
-    claims: Map<String, Value>,
-    /// Byte length of `header.payload`, the signed message.
-    signed_len: usize,
-    /// The decoded signature.
-    signature: Vec<u8>,
-}
-
-/// Splits a compact JWS no longer than `max_bytes` and checks its header as every
-/// verification does: `jku`, `x5u`, `jwk`, `x5c` and `crit` are refused, `alg` must be a
-/// string. The payload is left undecoded ([`Jws::payload`]).
-pub fn decode_jws(token: &str, max_bytes: usize) -> Result<Jws<'_>, TokenError> {
-    // Size first: nothing is decoded for a token over the limit.
-    if token.len() > max_bytes {
-        return Err(TokenError::TooLarge { limit: max_bytes });
-    }
-    let mut split = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (split.next(), split.next(), split.next(), split.next())
-    else {
-        return Err(TokenError::Malformed("expected three dot-separated parts"));
-    };
-    if signature_b64.is_empty() {
-        return Err(TokenError::Malformed("empty signature"));
-    }
-    let header = decode_json_object(header_b64, "header")?;
-    // The signature must be canonical base64url too: no padding, no stray bits, no garbage.
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature_b64.as_bytes())
-        .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
-    for name in KEY_LOCATING_HEADERS {
-        if header.contains_key(*name) {
-            return Err(TokenError::HeaderRejected((*name).to_owned()));
-        }
-    }
-    // We understand no critical extensions, so any `crit` means we must refuse (RFC 7515 §4.1.11).
-    if header.contains_key("crit") {
-        return Err(TokenError::HeaderRejected("crit".to_owned()));
-    }
-    let alg = match header.get("alg") {
-        Some(Value::String(a)) => a.clone(),
-        _ => return Err(TokenError::Malformed("header has no string `alg`")),
-    };
-    let kid = match header.get("kid") {
-        None => None,
-        Some(Value::String(k)) => Some(k.clone()),
-        Some(_) => return Err(TokenError::Malformed("`kid` is not a string")),
-    };
-    let typ = match header.get("typ") {
-        None => None,
-        Some(Value::String(t)) => Some(t.clone()),
-        Some(_) => return Err(TokenError::Malformed("`typ` is not a string")),
-    };
-    Ok(Jws {
-        header: JwsHeader { alg, kid, typ },
-        signing_input: &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()],
-        payload_b64,
-        signature,
-    })
-}
-
-fn decode_parts(token: &str) -> Result<TokenParts, TokenError> {
-    let jws = decode_jws(token, usize::MAX)?;
-    let claims = decode_json_object(jws.payload_b64, "claims")?;
-    Ok(TokenParts {
-        alg: jws.header.alg,
-        kid: jws.header.kid,
-        typ: jws.header.typ,
-        claims,
-        signed_len: jws.signing_input.len(),
-        signature: jws.signature,
-    })
-}
-
-/// The protected-header fields that verification reads.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct JwsHeader {
-    /// `alg`: honoured only if the issuer allows it and the key is bound to it.
-    pub alg: String,
-    /// `kid`, if present.
-    pub kid: Option<String>,
-    /// `typ`, if present.
-    pub typ: Option<String>,
-}
-
-/// A compact JWS split into its parts, with its protected header checked; the payload is
-/// never parsed here.
-pub struct Jws<'a> {
-    /// The protected header.
-    pub header: JwsHeader,
-    /// `header.payload` as sent: the bytes the signature covers (RFC 7515 §5.2).
-    pub signing_input: &'a [u8],
-    /// The payload, base64url as sent.
-    payload_b64: &'a str,
-    /// The decoded signature.
-    pub signature: Vec<u8>,
-}
-
-impl Jws<'_> {
-    /// The decoded payload: any bytes, JSON or not.
-    pub fn payload(&self) -> Result<Vec<u8>, TokenError> {
-        URL_SAFE_NO_PAD
-            .decode(self.payload_b64.as_bytes())
-            .map_err(|_| TokenError::Malformed("claims are not base64url"))
-    }
-
-    /// Verifies the signature with a key of `keys` under an algorithm of `allowed`
-    /// (see [`verify_jws_signature`]).
-    pub fn verify(&self, keys: &KeySet, allowed: &[Algorithm]) -> Result<(), TokenError> {
-        verify_jws_signature(
-            keys,
-            allowed,
-            &self.header.alg,
-            self.header.kid.as_deref(),
-            self.signing_input,
-            &self.signature,
-        )
-    }
-}
-
-/// Verifies `signature` over `signing_input` with the key of `keys` that `kid` names (or,
-/// without `kid`, the only key), under `alg` only if `allowed` lists it AND the key is bound
-/// to it: the header alone never chooses how a signature is checked (RFC 8725 §3.1).
-///
-/// This is the whole of the signature check of every token, taken apart from the compact
-/// form so that it can be checked against published signature test vectors (Wycheproof):
-/// those sign arbitrary messages, which no `header.payload` signing input can equal, so the
-/// vectors are fed here with their message as the signing input, through the same key
-/// parsing and binding the broker uses.
-pub fn verify_jws_signature(
-    keys: &KeySet,
-    allowed: &[Algorithm],
-    alg: &str,
-    kid: Option<&str>,
-    signing_input: &[u8],
-    signature: &[u8],
-) -> Result<(), TokenError> {
-    // The algorithm comes from the header but must be on the allowed list AND fit the key:
-    // the header alone never chooses how a signature is checked (RFC 8725 §3.1).
-    let algorithm = keys::parse_algorithm(alg)
-        .filter(|a| allowed.contains(a))
-        .ok_or_else(|| TokenError::AlgorithmNotAllowed(alg.chars().take(16).collect()))?;
-    if keys.is_empty() {
-        return Err(TokenError::KeysUnavailable);
-    }
-    let key = keys.find(kid)?;
-    if !key.allows(algorithm) {
-        return Err(TokenError::KeyMismatch);
-    }
-    if key.verify(algorithm, signing_input, signature) {
-        Ok(())
-    } else {
-        Err(TokenError::BadSignature)
-    }
-}
-
-fn decode_json_object(part: &str, what: &'static str) -> Result<Map<String, Value>, TokenError> {
-    let header = what == "header";
-    // The URL-safe no-padding engine rejects padding and non-canonical trailing bits.
-    let bytes = URL_SAFE_NO_PAD.decode(part.as_bytes()).map_err(|_| {
-        TokenError::Malformed(if header {
-            "header is not base64url"
-        } else {
-            "claims are not base64url"
-        })
-    })?;
-    match json::parse(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) | Err(json::StrictJsonError::Syntax) => Err(TokenError::Malformed(if header {
-            "header is not a JSON object"
-        } else {
-            "claims are not a JSON object"
-        })),
-        Err(json::StrictJsonError::DuplicateKey) => {
-            Err(TokenError::Malformed("duplicate JSON member name"))
-        }
-        Err(json::StrictJsonError::TooDeep | json::StrictJsonError::TooManyEntries) => Err(
-            TokenError::Malformed("JSON nesting or member count over the limit"),
-        ),
-    }
-}
-
 /// A remote issuer whose IdP has been unreachable longer than the allowed staleness fails
 /// closed, for verified and cached tokens alike.
 fn keys_usable(issuer: &Issuer, now: i64) -> Result<(), TokenError> {
@@ -836,212 +651,6 @@ fn verify_signature(issuer: &Issuer, parts: &TokenParts, token: &str) -> Result<
         &token.as_bytes()[..parts.signed_len],
         &parts.signature,
     )
-}
-
-/// The audiences a token must name one of, and those it must name none of (the other kind of
-/// token's: agent or admin).
-#[derive(Clone, Copy)]
-struct Audiences<'a> {
-    accepted: &'a [String],
-    refused: &'a [String],
-}
-
-fn check_claims(
-    issuer: &Issuer,
-    parts: TokenParts,
-    token: &str,
-    now: i64,
-    expected: Audiences<'_>,
-) -> Result<VerifiedToken, TokenError> {
-    let cfg = &issuer.config;
-    let claims = parts.claims;
-    let leeway = cfg.leeway_seconds as i64;
-
-    if cfg.require_at_jwt_typ {
-        // RFC 9068 §2.1: access tokens are typed, so an ID token cannot be replayed as one.
-        let ok = parts.typ.as_deref().is_some_and(|t| {
-            t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
-        });
-        if !ok {
-            return Err(TokenError::InvalidClaim("typ"));
-        }
-    }
-
-    let exp = numeric_date(&claims, "exp")?.ok_or(TokenError::MissingClaim("exp"))?;
-    if now > exp + leeway {
-        return Err(TokenError::Expired);
-    }
-    if let Some(nbf) = numeric_date(&claims, "nbf")?
-        && nbf > now + leeway
-    {
-        return Err(TokenError::NotYetValid);
-    }
-    let iat = numeric_date(&claims, "iat")?;
-    if let Some(iat) = iat {
-        if iat > now + leeway {
-            return Err(TokenError::IssuedInFuture);
-        }
-        if exp - iat > cfg.max_lifetime_seconds as i64 {
-            return Err(TokenError::LifetimeTooLong);
-        }
-    } else if exp - now > cfg.max_lifetime_seconds as i64 {
-        // Without `iat`, the remaining lifetime must still fit the maximum.
-        return Err(TokenError::LifetimeTooLong);
-    }
-
-    let audiences = match claims.get("aud") {
-        Some(Value::String(a)) => vec![a.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or(TokenError::InvalidClaim("aud"))
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(_) => return Err(TokenError::InvalidClaim("aud")),
-        None => return Err(TokenError::MissingClaim("aud")),
-    };
-    if !audiences.iter().any(|a| expected.accepted.contains(a)) {
-        return Err(TokenError::AudienceMismatch);
-    }
-    // An IdP issuing for several resources (RFC 8707) may put both kinds in one `aud`.
-    if audiences.iter().any(|a| expected.refused.contains(a)) {
-        return Err(TokenError::MixedAudiences);
-    }
-
-    let subject = match claims.get("sub") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(_) => return Err(TokenError::InvalidClaim("sub")),
-        None => return Err(TokenError::MissingClaim("sub")),
-    };
-
-    let mut scopes = BTreeSet::new();
-    match claims.get("scope") {
-        None => {}
-        Some(Value::String(s)) => {
-            scopes.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned))
-        }
-        Some(_) => return Err(TokenError::InvalidClaim("scope")),
-    }
-    match claims.get("scp") {
-        None => {}
-        Some(Value::Array(items)) => {
-            for item in items {
-                scopes.insert(
-                    item.as_str()
-                        .ok_or(TokenError::InvalidClaim("scp"))?
-                        .to_owned(),
-                );
-            }
-        }
-        Some(Value::String(s)) => {
-            scopes.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned))
-        }
-        Some(_) => return Err(TokenError::InvalidClaim("scp")),
-    }
-
-    let groups = match claims.get(&cfg.groups_claim) {
-        None => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or(TokenError::InvalidClaim("groups"))
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(Value::String(s)) => s
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        Some(_) => return Err(TokenError::InvalidClaim("groups")),
-    };
-
-    let optional_string = |name: &'static str| match claims.get(name) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(TokenError::InvalidClaim(name)),
-    };
-    let client_id = optional_string("client_id")?;
-    let jti = optional_string("jti")?;
-    if jti.is_none() && (cfg.require_jti || cfg.jti_single_use) {
-        return Err(TokenError::MissingClaim("jti"));
-    }
-    let actors = delegation_chain(claims.get("act"))?;
-
-    Ok(VerifiedToken {
-        issuer: cfg.issuer.clone(),
-        subject,
-        audiences,
-        scopes,
-        groups,
-        client_id,
-        jti,
-        kid: parts.kid,
-        // Recorded under the name toolgate emits (`Ed25519` is read as `EdDSA`).
-        algorithm: keys::parse_algorithm(&parts.alg).map_or(parts.alg, |a| format!("{a:?}")),
-        issued_at: iat,
-        expires_at: exp,
-        actors,
-        claims: Claims::new(claims),
-        token_sha256: hex::encode(Sha256::digest(token.as_bytes())),
-    })
-}
-
-/// Largest NumericDate magnitude accepted (about 31 million years): nothing beyond is a date,
-/// and the bound keeps the time arithmetic (`exp + leeway`, `exp - iat`) from overflowing.
-const MAX_NUMERIC_DATE: i64 = 1_000_000_000_000_000;
-
-/// A NumericDate claim: a JSON number (fractions truncated). Strings are refused.
-fn numeric_date(
-    claims: &Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<i64>, TokenError> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => {
-            if let Some(i) = n.as_i64() {
-                if i.unsigned_abs() < MAX_NUMERIC_DATE.unsigned_abs() {
-                    Ok(Some(i))
-                } else {
-                    Err(TokenError::InvalidClaim(name))
-                }
-            } else {
-                match n.as_f64() {
-                    Some(f) if f.is_finite() && f.abs() < MAX_NUMERIC_DATE as f64 => {
-                        Ok(Some(f.trunc() as i64))
-                    }
-                    _ => Err(TokenError::InvalidClaim(name)),
-                }
-            }
-        }
-        Some(_) => Err(TokenError::InvalidClaim(name)),
-    }
-}
-
-/// Walks nested RFC 8693 `act` claims into a list of actor subjects, refusing chains deeper
-/// than [`MAX_DELEGATION_DEPTH`].
-fn delegation_chain(act: Option<&Value>) -> Result<Vec<String>, TokenError> {
-    let mut actors = Vec::new();
-    let mut current = act;
-    while let Some(value) = current {
-        let Value::Object(obj) = value else {
-            return Err(TokenError::InvalidClaim("act"));
-        };
-        if actors.len() == MAX_DELEGATION_DEPTH {
-            return Err(TokenError::DelegationTooDeep);
-        }
-        let sub = obj
-            .get("sub")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or(TokenError::InvalidClaim("act"))?;
-        actors.push(sub.to_owned());
-        current = obj.get("act");
-    }
-    Ok(actors)
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! Unit tests for header parsing helpers; token attacks are tested end to end in `tests/`.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
+use super::checks::delegation_chain;
 use super::*;
 
 #[test]

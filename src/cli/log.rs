@@ -229,53 +229,7 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
             };
             match result {
                 Ok(report) => {
-                    outln!(
-                        "ok: {} records verified (records {}..={}), {} checkpoints matched{}, head {}",
-                        report.records,
-                        report.anchor_seq + 1,
-                        report.head_seq,
-                        report.checkpoints,
-                        if report.signatures_checked {
-                            " with valid signatures"
-                        } else {
-                            " (signatures NOT checked: no key)"
-                        },
-                        report.head_hash
-                    )?;
-                    if !report.without_outcome.is_empty() {
-                        // Bounded: the full list is in the log itself.
-                        let shown: Vec<String> = report
-                            .without_outcome
-                            .iter()
-                            .take(20)
-                            .map(|u| format!("record {} ({})", u.seq, u.decision_id))
-                            .collect();
-                        outln!(
-                            "note: {} dispatched calls have no outcome record (it could not be written, or the call was in flight): {}{}",
-                            report.without_outcome.len(),
-                            shown.join(", "),
-                            if report.without_outcome.len() > shown.len() {
-                                ", ..."
-                            } else {
-                                ""
-                            }
-                        )?;
-                    }
-                    for cut in &report.cuts {
-                        outln!(
-                            "note: records {} to {} were cut by `serve --repair-log` (record {}): {}",
-                            cut.from,
-                            cut.to,
-                            cut.at,
-                            cut.cause
-                        )?;
-                    }
-                    if !report.missing_lookup_indexes.is_empty() {
-                        outln!(
-                            "note: missing lookup-table indexes: {} (queries answer without them, more slowly; the broker recreates them when it next opens the log)",
-                            report.missing_lookup_indexes.join(", ")
-                        )?;
-                    }
+                    print_verify_report(&report)?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
@@ -359,6 +313,59 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Prints what `log verify` found in a log that verified: counts, then notes on records
+/// without an outcome, cuts and missing lookup indexes.
+fn print_verify_report(report: &verify::VerifyReport) -> anyhow::Result<()> {
+    outln!(
+        "ok: {} records verified (records {}..={}), {} checkpoints matched{}, head {}",
+        report.records,
+        report.anchor_seq + 1,
+        report.head_seq,
+        report.checkpoints,
+        if report.signatures_checked {
+            " with valid signatures"
+        } else {
+            " (signatures NOT checked: no key)"
+        },
+        report.head_hash
+    )?;
+    if !report.without_outcome.is_empty() {
+        // Bounded: the full list is in the log itself.
+        let shown: Vec<String> = report
+            .without_outcome
+            .iter()
+            .take(20)
+            .map(|u| format!("record {} ({})", u.seq, u.decision_id))
+            .collect();
+        outln!(
+            "note: {} dispatched calls have no outcome record (it could not be written, or the call was in flight): {}{}",
+            report.without_outcome.len(),
+            shown.join(", "),
+            if report.without_outcome.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        )?;
+    }
+    for cut in &report.cuts {
+        outln!(
+            "note: records {} to {} were cut by `serve --repair-log` (record {}): {}",
+            cut.from,
+            cut.to,
+            cut.at,
+            cut.cause
+        )?;
+    }
+    if !report.missing_lookup_indexes.is_empty() {
+        outln!(
+            "note: missing lookup-table indexes: {} (queries answer without them, more slowly; the broker recreates them when it next opens the log)",
+            report.missing_lookup_indexes.join(", ")
+        )?;
+    }
+    Ok(())
 }
 
 /// `serve --repair-log`: cuts a damaged end of the decision log before the broker opens it,

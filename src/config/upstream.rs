@@ -6,11 +6,11 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{
-    Config, ConfigError, check_name, check_range, default_circuit_cooldown_ms,
-    default_circuit_failures, default_max_concurrent, default_max_response_bytes,
-    default_timeout_ms, invalid,
+use super::tools::{
+    default_circuit_cooldown_ms, default_circuit_failures, default_max_concurrent,
+    default_max_response_bytes, default_timeout_ms,
 };
+use super::{Config, ConfigError, check_name, check_range, invalid};
 
 /// Most tools one upstream may list: every tool becomes a Cedar action and a schema entry.
 pub const MAX_UPSTREAM_TOOLS: usize = 10_000;

@@ -1,5 +1,6 @@
 //! Unit tests for time helpers and the generated schema; policy behaviour is tested through the HTTP API in `tests/`.
 
+use cedar_policy::{Entity, SchemaFragment, ValidationMode, Validator};
 use serde_json::json;
 
 use super::*;

@@ -317,8 +317,36 @@ fn build_tool(
             tool: id.clone(),
             reason: e.to_string(),
         })?;
+    let backend = Backend::Http(http_backend(config, tc, &id, demo)?);
+    let a = &tc.annotations;
+    Ok(Tool {
+        id,
+        name: tc.name.clone(),
+        server: tc.server.clone(),
+        description: tc.description.clone(),
+        input_schema,
+        validator,
+        required_scopes: tc.required_scopes.clone(),
+        sensitive_arguments: tc.sensitive_arguments.clone(),
+        annotations: Annotations {
+            read_only: a.read_only.unwrap_or(false),
+            destructive: a.destructive.unwrap_or(true),
+            idempotent: a.idempotent.unwrap_or(false),
+            open_world: a.open_world.unwrap_or(true),
+        },
+        backend,
+    })
+}
+
+/// The HTTP backend a tool's calls go to: its configured endpoint, or a demo backend.
+fn http_backend(
+    config: &Config,
+    tc: &ToolConfig,
+    id: &str,
+    demo: Option<&DemoUrls>,
+) -> Result<HttpBackend, RegistryError> {
     let idempotent = tc.annotations.idempotent.unwrap_or(false);
-    let backend = match &tc.backend {
+    Ok(match &tc.backend {
         BackendConfig::Http {
             url,
             timeout_ms,
@@ -332,10 +360,10 @@ fn build_tool(
             audience,
         } => {
             let url = reqwest::Url::parse(url).map_err(|e| RegistryError::BackendUrl {
-                tool: id.clone(),
+                tool: id.to_owned(),
                 reason: e.to_string(),
             })?;
-            let credential = load_credential(config, &id, credential_env, credential_file)?;
+            let credential = load_credential(config, id, credential_env, credential_file)?;
             HttpBackend {
                 audience: audience
                     .clone()
@@ -356,7 +384,7 @@ fn build_tool(
         }
         BackendConfig::Demo { name } => {
             let demo_error = || RegistryError::DemoBackend {
-                tool: id.clone(),
+                tool: id.to_owned(),
                 name: name.clone(),
             };
             let urls = demo.ok_or_else(demo_error)?;
@@ -379,25 +407,6 @@ fn build_tool(
                 breaker: breaker::CircuitBreaker::new(5, Duration::from_secs(5)),
             }
         }
-    };
-    let backend = Backend::Http(backend);
-    let a = &tc.annotations;
-    Ok(Tool {
-        id,
-        name: tc.name.clone(),
-        server: tc.server.clone(),
-        description: tc.description.clone(),
-        input_schema,
-        validator,
-        required_scopes: tc.required_scopes.clone(),
-        sensitive_arguments: tc.sensitive_arguments.clone(),
-        annotations: Annotations {
-            read_only: a.read_only.unwrap_or(false),
-            destructive: a.destructive.unwrap_or(true),
-            idempotent: a.idempotent.unwrap_or(false),
-            open_world: a.open_world.unwrap_or(true),
-        },
-        backend,
     })
 }
 
