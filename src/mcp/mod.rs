@@ -1,11 +1,9 @@
-//! The Model Context Protocol: toolgate as an MCP server to agents (`server`, mounted at
-//! `/mcp` by the HTTP layer) and as an MCP client of upstream MCP servers (`upstream`).
+//! The Model Context Protocol: toolgate as an MCP server to agents (`http::mcp`, mounted at
+//! `/mcp`) and as an MCP client of upstream MCP servers (`upstream`).
 //!
 //! Both speak JSON-RPC 2.0 over Streamable HTTP. The server also speaks the stateless
 //! 2026-07-28 revision (no handshake, no session: every request carries its version in
 //! `params._meta`).
-
-pub mod server;
 
 pub mod sse;
 pub mod upstream;
