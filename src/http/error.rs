@@ -4,8 +4,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::app::CallError;
-use crate::audit::AuditError;
 use crate::audit::query::QueryError;
+use crate::audit::{AuditError, Verdict};
 use crate::auth::TokenError;
 use crate::tools::DispatchError;
 
@@ -48,7 +48,6 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
         }
         CallError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout", "deny"),
         CallError::InvalidArguments(_) => (StatusCode::BAD_REQUEST, "invalid_arguments", "deny"),
-        CallError::Denied { .. } => (StatusCode::FORBIDDEN, "denied", "deny"),
         CallError::PolicyFailure(_) => (StatusCode::INTERNAL_SERVER_ERROR, "policy_error", "deny"),
         CallError::PolicyReloadRejected(_) => (
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -109,6 +108,16 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
         body["problems"] = json!(e.problems);
     }
     (status, headers, body)
+}
+
+/// Status, headers and JSON body for a call a policy denied (or none permitted).
+pub fn denied_response() -> (StatusCode, HeaderMap, Value) {
+    let body = json!({
+        "decision": Verdict::Deny.as_str(),
+        "error": "denied",
+        "message": "denied by policy",
+    });
+    (StatusCode::FORBIDDEN, HeaderMap::new(), body)
 }
 
 /// Adds RFC 9728's `resource_metadata` to a `WWW-Authenticate` challenge, so that an MCP

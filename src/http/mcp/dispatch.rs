@@ -16,7 +16,8 @@ use super::envelope::{
 };
 use super::metadata_url;
 use super::session::{Sessions, missing_session, principal_key, unknown_session};
-use crate::app::{App, CallError, CallRequest, CallResponse, Endpoint, Event, ToolListing};
+use crate::app::{App, CallError, CallRequest, Decision, Endpoint, Event, Outcome, ToolListing};
+use crate::audit::{Reason, Stage, Verdict};
 use crate::auth::VerifiedToken;
 use crate::config::McpConfig;
 use crate::mcp::{
@@ -103,9 +104,9 @@ impl McpServer {
                 endpoint: ENDPOINT,
                 action: "mcp",
                 token: None,
-                allowed: false,
-                stage: "request",
-                reason: "origin_not_allowed",
+                verdict: Verdict::Deny,
+                stage: Stage::Request,
+                reason: Reason::OriginNotAllowed,
                 detail: None,
             })
             .await;
@@ -220,8 +221,8 @@ impl McpServer {
                         endpoint: ENDPOINT,
                         action: "mcp",
                         token: Some(token),
-                        allowed: false,
-                        stage: "request",
+                        verdict: Verdict::Deny,
+                        stage: Stage::Request,
                         reason: error.body_reason(),
                         detail: Some(detail.clone()),
                     })
@@ -270,9 +271,9 @@ impl McpServer {
                 endpoint: ENDPOINT,
                 action: "mcp/session/close",
                 token: Some(&token),
-                allowed: true,
-                stage: "session",
-                reason: "session_closed",
+                verdict: Verdict::Allow,
+                stage: Stage::Session,
+                reason: Reason::SessionClosed,
                 detail: None,
             })
             .await;
@@ -339,7 +340,7 @@ impl McpServer {
         &self,
         app: &App,
         token: &VerifiedToken,
-        reason: &str,
+        reason: Reason,
         error: CallError,
     ) -> Reply {
         let recorded = app
@@ -347,8 +348,8 @@ impl McpServer {
                 endpoint: ENDPOINT,
                 action: "mcp",
                 token: Some(token),
-                allowed: false,
-                stage: "request",
+                verdict: Verdict::Deny,
+                stage: Stage::Request,
                 reason,
                 detail: Some(error.to_string()),
             })
@@ -415,7 +416,12 @@ impl McpServer {
             .unwrap_or(LATEST_PROTOCOL_VERSION);
         let Some(session_id) = self.sessions.open(principal_key(token), version) else {
             return self
-                .refuse(app, token, "too_many_sessions", CallError::TooManySessions)
+                .refuse(
+                    app,
+                    token,
+                    Reason::TooManySessions,
+                    CallError::TooManySessions,
+                )
                 .await;
         };
         let client = params
@@ -427,9 +433,9 @@ impl McpServer {
                 endpoint: ENDPOINT,
                 action: "mcp/initialize",
                 token: Some(token),
-                allowed: true,
-                stage: "session",
-                reason: "session_opened",
+                verdict: Verdict::Allow,
+                stage: Stage::Session,
+                reason: Reason::SessionOpened,
                 detail: Some(format!(
                     "protocol {version}, client {}",
                     client.as_deref().unwrap_or("unnamed")
@@ -525,34 +531,46 @@ impl McpServer {
 /// arguments and a failed backend are `isError` results the agent can read and act on), a
 /// JSON-RPC error (unknown tool, malformed params), or an HTTP-level failure (token, scope,
 /// decision log).
-fn call_reply(id: Value, response: CallResponse) -> Reply {
-    let CallResponse {
-        decision_id,
+fn call_reply(id: Value, decided: Result<Decision, CallError>) -> Reply {
+    let Decision {
+        id: decision_id,
         outcome,
-        tool_error,
         policies,
-    } = response;
+        ..
+    } = match decided {
+        Ok(decision) => decision,
+        // Nothing was recorded: no decision id to name.
+        Err(error) => {
+            return Reply::Failed {
+                decision_id: None,
+                error,
+            };
+        }
+    };
     let content = match outcome {
-        Ok(value) => tool_result(value.unwrap_or(Value::Null), tool_error.is_some()),
-        Err(CallError::Denied { .. }) => error_result(&format!(
+        Outcome::Answered { result, tool_error } => tool_result(result, tool_error.is_some()),
+        Outcome::Authorized => tool_result(Value::Null, false),
+        Outcome::Denied => error_result(&format!(
             "toolgate denied this call by policy (decision {decision_id})"
         )),
-        Err(CallError::InvalidArguments(e)) => error_result(&e.to_string()),
-        Err(CallError::Dispatch(e)) => error_result(&format!("the tool backend failed: {e}")),
-        Err(CallError::UnknownTool(name)) => {
+        Outcome::Failed(CallError::InvalidArguments(e)) => error_result(&e.to_string()),
+        Outcome::Failed(CallError::Dispatch(e)) => {
+            error_result(&format!("the tool backend failed: {e}"))
+        }
+        Outcome::Failed(CallError::UnknownTool(name)) => {
             return rpc_error(id, codes::INVALID_PARAMS, &format!("unknown tool `{name}`"));
         }
-        Err(CallError::BadRequest(reason)) => {
+        Outcome::Failed(CallError::BadRequest(reason)) => {
             return rpc_error(id, codes::INVALID_PARAMS, &reason);
         }
-        Err(CallError::PolicyFailure(_)) => {
+        Outcome::Failed(CallError::PolicyFailure(_)) => {
             return rpc_error(
                 id,
                 codes::INTERNAL_ERROR,
                 &format!("the call could not be authorized (decision {decision_id})"),
             );
         }
-        Err(
+        Outcome::Failed(
             error @ (CallError::Token(_)
             | CallError::InsufficientScope { .. }
             | CallError::PayloadTooLarge(_)
