@@ -1,5 +1,6 @@
 //! The request pipeline with no HTTP types: token → tool → scope → arguments → policy →
 //! decision log → dispatch → dispatch record. The HTTP layer and tests drive it directly.
+//! `pipeline` runs a tool call as named steps; `decision` is the value it returns.
 //!
 //! Architecture invariant: every call yields exactly one decision record, whatever stage
 //! decided it, and a tool backend is called only after an allow record has been committed.
