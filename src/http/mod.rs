@@ -290,8 +290,11 @@ fn call_response(decided: Result<Decision, CallError>) -> Response {
         ..
     } = match decided {
         Ok(decision) => decision,
-        // Nothing was recorded (the log failed): `error_with_id` hands out no id.
-        Err(e) => return error_with_id("", &e),
+        // Nothing was recorded (the log failed): no id that leads nowhere.
+        Err(e) => {
+            let (status, headers, body) = error::error_response(&e);
+            return (status, headers, axum::Json(body)).into_response();
+        }
     };
     let decision = verdict.as_str();
     let mut body = match outcome {
