@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
-use toolgate::app::{App, CallRequest, Endpoint};
+use toolgate::app::{App, CallRequest, Decision, Endpoint};
 use toolgate::signing::SigningKey;
 
 /// The broker's allocator (see `src/main.rs`), so the work is timed as the broker does it.
@@ -109,7 +109,7 @@ fn pipeline(c: &mut Criterion) {
                             request_id: None,
                         },
                     ));
-                    assert!(response.outcome.is_ok());
+                    assert!(response.as_ref().is_ok_and(Decision::succeeded));
                     black_box(response)
                 })
             },

@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
                                 },
                             )
                             .await;
-                        allowed += usize::from(response.outcome.is_ok());
+                        allowed += usize::from(response.is_ok_and(|d| d.succeeded()));
                     }
                     allowed
                 }));

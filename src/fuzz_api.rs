@@ -4,8 +4,8 @@
 use serde_json::Value;
 
 use crate::app::CallError;
+use crate::http::mcp::envelope::{EnvelopeHeaders, Message, check_envelope};
 use crate::http::{AuthorizeBody, InvokeBody, parse_json};
-use crate::mcp::server::{EnvelopeHeaders, Message, check_envelope};
 
 /// Parses a `POST /v1/tools/{tool}/invoke` body as the handler does.
 pub fn invoke_body(bytes: &[u8], max_depth: usize) -> Result<(), CallError> {

@@ -22,7 +22,6 @@ pub mod dev;
 #[doc(hidden)]
 pub mod fuzz_api;
 pub mod http;
-pub mod mcp;
 pub mod policy;
 pub mod private_files;
 pub mod reload;

@@ -14,6 +14,7 @@ pub mod archive;
 pub mod checkpoint;
 pub mod lookup;
 pub mod query;
+pub mod reason;
 pub mod record;
 pub mod repair;
 pub mod repair_record;
@@ -30,6 +31,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 pub use checkpoint::{CheckpointClaims, CheckpointOptions};
+pub use reason::{Reason, Stage};
 pub use record::{DecisionRecord, DispatchFacts, PrincipalFacts, RecordKind, TokenFacts, Verdict};
 
 use crate::config::Synchronous;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::{Reason, Stage};
 use crate::auth::VerifiedToken;
 use crate::policy::PolicyDecision;
 
@@ -174,6 +175,13 @@ impl DecisionRecord {
             dispatch: None,
             detail: None,
         }
+    }
+
+    /// Sets who decided what: the verdict, the stage and the reason code.
+    pub fn set_decision(&mut self, verdict: Verdict, stage: &Stage, reason: &Reason) {
+        self.decision = verdict;
+        self.stage = stage.as_str().to_owned();
+        self.reason = reason.as_str().to_owned();
     }
 
     /// Records the verified token's facts.

@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::app::{App, CallError, Event};
+use crate::audit::{Reason, Stage, Verdict};
 use crate::auth::TokenError;
 
 /// Route layer: refuses a request to an authenticated route that carries more than one
@@ -35,9 +36,9 @@ pub async fn one_header(State(app): State<Arc<App>>, request: Request, next: Nex
             endpoint,
             action: endpoint,
             token: None,
-            allowed: false,
-            stage: "auth",
-            reason: error.code(),
+            verdict: Verdict::Deny,
+            stage: Stage::Auth,
+            reason: Reason::from(error.code()),
             detail: Some(format!("{count} authorization headers")),
         })
         .await;

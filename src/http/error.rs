@@ -4,8 +4,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::app::CallError;
-use crate::audit::AuditError;
 use crate::audit::query::QueryError;
+use crate::audit::{AuditError, Verdict};
 use crate::auth::TokenError;
 use crate::tools::DispatchError;
 
@@ -20,16 +20,28 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
         // outage the caller can retry, not as a bad credential.
         CallError::Token(TokenError::StateUnavailable) => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            (StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", "deny")
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state_unavailable",
+                Some(Verdict::Deny),
+            )
         }
         // RFC 6750 §3.1: a malformed request, not a bad credential.
         CallError::Token(e @ TokenError::DuplicateAuthorization) => {
             headers.insert(header::WWW_AUTHENTICATE, challenge(e));
-            (StatusCode::BAD_REQUEST, "invalid_request", "deny")
+            (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                Some(Verdict::Deny),
+            )
         }
         CallError::Token(e) => {
             headers.insert(header::WWW_AUTHENTICATE, challenge(e));
-            (StatusCode::UNAUTHORIZED, "invalid_token", "deny")
+            (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                Some(Verdict::Deny),
+            )
         }
         CallError::InsufficientScope { scope } => {
             let value = format!(
@@ -39,21 +51,38 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 headers.insert(header::WWW_AUTHENTICATE, v);
             }
-            (StatusCode::FORBIDDEN, "insufficient_scope", "deny")
+            (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                Some(Verdict::Deny),
+            )
         }
-        CallError::UnknownTool(_) => (StatusCode::NOT_FOUND, "unknown_tool", "deny"),
-        CallError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "deny"),
-        CallError::PayloadTooLarge(_) => {
-            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "deny")
-        }
-        CallError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout", "deny"),
-        CallError::InvalidArguments(_) => (StatusCode::BAD_REQUEST, "invalid_arguments", "deny"),
-        CallError::Denied { .. } => (StatusCode::FORBIDDEN, "denied", "deny"),
-        CallError::PolicyFailure(_) => (StatusCode::INTERNAL_SERVER_ERROR, "policy_error", "deny"),
+        CallError::UnknownTool(_) => (StatusCode::NOT_FOUND, "unknown_tool", Some(Verdict::Deny)),
+        CallError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", Some(Verdict::Deny)),
+        CallError::PayloadTooLarge(_) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            Some(Verdict::Deny),
+        ),
+        CallError::BodyTimeout(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            Some(Verdict::Deny),
+        ),
+        CallError::InvalidArguments(_) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_arguments",
+            Some(Verdict::Deny),
+        ),
+        CallError::PolicyFailure(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "policy_error",
+            Some(Verdict::Deny),
+        ),
         CallError::PolicyReloadRejected(_) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "policy_reload_rejected",
-            "error",
+            None,
         ),
         CallError::Audit(e) => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -63,19 +92,19 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
                 | AuditError::Timeout
                 | AuditError::Damaged(_) => "decision_log_unavailable",
             };
-            (StatusCode::SERVICE_UNAVAILABLE, code, "error")
+            (StatusCode::SERVICE_UNAVAILABLE, code, None)
         }
         CallError::TooManySessions => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            (StatusCode::SERVICE_UNAVAILABLE, "too_many_sessions", "deny")
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_sessions",
+                Some(Verdict::Deny),
+            )
         }
         CallError::StateUnavailable => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "state_unavailable",
-                "error",
-            )
+            (StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", None)
         }
         CallError::Dispatch(e) => {
             let status = match e {
@@ -93,7 +122,7 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
             if let Some(secs) = e.retry_after_secs() {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
-            (status, e.class(), "allow")
+            (status, e.class(), Some(Verdict::Allow))
         }
     };
     let message = match error {
@@ -104,11 +133,23 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
         CallError::Audit(_) => "the decision log is unavailable; nothing was dispatched".to_owned(),
         other => other.to_string(),
     };
+    // No verdict: the failure is not a decision about a call (or none could be recorded).
+    let decision = decision.map_or("error", Verdict::as_str);
     let mut body = json!({ "decision": decision, "error": code, "message": message });
     if let CallError::InvalidArguments(e) = error {
         body["problems"] = json!(e.problems);
     }
     (status, headers, body)
+}
+
+/// Status, headers and JSON body for a call a policy denied (or none permitted).
+pub fn denied_response() -> (StatusCode, HeaderMap, Value) {
+    let body = json!({
+        "decision": Verdict::Deny.as_str(),
+        "error": "denied",
+        "message": "denied by policy",
+    });
+    (StatusCode::FORBIDDEN, HeaderMap::new(), body)
 }
 
 /// Adds RFC 9728's `resource_metadata` to a `WWW-Authenticate` challenge, so that an MCP

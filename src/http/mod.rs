@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::app::{App, CallError, CallRequest, CallResponse, Endpoint, PolicyReasons};
+use crate::app::{App, CallError, CallRequest, Decision, Endpoint, Outcome, PolicyReasons};
 use crate::policy::ArgumentsText;
 
 /// Header carrying the decision id on every pipeline response.
@@ -281,27 +281,45 @@ pub fn json_depth(value: &Value) -> usize {
     max
 }
 
-fn call_response(response: CallResponse) -> Response {
-    let CallResponse {
-        decision_id: id,
+/// The one place a pipeline decision becomes an HTTP response.
+fn call_response(decided: Result<Decision, CallError>) -> Response {
+    let Decision {
+        id,
+        verdict,
         outcome,
-        tool_error,
         policies,
-    } = response;
-    let mut body = match (outcome, tool_error) {
+        ..
+    } = match decided {
+        Ok(decision) => decision,
+        // Nothing was recorded (the log failed): no id that leads nowhere.
+        Err(e) => {
+            let (status, headers, body) = error::error_response(&e);
+            return (status, headers, axum::Json(body)).into_response();
+        }
+    };
+    let decision = verdict.as_str();
+    let mut body = match outcome {
         // The tool's own error: the call was carried out, so 200 with an MCP-style `is_error`.
-        (Ok(Some(result)), Some(status)) => json!({
+        Outcome::Answered {
+            result,
+            tool_error: Some(status),
+        } => json!({
             "decision_id": id,
-            "decision": "allow",
+            "decision": decision,
             "is_error": true,
             "status": status,
             "result": result,
         }),
-        (Ok(Some(result)), None) => {
-            json!({ "decision_id": id, "decision": "allow", "result": result })
+        Outcome::Answered {
+            result,
+            tool_error: None,
+        } => json!({ "decision_id": id, "decision": decision, "result": result }),
+        Outcome::Authorized => json!({ "decision_id": id, "decision": decision }),
+        Outcome::Denied => {
+            let (status, headers, body) = error::denied_response();
+            return with_body(&id, status, headers, body, policies.as_ref());
         }
-        (Ok(None), _) => json!({ "decision_id": id, "decision": "allow" }),
-        (Err(e), _) => return error_with_policies(&id, &e, policies.as_ref()),
+        Outcome::Failed(e) => return error_with_policies(&id, &e, policies.as_ref()),
     };
     add_policies(&mut body, policies.as_ref());
     with_decision_id(&id, axum::Json(body).into_response())
@@ -312,11 +330,22 @@ pub(crate) fn error_with_id(id: &str, e: &CallError) -> Response {
 }
 
 fn error_with_policies(id: &str, e: &CallError, policies: Option<&PolicyReasons>) -> Response {
-    let (status, headers, mut body) = error::error_response(e);
+    let (status, headers, body) = error::error_response(e);
     if let CallError::Audit(_) = e {
         // No record holds this id: hand out no id that leads nowhere.
         return (status, headers, axum::Json(body)).into_response();
     }
+    with_body(id, status, headers, body, policies)
+}
+
+/// A refusal's answer with its decision id in the body and the header.
+fn with_body(
+    id: &str,
+    status: StatusCode,
+    headers: HeaderMap,
+    mut body: Value,
+    policies: Option<&PolicyReasons>,
+) -> Response {
     body["decision_id"] = json!(id);
     add_policies(&mut body, policies);
     with_decision_id(id, (status, headers, axum::Json(body)).into_response())

@@ -39,12 +39,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The pipeline over the stages, and what swaps its parts while it runs.
     ("app", &["audit", "auth", "config", "policy", "tools"]),
     ("reload", &["app", "policy"]),
-    // The MCP server protocol; it becomes `http/mcp` when the server moves under `http/`.
-    ("mcp", &["app", "auth", "config", "policy", "tools"]),
     // The HTTP layer: the pipeline, and the stages' error types for the one error map.
     (
         "http",
-        &["app", "audit", "auth", "mcp", "policy", "reload", "tools"],
+        &["app", "audit", "auth", "config", "policy", "reload", "tools"],
     ),
     // On top: re-evaluation of the log, the dev-mode demo, start-up, the command line.
     ("replay", &["audit", "config", "policy", "tools"]),
@@ -61,7 +59,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "audit", "auth", "config", "dev", "policy", "replay", "server", "signing", "tools",
         ],
     ),
-    ("fuzz_api", &["app", "http", "mcp"]),
+    ("fuzz_api", &["app", "http"]),
 ];
 
 /// Crates of the HTTP framework, which only the HTTP layer may use.

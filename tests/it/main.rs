@@ -15,6 +15,7 @@ mod cli;
 mod cli_exits;
 mod controls_doc;
 mod corpus;
+mod decision_bodies;
 mod determining_policies;
 mod dev_mode;
 mod dispatch;

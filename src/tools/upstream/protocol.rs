@@ -1,7 +1,7 @@
 //! MCP protocol constants that the upstream client and toolgate's own MCP server share.
 //!
 //! They live here, in the tool backend at the ground of the MCP code, so that the client
-//! needs nothing from the server; `crate::mcp` re-exports them for the server.
+//! needs nothing from the server; `crate::http::mcp::protocol` re-exports them for the server.
 
 /// Protocol versions toolgate speaks, newest first.
 pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];

@@ -12,10 +12,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+pub mod dispatch;
+pub(crate) mod envelope;
+pub mod protocol;
+mod session;
+
 use super::{DECISION_ID_HEADER, error, header_str, read_json_text};
 use crate::app::App;
-use crate::mcp::server::{McpServer, PostRequest, Reply};
-use crate::mcp::{METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
+use protocol::{METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
+pub use dispatch::{McpServer, PostRequest};
+pub use envelope::Reply;
 
 /// What the `/mcp` handlers share.
 pub struct McpState {
@@ -148,6 +154,21 @@ fn wants_sse(headers: &HeaderMap) -> bool {
             .any(|m| matches!(*m, "application/json" | "application/*" | "*/*"))
 }
 
+/// The RFC 9728 metadata URL for a resource: `/.well-known/oauth-protected-resource` inserted
+/// between the origin and the path.
+pub fn metadata_url(resource: &str) -> String {
+    match reqwest::Url::parse(resource) {
+        Ok(url) => {
+            let path = url.path().trim_end_matches('/');
+            format!(
+                "{}/.well-known/oauth-protected-resource{path}",
+                url.origin().ascii_serialization()
+            )
+        }
+        Err(_) => format!("{resource}/.well-known/oauth-protected-resource"),
+    }
+}
+
 fn respond(server: &McpServer, reply: Reply, sse: bool) -> Response {
     match reply {
         Reply::Message {
@@ -195,5 +216,22 @@ fn respond(server: &McpServer, reply: Reply, sse: bool) -> Response {
             }
             (status, headers, axum::Json(body)).into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_url_inserts_the_well_known_path_before_the_resource_path() {
+        assert_eq!(
+            metadata_url("https://gw.example.com/mcp"),
+            "https://gw.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(
+            metadata_url("http://127.0.0.1:8080/"),
+            "http://127.0.0.1:8080/.well-known/oauth-protected-resource"
+        );
     }
 }

@@ -1,88 +1,28 @@
 //! The request pipeline with no HTTP types: token → tool → scope → arguments → policy →
 //! decision log → dispatch → dispatch record. The HTTP layer and tests drive it directly.
+//! `pipeline` runs a tool call as named steps; `decision` is the value it returns.
 //!
 //! Architecture invariant: every call yields exactly one decision record, whatever stage
 //! decided it, and a tool backend is called only after an allow record has been committed.
 
+mod decision;
+mod pipeline;
+
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::audit::{AuditError, AuditLog, DecisionRecord, DispatchFacts, RecordKind, Verdict};
+pub use decision::{CallError, Decision, Outcome, PolicyReasons};
+
+use crate::audit::{AuditLog, DecisionRecord, Reason, Stage, Verdict};
 use crate::auth::{self, Authenticator, TokenError, VerifiedToken};
 use crate::config::Config;
-use crate::policy::{CallFacts, PolicyEngine, PolicyError};
-use crate::tools::{ArgumentError, DispatchError, Dispatcher, Registry};
-
-/// Why a call did not succeed. Mapped to an HTTP status in exactly one place (`http::error`).
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CallError {
-    /// The bearer token is missing or invalid.
-    #[error("{0}")]
-    Token(TokenError),
-    /// The token lacks a scope the tool requires.
-    #[error("insufficient scope: `{scope}` is required")]
-    InsufficientScope {
-        /// The scopes needed, space-separated.
-        scope: String,
-    },
-    /// No tool with this id.
-    #[error("unknown tool `{0}`")]
-    UnknownTool(String),
-    /// The request body is malformed.
-    #[error("bad request: {0}")]
-    BadRequest(String),
-    /// The request body exceeds the limit.
-    #[error("request body exceeds {0} bytes")]
-    PayloadTooLarge(usize),
-    /// The request body did not arrive in time (`limits.body_read_timeout_ms`).
-    #[error("request body not received within {0} ms")]
-    BodyTimeout(u64),
-    /// The arguments fail the tool's input schema or cannot be represented for policy.
-    #[error("{0}")]
-    InvalidArguments(ArgumentError),
-    /// A policy denied the call (or none permitted it).
-    #[error("denied by policy")]
-    Denied {
-        /// `@id`s of the determining forbid policies (empty for the default deny).
-        policies: Vec<String>,
-    },
-    /// The authorization request could not be evaluated; the call is denied.
-    #[error("authorization failed: {0}")]
-    PolicyFailure(String),
-    /// The decision could not be recorded; nothing was dispatched.
-    #[error("{0}")]
-    Audit(AuditError),
-    /// The backend failed.
-    #[error("{0}")]
-    Dispatch(DispatchError),
-    /// The state database (revocations) could not be read or written.
-    #[error("the revocation store is unavailable")]
-    StateUnavailable,
-    /// The broker holds as many MCP sessions as it may; try again later.
-    #[error("too many MCP sessions are open; try again later")]
-    TooManySessions,
-    /// An admin-requested policy reload was rejected; the last good set keeps serving.
-    #[error("policy reload rejected, the last good set keeps serving: {0}")]
-    PolicyReloadRejected(String),
-}
-
-impl CallError {
-    /// The recorded reason for a request body that could not be read: the same on every
-    /// endpoint, so a SIEM watching one reason sees every such request.
-    pub fn body_reason(&self) -> &'static str {
-        match self {
-            CallError::PayloadTooLarge(_) => "payload_too_large",
-            CallError::BodyTimeout(_) => "request_timeout",
-            _ => "bad_request",
-        }
-    }
-}
+use crate::policy::PolicyEngine;
+use crate::tools::{Dispatcher, Registry};
 
 /// Which API entry point a call came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,15 +45,6 @@ impl Endpoint {
     }
 }
 
-/// How a caller proves who it is: the raw `Authorization` header, or a token the caller's
-/// transport has already verified once for this HTTP request (MCP), so that a single-use
-/// token is not counted twice.
-#[derive(Clone, Copy)]
-enum Credentials<'a> {
-    Header(Option<&'a str>),
-    Verified(&'a VerifiedToken),
-}
-
 /// A tool call as the pipeline sees it.
 #[derive(Debug, Clone)]
 pub struct CallRequest<'a> {
@@ -127,29 +58,6 @@ pub struct CallRequest<'a> {
     pub arguments_text: Option<crate::policy::ArgumentsText<'a>>,
     /// A caller-supplied request id, if well-formed.
     pub request_id: Option<&'a str>,
-}
-
-/// What a call produced: always a decision id, and the result or the error.
-#[derive(Debug)]
-pub struct CallResponse {
-    /// The id of the decision record.
-    pub decision_id: String,
-    /// The backend result (`None` for authorize-only), or why the call failed.
-    pub outcome: Result<Option<Value>, CallError>,
-    /// The tool answered with this 4xx status: `outcome` holds its error result.
-    pub tool_error: Option<u16>,
-    /// The policies behind the decision, when policy decided and the answer may name them
-    /// (`[api] expose_determining_policies`).
-    pub policies: Option<PolicyReasons>,
-}
-
-/// The policies behind a decision, as answers to agents may name them.
-#[derive(Debug, Clone, Serialize)]
-pub struct PolicyReasons {
-    /// `@id`s of the policies that determined the decision (empty for the default deny).
-    pub determining_policies: Vec<String>,
-    /// `@id`s of the policies whose evaluation errored and were skipped.
-    pub erroring_policies: Vec<String>,
 }
 
 /// A tool as listed to a caller.
@@ -175,12 +83,12 @@ pub struct Event<'a> {
     pub action: &'a str,
     /// Who, when known.
     pub token: Option<&'a VerifiedToken>,
-    /// Whether it was allowed.
-    pub allowed: bool,
+    /// Allow or deny.
+    pub verdict: Verdict,
     /// The stage that decided.
-    pub stage: &'a str,
+    pub stage: Stage,
     /// The reason code.
-    pub reason: &'a str,
+    pub reason: Reason,
     /// Free-text detail.
     pub detail: Option<String>,
 }
@@ -314,279 +222,7 @@ pub fn sha256_json(value: &Value) -> String {
     hex::encode(hasher.finalize())
 }
 
-struct Timer(Instant);
-
-impl Timer {
-    fn lap(&mut self, record: &mut DecisionRecord, stage: &str) {
-        let now = Instant::now();
-        record
-            .latency_us
-            .insert(stage.to_owned(), (now - self.0).as_micros() as u64);
-        self.0 = now;
-    }
-}
-
 impl App {
-    /// Runs one call through the pipeline.
-    pub async fn call(&self, endpoint: Endpoint, request: CallRequest<'_>) -> CallResponse {
-        let credentials = Credentials::Header(request.authorization);
-        self.call_with(endpoint, credentials, request).await
-    }
-
-    /// Runs one call for a token already verified for this HTTP request (by
-    /// [`App::authenticate_request`]); `request.authorization` is not read.
-    pub async fn call_verified(
-        &self,
-        endpoint: Endpoint,
-        token: &VerifiedToken,
-        request: CallRequest<'_>,
-    ) -> CallResponse {
-        self.call_with(endpoint, Credentials::Verified(token), request)
-            .await
-    }
-
-    async fn call_with(
-        &self,
-        endpoint: Endpoint,
-        credentials: Credentials<'_>,
-        request: CallRequest<'_>,
-    ) -> CallResponse {
-        let (decision_id, mut record) = new_record(endpoint.as_str(), request.request_id);
-        let mut tool_error = None;
-        let outcome = self
-            .run(endpoint, credentials, request, &mut record, &mut tool_error)
-            .await;
-        let policies = record
-            .policy
-            .filter(|_| self.config.api.exposes_determining_policies())
-            .map(|decision| PolicyReasons {
-                determining_policies: decision.determining_policies,
-                erroring_policies: decision.erroring_policies,
-            });
-        CallResponse {
-            decision_id,
-            outcome,
-            tool_error,
-            policies,
-        }
-    }
-
-    // split in the decision-as-value work (issue 26)
-    #[allow(clippy::too_many_lines)]
-    async fn run(
-        &self,
-        endpoint: Endpoint,
-        credentials: Credentials<'_>,
-        request: CallRequest<'_>,
-        record: &mut DecisionRecord,
-        tool_error: &mut Option<u16>,
-    ) -> Result<Option<Value>, CallError> {
-        let mut timer = Timer(Instant::now());
-        // Empty when the body naming the tool (`/v1/authorize`) could not be read.
-        record.tool = (!request.tool.is_empty())
-            .then(|| prefix_chars(request.tool, MAX_RECORDED_TOOL_CHARS).to_owned());
-
-        let verified;
-        let token = match credentials {
-            Credentials::Verified(token) => token,
-            Credentials::Header(authorization) => match self.authenticate(authorization).await {
-                Ok(token) => {
-                    verified = token;
-                    &verified
-                }
-                Err(e) => {
-                    return Err(self
-                        .deny(record, "auth", e.code(), CallError::Token(e))
-                        .await);
-                }
-            },
-        };
-        record.set_token(token);
-        timer.lap(record, "auth");
-
-        // An unreadable body is refused before the tool lookup, the same way on every
-        // endpoint: on `/v1/authorize` the body names the tool, so no later stage can judge.
-        let arguments = match request.arguments {
-            Ok(arguments) => arguments,
-            Err(err) => {
-                record.detail = Some(err.to_string());
-                let reason = err.body_reason();
-                return Err(self.deny(record, "request", reason, err).await);
-            }
-        };
-
-        let Some(tool) = self.tools.load().get(request.tool).cloned() else {
-            let err = CallError::UnknownTool(
-                prefix_chars(request.tool, MAX_RECORDED_TOOL_CHARS).to_owned(),
-            );
-            return Err(self.deny(record, "tool", "unknown_tool", err).await);
-        };
-
-        let missing: Vec<&str> = tool.missing_scopes(&token.scopes).collect();
-        if !missing.is_empty() {
-            let err = CallError::InsufficientScope {
-                scope: tool.required_scopes.join(" "),
-            };
-            record.detail = Some(format!("missing scopes: {}", missing.join(" ")));
-            return Err(self.deny(record, "scope", "insufficient_scope", err).await);
-        }
-
-        let arguments = match arguments {
-            Value::Object(map) => Value::Object(map),
-            _ => {
-                let err = CallError::BadRequest("`arguments` must be a JSON object".to_owned());
-                return Err(self.deny(record, "request", "bad_request", err).await);
-            }
-        };
-        if let Err(e) = tool.check_arguments(&arguments) {
-            record.detail = Some(e.to_string());
-            return Err(self
-                .deny(
-                    record,
-                    "arguments",
-                    "invalid_arguments",
-                    CallError::InvalidArguments(e),
-                )
-                .await);
-        }
-        let (redacted, was_redacted) = tool.redact(&arguments);
-        record.arguments = Some(redacted);
-        record.arguments_sha256 = Some(sha256_json(&arguments));
-        record.redacted = was_redacted;
-        timer.lap(record, "arguments");
-
-        let decided = self.policy.decide(
-            token,
-            &CallFacts {
-                tool: &tool,
-                arguments: &arguments,
-                arguments_text: request.arguments_text,
-                request_id: &record.request_id,
-                now: auth::unix_now(),
-                // The recorded Cedar request holds the arguments: redacted like `arguments`,
-                // so a sensitive value never reaches the log (replay reports such records
-                // as inexact).
-                logged_arguments: record.arguments.as_ref().filter(|_| record.redacted),
-            },
-        );
-        let decision = match decided {
-            Ok(d) => d,
-            Err(PolicyError::Argument(problem)) => {
-                let err = ArgumentError {
-                    problems: vec![problem],
-                };
-                record.detail = Some(err.to_string());
-                return Err(self
-                    .deny(
-                        record,
-                        "arguments",
-                        "argument_not_representable",
-                        CallError::InvalidArguments(err),
-                    )
-                    .await);
-            }
-            Err(PolicyError::Request(message)) => {
-                record.detail = Some(message.clone());
-                return Err(self
-                    .deny(
-                        record,
-                        "policy",
-                        "policy_error",
-                        CallError::PolicyFailure(message),
-                    )
-                    .await);
-            }
-        };
-        timer.lap(record, "policy");
-        let allowed = decision.allowed;
-        let determining = decision.determining_policies.clone();
-        record.policy = Some(decision);
-        if !allowed {
-            return Err(self
-                .deny(
-                    record,
-                    "policy",
-                    "policy_denied",
-                    CallError::Denied {
-                        policies: determining,
-                    },
-                )
-                .await);
-        }
-
-        record.stage = "policy".to_owned();
-        record.reason = "allowed".to_owned();
-        record.decision = Verdict::Allow;
-        self.commit(record).await?;
-        tracing::info!(
-            decision = "allow",
-            decision_id = %record.decision_id,
-            tool = %tool.id,
-            subject = %token.subject,
-            policies = ?determining,
-            "decision recorded"
-        );
-        if endpoint == Endpoint::Authorize {
-            return Ok(None);
-        }
-
-        // The allow record is durable: only now may the backend be called.
-        let (result, duration) = self
-            .dispatcher
-            .call(&tool, &arguments, &record.decision_id, token.into())
-            .await;
-        let mut outcome = record.clone();
-        outcome.kind = RecordKind::Dispatch;
-        outcome.stage = "dispatch".to_owned();
-        outcome.time_ms = now_ms();
-        outcome.policy = None;
-        outcome.arguments = None;
-        outcome.latency_us.clear();
-        outcome
-            .latency_us
-            .insert("dispatch".to_owned(), duration.as_micros() as u64);
-        outcome.dispatch = Some(match &result {
-            Ok(o) => DispatchFacts {
-                status: Some(o.status),
-                duration_us: duration.as_micros() as u64,
-                bytes: o.bytes,
-                error_class: o.is_error.then(|| "tool_error".to_owned()),
-            },
-            Err(e) => DispatchFacts {
-                status: match e {
-                    DispatchError::Status(s) => Some(*s),
-                    _ => None,
-                },
-                duration_us: duration.as_micros() as u64,
-                bytes: 0,
-                error_class: Some(e.class().to_owned()),
-            },
-        });
-        outcome.reason = match &result {
-            Ok(o) if o.is_error => "tool_error".to_owned(),
-            Ok(_) => "dispatched".to_owned(),
-            Err(e) => e.class().to_owned(),
-        };
-        if let Err(e) = self.audit.append_outcome(&outcome).await {
-            // The call has happened and its allow record is durable; the outcome record is lost
-            // (counted in `/admin/status`, listed by `log verify`). The agent still gets the
-            // backend's answer: a 503 would invite a retry of a call that already acted.
-            tracing::error!(decision_id = %record.decision_id, error = %e, "dispatch outcome could not be recorded");
-        }
-        match result {
-            Ok(o) => {
-                if o.is_error {
-                    *tool_error = Some(o.status);
-                }
-                Ok(Some(o.result))
-            }
-            Err(e) => {
-                tracing::warn!(decision_id = %record.decision_id, tool = %tool.id, error = %e, "dispatch failed");
-                Err(CallError::Dispatch(e))
-            }
-        }
-    }
-
     async fn authenticate(
         &self,
         authorization: Option<&str>,
@@ -599,28 +235,38 @@ impl App {
         self.audit.append(record).await.map_err(CallError::Audit)
     }
 
+    /// Records a deny decided at `stage` for `reason`; fails only if the log does.
     async fn deny(
         &self,
         record: &mut DecisionRecord,
-        stage: &str,
-        reason: &str,
-        error: CallError,
-    ) -> CallError {
-        record.stage = stage.to_owned();
-        record.reason = reason.to_owned();
-        record.decision = Verdict::Deny;
-        if let Err(e) = self.commit(record).await {
-            return e;
-        }
+        stage: &Stage,
+        reason: &Reason,
+    ) -> Result<(), CallError> {
+        record.set_decision(Verdict::Deny, stage, reason);
+        self.commit(record).await?;
         tracing::info!(
-            decision = "deny",
+            decision = Verdict::Deny.as_str(),
             decision_id = %record.decision_id,
-            stage,
-            reason,
+            stage = stage.as_str(),
+            reason = reason.as_str(),
             tool = record.tool.as_deref().unwrap_or(""),
             "decision recorded"
         );
-        error
+        Ok(())
+    }
+
+    /// Records a deny and returns `error` for the caller (or the log's failure).
+    async fn refuse(
+        &self,
+        record: &mut DecisionRecord,
+        stage: Stage,
+        reason: Reason,
+        error: CallError,
+    ) -> CallError {
+        match self.deny(record, &stage, &reason).await {
+            Ok(()) => error,
+            Err(e) => e,
+        }
     }
 
     /// Authenticates an admin-API call (admin audience and scope) and records the attempt,
@@ -644,8 +290,9 @@ impl App {
         let token = match verified {
             Ok(t) => t,
             Err(e) => {
+                let reason = Reason::from(e.code());
                 let err = self
-                    .deny(&mut record, "auth", e.code(), CallError::Token(e))
+                    .refuse(&mut record, Stage::Auth, reason, CallError::Token(e))
                     .await;
                 return (decision_id, Err(err));
             }
@@ -656,13 +303,11 @@ impl App {
                 scope: admin.scope.clone(),
             };
             let err = self
-                .deny(&mut record, "scope", "insufficient_scope", err)
+                .refuse(&mut record, Stage::Scope, Reason::InsufficientScope, err)
                 .await;
             return (decision_id, Err(err));
         }
-        record.stage = "admin".to_owned();
-        record.reason = "allowed".to_owned();
-        record.decision = Verdict::Allow;
+        record.set_decision(Verdict::Allow, &Stage::Admin, &Reason::Allowed);
         match self.commit(&record).await {
             Ok(()) => (decision_id, Ok(token)),
             Err(e) => (decision_id, Err(e)),
@@ -693,8 +338,9 @@ impl App {
             Ok(token) => Ok(token),
             Err(e) => {
                 let (decision_id, mut record) = new_record(endpoint, None);
+                let reason = Reason::from(e.code());
                 let err = self
-                    .deny(&mut record, "auth", e.code(), CallError::Token(e))
+                    .refuse(&mut record, Stage::Auth, reason, CallError::Token(e))
                     .await;
                 Err((decision_id, err))
             }
@@ -709,13 +355,7 @@ impl App {
         if let Some(token) = event.token {
             record.set_token(token);
         }
-        record.stage = event.stage.to_owned();
-        record.reason = event.reason.to_owned();
-        record.decision = if event.allowed {
-            Verdict::Allow
-        } else {
-            Verdict::Deny
-        };
+        record.set_decision(event.verdict, &event.stage, &event.reason);
         record.detail = event.detail;
         self.commit(&record).await?;
         Ok(decision_id)
@@ -743,9 +383,7 @@ impl App {
                 annotations: t.annotations,
             })
             .collect();
-        record.stage = "policy".to_owned();
-        record.reason = "listed".to_owned();
-        record.decision = Verdict::Allow;
+        record.set_decision(Verdict::Allow, &Stage::Policy, &Reason::Listed);
         record.detail = Some(format!("{} tools listed", listed.len()));
         match self.commit(&record).await {
             Ok(()) => (decision_id, Ok(listed)),

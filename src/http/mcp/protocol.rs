@@ -1,12 +1,10 @@
-//! The Model Context Protocol server: toolgate as an MCP server to agents (`server`, mounted
-//! at `/mcp` by the HTTP layer). The MCP client of upstream servers is a tool backend, in
-//! [`crate::tools::upstream`], which holds the constants both share.
+//! The MCP server's protocol constants: versions, headers, `_meta` keys and JSON-RPC error
+//! codes. The MCP client of upstream servers is a tool backend ([`crate::tools::upstream`]),
+//! which holds the constants both share; they are re-exported here for the server.
 //!
 //! Both speak JSON-RPC 2.0 over Streamable HTTP. The server also speaks the stateless
 //! 2026-07-28 revision (no handshake, no session: every request carries its version in
 //! `params._meta`).
-
-pub mod server;
 
 pub use crate::tools::upstream::protocol::{
     LATEST_PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, PROTOCOL_VERSIONS, SESSION_HEADER,

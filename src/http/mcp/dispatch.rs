@@ -1,26 +1,29 @@
-//! toolgate as an MCP server: the JSON-RPC methods of the Streamable HTTP transport at `/mcp`,
-//! stateless (2026-07-28, the envelope checked on every request) or with the `initialize`
-//! handshake and sessions bound to the authenticated principal (2025-03-26 to 2025-11-25). No axum types: `http::mcp` reads the
-//! request and writes the [`Reply`] as JSON or as a one-event SSE stream.
+//! The MCP methods: `initialize`, `ping`, `tools/list`, `tools/call` and the stateless
+//! (2026-07-28) `server/discover`, each run against the pipeline; [`McpServer::post`] routes a
+//! parsed message to them.
 //!
 //! Every HTTP request carries a bearer token verified by the token stage (once per request);
 //! every `tools/call` runs the whole pipeline (tool, scope, arguments, Cedar, decision log,
 //! dispatch) and every `tools/list` is filtered for the caller and recorded.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
-use super::{
-    CLIENT_CAPABILITIES_META_KEY, LATEST_PROTOCOL_VERSION, MODERN_PROTOCOL_VERSIONS,
-    PROTOCOL_VERSION_META_KEY, PROTOCOL_VERSIONS, SERVER_INFO_META_KEY, codes,
+use super::envelope::{
+    EnvelopeHeaders, Message, Reply, check_envelope, error_response, result, rpc_error,
+    stamp_stateless, truncate,
 };
-use crate::app::{App, CallError, CallRequest, CallResponse, Endpoint, Event, ToolListing};
+use super::metadata_url;
+use super::session::{Sessions, missing_session, principal_key, unknown_session};
+use crate::app::{App, CallError, CallRequest, Decision, Endpoint, Event, Outcome, ToolListing};
+use crate::audit::{Reason, Stage, Verdict};
 use crate::auth::VerifiedToken;
 use crate::config::McpConfig;
+use super::protocol::{
+    LATEST_PROTOCOL_VERSION, MODERN_PROTOCOL_VERSIONS, PROTOCOL_VERSION_META_KEY,
+    PROTOCOL_VERSIONS, codes,
+};
 use crate::policy::ArgumentsText;
 
 /// The `_meta` key carrying the decision id on results.
@@ -57,38 +60,6 @@ pub struct PostRequest<'a> {
     pub message: Result<Value, CallError>,
     /// The body's bytes: the policy reads decimal arguments from them, not from a float.
     pub text: &'a [u8],
-}
-
-/// What to answer.
-#[derive(Debug)]
-pub enum Reply {
-    /// HTTP 200 with one JSON-RPC response.
-    Message {
-        /// The JSON-RPC response.
-        message: Value,
-        /// The decision this request produced, if any.
-        decision_id: Option<String>,
-        /// A new session's id (on `initialize`).
-        session_id: Option<String>,
-    },
-    /// HTTP 202 with no body: a notification or a response was accepted.
-    Accepted,
-    /// HTTP 204: the session was closed.
-    Closed,
-    /// A transport-level refusal (400 malformed, 404 unknown session) with a JSON-RPC error.
-    Rejected {
-        /// The HTTP status.
-        status: u16,
-        /// The JSON-RPC error response.
-        message: Value,
-    },
-    /// A pipeline error with its own HTTP status (401, 403, 413, 503), mapped by `http::error`.
-    Failed {
-        /// The decision that recorded it (absent when the log itself failed).
-        decision_id: Option<String>,
-        /// Why.
-        error: CallError,
-    },
 }
 
 /// The MCP server: its sessions and the resource identity it advertises.
@@ -133,9 +104,9 @@ impl McpServer {
                 endpoint: ENDPOINT,
                 action: "mcp",
                 token: None,
-                allowed: false,
-                stage: "request",
-                reason: "origin_not_allowed",
+                verdict: Verdict::Deny,
+                stage: Stage::Request,
+                reason: Reason::OriginNotAllowed,
                 detail: None,
             })
             .await;
@@ -168,39 +139,7 @@ impl McpServer {
         };
         let message = match request.message {
             Ok(message) => message,
-            // Recorded with the reason `/v1/...` records for the same body.
-            Err(error @ CallError::BadRequest(_)) => {
-                let detail = error.to_string();
-                let recorded = app
-                    .record_event(Event {
-                        endpoint: ENDPOINT,
-                        action: "mcp",
-                        token: Some(&token),
-                        allowed: false,
-                        stage: "request",
-                        reason: error.body_reason(),
-                        detail: Some(detail.clone()),
-                    })
-                    .await;
-                return match recorded {
-                    Ok(decision_id) => Reply::Rejected {
-                        status: 400,
-                        message: error_response(
-                            Value::Null,
-                            codes::PARSE_ERROR,
-                            &format!("{detail} (decision {decision_id})"),
-                        ),
-                    },
-                    Err(error) => Reply::Failed {
-                        decision_id: None,
-                        error,
-                    },
-                };
-            }
-            Err(error) => {
-                let reason = error.body_reason();
-                return self.refuse(app, &token, reason, error).await;
-            }
+            Err(error) => return self.unreadable_body(app, &token, error).await,
         };
         let message = match Message::parse(message) {
             Ok(m) => m,
@@ -272,6 +211,46 @@ impl McpServer {
         }
     }
 
+    /// Answers a body that could not be read: a malformed one with a JSON-RPC parse error, an
+    /// oversized or stalled one with its HTTP status; both recorded.
+    async fn unreadable_body(&self, app: &App, token: &VerifiedToken, error: CallError) -> Reply {
+        match error {
+            // Recorded with the reason `/v1/...` records for the same body.
+            error @ CallError::BadRequest(_) => {
+                let detail = error.to_string();
+                let recorded = app
+                    .record_event(Event {
+                        endpoint: ENDPOINT,
+                        action: "mcp",
+                        token: Some(token),
+                        verdict: Verdict::Deny,
+                        stage: Stage::Request,
+                        reason: error.body_reason(),
+                        detail: Some(detail.clone()),
+                    })
+                    .await;
+                match recorded {
+                    Ok(decision_id) => Reply::Rejected {
+                        status: 400,
+                        message: error_response(
+                            Value::Null,
+                            codes::PARSE_ERROR,
+                            &format!("{detail} (decision {decision_id})"),
+                        ),
+                    },
+                    Err(error) => Reply::Failed {
+                        decision_id: None,
+                        error,
+                    },
+                }
+            }
+            error => {
+                let reason = error.body_reason();
+                self.refuse(app, token, reason, error).await
+            }
+        }
+    }
+
     /// Handles a DELETE: closes the caller's session.
     pub async fn delete(
         &self,
@@ -294,9 +273,9 @@ impl McpServer {
                 endpoint: ENDPOINT,
                 action: "mcp/session/close",
                 token: Some(&token),
-                allowed: true,
-                stage: "session",
-                reason: "session_closed",
+                verdict: Verdict::Allow,
+                stage: Stage::Session,
+                reason: Reason::SessionClosed,
                 detail: None,
             })
             .await;
@@ -363,7 +342,7 @@ impl McpServer {
         &self,
         app: &App,
         token: &VerifiedToken,
-        reason: &str,
+        reason: Reason,
         error: CallError,
     ) -> Reply {
         let recorded = app
@@ -371,8 +350,8 @@ impl McpServer {
                 endpoint: ENDPOINT,
                 action: "mcp",
                 token: Some(token),
-                allowed: false,
-                stage: "request",
+                verdict: Verdict::Deny,
+                stage: Stage::Request,
                 reason,
                 detail: Some(error.to_string()),
             })
@@ -439,7 +418,12 @@ impl McpServer {
             .unwrap_or(LATEST_PROTOCOL_VERSION);
         let Some(session_id) = self.sessions.open(principal_key(token), version) else {
             return self
-                .refuse(app, token, "too_many_sessions", CallError::TooManySessions)
+                .refuse(
+                    app,
+                    token,
+                    Reason::TooManySessions,
+                    CallError::TooManySessions,
+                )
                 .await;
         };
         let client = params
@@ -451,9 +435,9 @@ impl McpServer {
                 endpoint: ENDPOINT,
                 action: "mcp/initialize",
                 token: Some(token),
-                allowed: true,
-                stage: "session",
-                reason: "session_opened",
+                verdict: Verdict::Allow,
+                stage: Stage::Session,
+                reason: Reason::SessionOpened,
                 detail: Some(format!(
                     "protocol {version}, client {}",
                     client.as_deref().unwrap_or("unnamed")
@@ -549,34 +533,46 @@ impl McpServer {
 /// arguments and a failed backend are `isError` results the agent can read and act on), a
 /// JSON-RPC error (unknown tool, malformed params), or an HTTP-level failure (token, scope,
 /// decision log).
-fn call_reply(id: Value, response: CallResponse) -> Reply {
-    let CallResponse {
-        decision_id,
+fn call_reply(id: Value, decided: Result<Decision, CallError>) -> Reply {
+    let Decision {
+        id: decision_id,
         outcome,
-        tool_error,
         policies,
-    } = response;
+        ..
+    } = match decided {
+        Ok(decision) => decision,
+        // Nothing was recorded: no decision id to name.
+        Err(error) => {
+            return Reply::Failed {
+                decision_id: None,
+                error,
+            };
+        }
+    };
     let content = match outcome {
-        Ok(value) => tool_result(value.unwrap_or(Value::Null), tool_error.is_some()),
-        Err(CallError::Denied { .. }) => error_result(&format!(
+        Outcome::Answered { result, tool_error } => tool_result(result, tool_error.is_some()),
+        Outcome::Authorized => tool_result(Value::Null, false),
+        Outcome::Denied => error_result(&format!(
             "toolgate denied this call by policy (decision {decision_id})"
         )),
-        Err(CallError::InvalidArguments(e)) => error_result(&e.to_string()),
-        Err(CallError::Dispatch(e)) => error_result(&format!("the tool backend failed: {e}")),
-        Err(CallError::UnknownTool(name)) => {
+        Outcome::Failed(CallError::InvalidArguments(e)) => error_result(&e.to_string()),
+        Outcome::Failed(CallError::Dispatch(e)) => {
+            error_result(&format!("the tool backend failed: {e}"))
+        }
+        Outcome::Failed(CallError::UnknownTool(name)) => {
             return rpc_error(id, codes::INVALID_PARAMS, &format!("unknown tool `{name}`"));
         }
-        Err(CallError::BadRequest(reason)) => {
+        Outcome::Failed(CallError::BadRequest(reason)) => {
             return rpc_error(id, codes::INVALID_PARAMS, &reason);
         }
-        Err(CallError::PolicyFailure(_)) => {
+        Outcome::Failed(CallError::PolicyFailure(_)) => {
             return rpc_error(
                 id,
                 codes::INTERNAL_ERROR,
                 &format!("the call could not be authorized (decision {decision_id})"),
             );
         }
-        Err(
+        Outcome::Failed(
             error @ (CallError::Token(_)
             | CallError::InsufficientScope { .. }
             | CallError::PayloadTooLarge(_)
@@ -649,413 +645,14 @@ fn mcp_tool(tool: ToolListing) -> Value {
     })
 }
 
-/// A parsed JSON-RPC message.
-pub(crate) enum Message {
-    Request {
-        id: Value,
-        method: String,
-        params: Value,
-    },
-    Notification,
-    Response,
-}
-
-impl Message {
-    pub(crate) fn parse(value: Value) -> Result<Self, &'static str> {
-        let Value::Object(mut map) = value else {
-            return Err(if value.is_array() {
-                "JSON-RPC batches are not supported"
-            } else {
-                "a JSON-RPC message must be an object"
-            });
-        };
-        if map.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-            return Err("`jsonrpc` must be \"2.0\"");
-        }
-        let id = map.remove("id");
-        if let Some(id) = &id
-            && !(id.is_string() || id.is_i64() || id.is_u64())
-        {
-            return Err("`id` must be a string or an integer");
-        }
-        match (map.remove("method"), id) {
-            (Some(Value::String(method)), Some(id)) => Ok(Message::Request {
-                id,
-                method,
-                params: map.remove("params").unwrap_or(Value::Null),
-            }),
-            (Some(Value::String(_)), None) => Ok(Message::Notification),
-            (Some(_), _) => Err("`method` must be a string"),
-            (None, Some(_)) if map.contains_key("result") || map.contains_key("error") => {
-                Ok(Message::Response)
-            }
-            (None, _) => Err("not a JSON-RPC request, notification or response"),
-        }
-    }
-}
-
-/// The headers a stateless request mirrors its envelope in.
-pub(crate) struct EnvelopeHeaders<'a> {
-    pub(crate) protocol_version: Option<&'a str>,
-    pub(crate) method: Option<&'a str>,
-    pub(crate) name: Option<&'a str>,
-}
-
-/// The 2026-07-28 envelope checks, in the spec's order: `_meta` carries the protocol version
-/// and client capabilities; the headers mirror the version, the method and (for
-/// `tools/call`) the tool name; the version is one toolgate speaks.
-pub(crate) fn check_envelope(
-    method: &str,
-    params: &Value,
-    headers: &EnvelopeHeaders<'_>,
-) -> Result<(), Value> {
-    let error = |code: i64, message: &str| json!({ "code": code, "message": message });
-    let meta = params.get("_meta").and_then(Value::as_object);
-    let version = meta.and_then(|m| m.get(PROTOCOL_VERSION_META_KEY));
-    let capabilities = meta.and_then(|m| m.get(CLIENT_CAPABILITIES_META_KEY));
-    let (Some(version), Some(_)) = (version, capabilities) else {
-        return Err(error(
-            codes::INVALID_PARAMS,
-            "params._meta must carry the protocol version and client capabilities",
-        ));
-    };
-    if headers
-        .protocol_version
-        .is_none_or(|h| version.as_str() != Some(h))
-    {
-        return Err(error(
-            codes::HEADER_MISMATCH,
-            "MCP-Protocol-Version does not match the request's protocol version",
-        ));
-    }
-    if headers.method != Some(method) {
-        return Err(error(
-            codes::HEADER_MISMATCH,
-            "Mcp-Method does not match the request's method",
-        ));
-    }
-    if method == "tools/call"
-        && let Some(name) = params.get("name").and_then(Value::as_str)
-        && headers.name.and_then(decode_header_value).as_deref() != Some(name)
-    {
-        return Err(error(
-            codes::HEADER_MISMATCH,
-            "Mcp-Name does not match the tool name",
-        ));
-    }
-    let Some(version) = version.as_str() else {
-        return Err(error(
-            codes::INVALID_PARAMS,
-            "the protocol version must be a string",
-        ));
-    };
-    if !MODERN_PROTOCOL_VERSIONS.contains(&version) {
-        let mut e = error(
-            codes::UNSUPPORTED_PROTOCOL_VERSION,
-            "unsupported protocol version",
-        );
-        e["data"] =
-            json!({ "supported": MODERN_PROTOCOL_VERSIONS, "requested": truncate(version) });
-        return Err(e);
-    }
-    Ok(())
-}
-
-/// An MCP header value: plain visible ASCII, or `=?base64?…?=` for anything else.
-fn decode_header_value(value: &str) -> Option<String> {
-    use base64::Engine;
-    match value
-        .strip_prefix("=?base64?")
-        .and_then(|v| v.strip_suffix("?="))
-    {
-        Some(encoded) => base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok()),
-        None => Some(value.to_owned()),
-    }
-}
-
-/// A stateless reply: results say they are complete and name the server; errors take the
-/// HTTP status the 2026-07-28 transport gives their code.
-fn stamp_stateless(reply: Reply) -> Reply {
-    let Reply::Message {
-        mut message,
-        decision_id,
-        session_id,
-    } = reply
-    else {
-        return reply;
-    };
-    if let Some(code) = message.pointer("/error/code").and_then(Value::as_i64) {
-        let status = codes::http_status(code);
-        if status != 200 {
-            return Reply::Rejected { status, message };
-        }
-    }
-    if let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) {
-        result.insert("resultType".to_owned(), json!("complete"));
-        let meta = result.entry("_meta").or_insert_with(|| json!({}));
-        if let Some(meta) = meta.as_object_mut() {
-            meta.insert(
-                SERVER_INFO_META_KEY.to_owned(),
-                json!({ "name": "toolgate", "version": env!("CARGO_PKG_VERSION") }),
-            );
-        }
-    }
-    Reply::Message {
-        message,
-        decision_id,
-        session_id,
-    }
-}
-
-fn result(id: Value, result: Value, decision_id: Option<String>) -> Reply {
-    Reply::Message {
-        message: json!({ "jsonrpc": "2.0", "id": id, "result": result }),
-        decision_id,
-        session_id: None,
-    }
-}
-
-fn rpc_error(id: Value, code: i64, message: &str) -> Reply {
-    Reply::Message {
-        message: error_response(id, code, message),
-        decision_id: None,
-        session_id: None,
-    }
-}
-
-fn error_response(id: Value, code: i64, message: &str) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } })
-}
-
 fn failed(decision_id: String, error: CallError) -> Reply {
     let decision_id = (!matches!(error, CallError::Audit(_))).then_some(decision_id);
     Reply::Failed { decision_id, error }
 }
 
-fn missing_session() -> Reply {
-    Reply::Rejected {
-        status: 400,
-        message: error_response(
-            Value::Null,
-            codes::INVALID_REQUEST,
-            "the `Mcp-Session-Id` header is required: call `initialize` first",
-        ),
-    }
-}
-
-/// Unknown, expired, or another principal's: the client must start a new session.
-fn unknown_session() -> Reply {
-    Reply::Rejected {
-        status: 404,
-        message: error_response(
-            Value::Null,
-            codes::INVALID_REQUEST,
-            "session not found: call `initialize` again",
-        ),
-    }
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(100).collect()
-}
-
-/// The RFC 9728 metadata URL for a resource: `/.well-known/oauth-protected-resource` inserted
-/// between the origin and the path.
-pub fn metadata_url(resource: &str) -> String {
-    match reqwest::Url::parse(resource) {
-        Ok(url) => {
-            let path = url.path().trim_end_matches('/');
-            format!(
-                "{}/.well-known/oauth-protected-resource{path}",
-                url.origin().ascii_serialization()
-            )
-        }
-        Err(_) => format!("{resource}/.well-known/oauth-protected-resource"),
-    }
-}
-
-/// Who a session belongs to: issuer, subject and the delegation chain.
-fn principal_key(token: &VerifiedToken) -> [u8; 32] {
-    let mut hash = Sha256::new();
-    for part in [&token.issuer, &token.subject]
-        .into_iter()
-        .chain(token.actors.iter())
-    {
-        hash.update(part.as_bytes());
-        hash.update([0]);
-    }
-    hash.finalize().into()
-}
-
-struct Session {
-    principal: [u8; 32],
-    protocol_version: &'static str,
-    last_used: Instant,
-}
-
-/// Live sessions, bounded in all and per principal, forgotten after an idle time.
-struct Sessions {
-    live: Mutex<HashMap<String, Session>>,
-    max: usize,
-    per_principal: usize,
-    idle: Duration,
-}
-
-impl Sessions {
-    fn new(max: usize, per_principal: usize, idle: Duration) -> Self {
-        Self {
-            live: Mutex::new(HashMap::new()),
-            max,
-            per_principal,
-            idle,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.live
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Opens a session; `None` when the broker holds `max` sessions already.
-    fn open(&self, principal: [u8; 32], protocol_version: &'static str) -> Option<String> {
-        let now = Instant::now();
-        let mut live = self.lock();
-        live.retain(|_, s| now.duration_since(s.last_used) < self.idle);
-        let mut own: Vec<(&String, Instant)> = live
-            .iter()
-            .filter(|(_, s)| s.principal == principal)
-            .map(|(id, s)| (id, s.last_used))
-            .collect();
-        if own.len() >= self.per_principal {
-            own.sort_by_key(|(_, used)| *used);
-            let evict: Vec<String> = own[..=own.len() - self.per_principal]
-                .iter()
-                .map(|(id, _)| (*id).clone())
-                .collect();
-            for id in evict {
-                live.remove(&id);
-            }
-        }
-        if live.len() >= self.max {
-            return None;
-        }
-        // 122 random bits from the OS generator: not guessable, visible ASCII.
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        live.insert(
-            id.clone(),
-            Session {
-                principal,
-                protocol_version,
-                last_used: now,
-            },
-        );
-        Some(id)
-    }
-
-    /// The session's protocol version if it is live and belongs to `principal`.
-    fn touch(&self, id: &str, principal: &[u8; 32]) -> Option<&'static str> {
-        let now = Instant::now();
-        let mut live = self.lock();
-        let session = live.get_mut(id)?;
-        if now.duration_since(session.last_used) >= self.idle {
-            live.remove(id);
-            return None;
-        }
-        if session.principal != *principal {
-            return None;
-        }
-        session.last_used = now;
-        Some(session.protocol_version)
-    }
-
-    fn close(&self, id: &str, principal: &[u8; 32]) -> bool {
-        let mut live = self.lock();
-        match live.get(id) {
-            Some(s) if s.principal == *principal => live.remove(id).is_some(),
-            _ => false,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.lock().len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metadata_url_inserts_the_well_known_path_before_the_resource_path() {
-        assert_eq!(
-            metadata_url("https://gw.example.com/mcp"),
-            "https://gw.example.com/.well-known/oauth-protected-resource/mcp"
-        );
-        assert_eq!(
-            metadata_url("http://127.0.0.1:8080/"),
-            "http://127.0.0.1:8080/.well-known/oauth-protected-resource"
-        );
-    }
-
-    #[test]
-    fn sessions_are_bound_to_their_principal_and_bounded() {
-        let sessions = Sessions::new(3, 2, Duration::from_secs(60));
-        let (alice, bob) = ([1; 32], [2; 32]);
-        let a1 = sessions.open(alice, "2025-11-25").unwrap();
-        assert_eq!(sessions.touch(&a1, &alice), Some("2025-11-25"));
-        assert_eq!(
-            sessions.touch(&a1, &bob),
-            None,
-            "another principal's session"
-        );
-        assert!(!sessions.close(&a1, &bob));
-        let a2 = sessions.open(alice, "2025-06-18").unwrap();
-        // A third session for alice evicts her least recently used one.
-        assert_eq!(sessions.touch(&a2, &alice), Some("2025-06-18"));
-        let a3 = sessions.open(alice, "2025-11-25").unwrap();
-        assert_eq!(sessions.touch(&a1, &alice), None);
-        assert!(sessions.touch(&a3, &alice).is_some());
-        let _b1 = sessions.open(bob, "2025-11-25").unwrap();
-        // The broker-wide bound refuses a fourth.
-        assert_eq!(sessions.len(), 3);
-        assert!(sessions.open([3; 32], "2025-11-25").is_none());
-        assert!(sessions.close(&a3, &alice));
-        assert_eq!(sessions.len(), 2);
-    }
-
-    #[test]
-    fn idle_sessions_expire() {
-        let sessions = Sessions::new(10, 10, Duration::from_millis(0));
-        let id = sessions.open([1; 32], "2025-11-25").unwrap();
-        assert_eq!(sessions.touch(&id, &[1; 32]), None);
-    }
-
-    #[test]
-    fn messages_are_classified_and_malformed_ones_refused() {
-        let request = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
-        assert!(matches!(
-            Message::parse(request),
-            Ok(Message::Request { .. })
-        ));
-        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-        assert!(matches!(Message::parse(note), Ok(Message::Notification)));
-        let response = json!({"jsonrpc": "2.0", "id": "x", "result": {}});
-        assert!(matches!(Message::parse(response), Ok(Message::Response)));
-        for bad in [
-            json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"}]),
-            json!({"id": 1, "method": "ping"}),
-            json!({"jsonrpc": "2.0", "id": 1.5, "method": "ping"}),
-            json!({"jsonrpc": "2.0", "id": null, "method": "ping"}),
-            json!({"jsonrpc": "2.0", "id": 1, "method": 7}),
-            json!("ping"),
-        ] {
-            assert!(Message::parse(bad.clone()).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn backend_answers_become_call_tool_results() {
