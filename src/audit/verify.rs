@@ -327,7 +327,14 @@ pub fn verify_jsonl(path: &Path, keys: Option<&JwkSet>) -> Result<VerifyReport, 
     let (records, checkpoints) = read_jsonl(path)?;
     let start = match records.first() {
         Some(first) => Head {
-            seq: first.seq - 1,
+            // The file's own number: i64::MIN would overflow (a panic in debug builds).
+            seq: first
+                .seq
+                .checked_sub(1)
+                .ok_or_else(|| VerifyError::Malformed {
+                    seq: first.seq,
+                    message: "sequence number out of range".to_owned(),
+                })?,
             hash: first.prev_hash.clone(),
         },
         None => Head {

@@ -1,8 +1,9 @@
 //! Regression tests for what the fuzz targets in `fuzz/` found (docs/security-testing.md).
 
 use serde_json::json;
+use toolgate::audit::verify::VerifyError;
 
-use crate::support::TestApp;
+use crate::support::{TestApp, repo};
 
 /// `exp`, `nbf` and `iat` at the ends of i64 once overflowed the time arithmetic: a panic in a
 /// debug build and, in a release build, a wrapped `exp - iat` that passed the lifetime check
@@ -42,4 +43,23 @@ async fn numeric_dates_near_the_i64_limits_are_refused_not_overflowed() {
             .unwrap();
         assert_eq!(row.reason, "invalid_claim", "{name}");
     }
+}
+
+/// A JSONL export whose first record claims sequence number i64::MIN overflowed the chain's
+/// starting point in `log verify` (a panic in debug builds); it is a malformed record.
+#[test]
+fn a_jsonl_record_numbered_i64_min_is_malformed_not_an_overflow() {
+    let fixture =
+        std::fs::read_to_string(repo().join("tests/fixtures/demo-decisions.jsonl")).unwrap();
+    let first = fixture.lines().next().unwrap();
+    let mut record: serde_json::Value = serde_json::from_str(first).unwrap();
+    record["seq"] = json!(i64::MIN);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("export.jsonl");
+    std::fs::write(&path, format!("{record}\n")).unwrap();
+    let err = toolgate::audit::verify::verify_jsonl(&path, None).unwrap_err();
+    assert!(
+        matches!(err, VerifyError::Malformed { seq: i64::MIN, .. }),
+        "{err}"
+    );
 }
