@@ -16,33 +16,7 @@ pub const REALM: &str = "toolgate";
 pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
     let mut headers = HeaderMap::new();
     let (status, code, decision) = match error {
-        // The token may be fine: the revocation store could not say. Fail closed, but as an
-        // outage the caller can retry, not as a bad credential.
-        CallError::Token(TokenError::StateUnavailable) => {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "state_unavailable",
-                Some(Verdict::Deny),
-            )
-        }
-        // RFC 6750 §3.1: a malformed request, not a bad credential.
-        CallError::Token(e @ TokenError::DuplicateAuthorization) => {
-            headers.insert(header::WWW_AUTHENTICATE, challenge(e));
-            (
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                Some(Verdict::Deny),
-            )
-        }
-        CallError::Token(e) => {
-            headers.insert(header::WWW_AUTHENTICATE, challenge(e));
-            (
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                Some(Verdict::Deny),
-            )
-        }
+        CallError::Token(e) => token_status(e, &mut headers),
         CallError::InsufficientScope { scope } => {
             let value = format!(
                 "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{}\"",
@@ -106,24 +80,11 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             (StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", None)
         }
-        CallError::Dispatch(e) => {
-            let status = match e {
-                DispatchError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                DispatchError::Unreachable
-                | DispatchError::Interrupted
-                | DispatchError::Status(_)
-                | DispatchError::ResponseTooLarge(_)
-                | DispatchError::InvalidResponse => StatusCode::BAD_GATEWAY,
-                DispatchError::Saturated(_) | DispatchError::CircuitOpen { .. } => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-                DispatchError::Signing => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            if let Some(secs) = e.retry_after_secs() {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            (status, e.class(), Some(Verdict::Allow))
-        }
+        CallError::Dispatch(e) => (
+            dispatch_status(e, &mut headers),
+            e.class(),
+            Some(Verdict::Allow),
+        ),
     };
     let message = match error {
         // The caller learns that the token failed, not why: the reason is in the log.
@@ -140,6 +101,63 @@ pub fn error_response(error: &CallError) -> (StatusCode, HeaderMap, Value) {
         body["problems"] = json!(e.problems);
     }
     (status, headers, body)
+}
+
+/// Status and code of a token failure: 401 with a challenge, but 400 for a malformed request
+/// and 503 when the revocation store could not answer.
+fn token_status(
+    error: &TokenError,
+    headers: &mut HeaderMap,
+) -> (StatusCode, &'static str, Option<Verdict>) {
+    match error {
+        // The token may be fine: the revocation store could not say. Fail closed, but as an
+        // outage the caller can retry, not as a bad credential.
+        TokenError::StateUnavailable => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state_unavailable",
+                Some(Verdict::Deny),
+            )
+        }
+        // RFC 6750 §3.1: a malformed request, not a bad credential.
+        e @ TokenError::DuplicateAuthorization => {
+            headers.insert(header::WWW_AUTHENTICATE, challenge(e));
+            (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                Some(Verdict::Deny),
+            )
+        }
+        e => {
+            headers.insert(header::WWW_AUTHENTICATE, challenge(e));
+            (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                Some(Verdict::Deny),
+            )
+        }
+    }
+}
+
+/// Status of a backend failure after an allow (the decision stands: it was recorded).
+fn dispatch_status(error: &DispatchError, headers: &mut HeaderMap) -> StatusCode {
+    let status = match error {
+        DispatchError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        DispatchError::Unreachable
+        | DispatchError::Interrupted
+        | DispatchError::Status(_)
+        | DispatchError::ResponseTooLarge(_)
+        | DispatchError::InvalidResponse => StatusCode::BAD_GATEWAY,
+        DispatchError::Saturated(_) | DispatchError::CircuitOpen { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        DispatchError::Signing => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if let Some(secs) = error.retry_after_secs() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    status
 }
 
 /// Status, headers and JSON body for a call a policy denied (or none permitted).

@@ -42,7 +42,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The HTTP layer: the pipeline, and the stages' error types for the one error map.
     (
         "http",
-        &["app", "audit", "auth", "config", "policy", "reload", "tools"],
+        &[
+            "app", "audit", "auth", "config", "policy", "reload", "tools",
+        ],
     ),
     // On top: re-evaluation of the log, the dev-mode demo, start-up, the command line.
     ("replay", &["audit", "config", "policy", "tools"]),

@@ -15,15 +15,15 @@ use super::envelope::{
     stamp_stateless, truncate,
 };
 use super::metadata_url;
+use super::protocol::{
+    LATEST_PROTOCOL_VERSION, MODERN_PROTOCOL_VERSIONS, PROTOCOL_VERSION_META_KEY,
+    PROTOCOL_VERSIONS, codes,
+};
 use super::session::{Sessions, missing_session, principal_key, unknown_session};
 use crate::app::{App, CallError, CallRequest, Decision, Endpoint, Event, Outcome, ToolListing};
 use crate::audit::{Reason, Stage, Verdict};
 use crate::auth::VerifiedToken;
 use crate::config::McpConfig;
-use super::protocol::{
-    LATEST_PROTOCOL_VERSION, MODERN_PROTOCOL_VERSIONS, PROTOCOL_VERSION_META_KEY,
-    PROTOCOL_VERSIONS, codes,
-};
 use crate::policy::ArgumentsText;
 
 /// The `_meta` key carrying the decision id on results.
@@ -127,8 +127,6 @@ impl McpServer {
     }
 
     /// Handles one POST.
-    // split in the decision-as-value work (issue 26)
-    #[allow(clippy::too_many_lines)]
     pub async fn post(&self, app: &App, request: PostRequest<'_>) -> Reply {
         let token = match app
             .authenticate_request(ENDPOINT, request.authorization)

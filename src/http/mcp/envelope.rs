@@ -3,11 +3,11 @@
 
 use serde_json::{Value, json};
 
-use crate::app::CallError;
 use super::protocol::{
     CLIENT_CAPABILITIES_META_KEY, MODERN_PROTOCOL_VERSIONS, PROTOCOL_VERSION_META_KEY,
     SERVER_INFO_META_KEY, codes,
 };
+use crate::app::CallError;
 
 /// What to answer.
 #[derive(Debug)]

@@ -19,9 +19,9 @@ mod session;
 
 use super::{DECISION_ID_HEADER, error, header_str, read_json_text};
 use crate::app::App;
-use protocol::{METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
 pub use dispatch::{McpServer, PostRequest};
 pub use envelope::Reply;
+use protocol::{METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSION_HEADER, SESSION_HEADER};
 
 /// What the `/mcp` handlers share.
 pub struct McpState {

@@ -9,8 +9,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::envelope::{Reply, error_response};
-use crate::auth::VerifiedToken;
 use super::protocol::codes;
+use crate::auth::VerifiedToken;
 
 pub(crate) fn missing_session() -> Reply {
     Reply::Rejected {
