@@ -530,7 +530,7 @@ fn standalone_config(
     if allow_any_typ {
         issuer.require_at_jwt_typ = false;
     }
-    let config = Config {
+    let mut config = Config {
         server: Default::default(),
         limits: LimitsConfig::default(),
         issuers: vec![issuer],

@@ -23,8 +23,11 @@ use env::apply_env_override;
 pub use issuers::{ASYMMETRIC_ALGORITHMS, IssuerConfig, MAX_LEEWAY_SECONDS, RemoteKeysConfig};
 pub use policy::PolicyConfig;
 pub use server::{LimitsConfig, ServerConfig};
-pub use tools::{AnnotationsConfig, BackendConfig, MAX_RETRIES, ToolConfig};
-pub use upstream::{UpstreamConfig, UpstreamKind};
+pub use tools::{
+    Annotations, AnnotationsConfig, BackendConfig, BackendTarget, CheckedTool, DemoBackend,
+    HttpTarget, InputSchemaSource, MAX_RETRIES, ToolConfig,
+};
+pub use upstream::{CheckedUpstream, UpstreamConfig, UpstreamKind};
 
 /// Prefix of environment variables that override config keys.
 pub const ENV_PREFIX: &str = "TOOLGATE__";
@@ -179,9 +182,10 @@ impl Config {
         }
     }
 
-    /// Checks ranges and consistency; errors name the key.
-    /// Checks ranges and consistency, section by section; errors name the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks ranges and consistency, section by section, and parses the tools' and upstreams'
+    /// settings into their `checked` typed values; errors name the key. Run it again after
+    /// editing the config, so the typed values follow the edit.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
         self.limits.validate()?;
         self.policy.validate()?;
         self.server.validate()?;
@@ -189,7 +193,7 @@ impl Config {
         self.audit.validate()?;
         self.mcp.validate()?;
         issuers::validate(&self.issuers, &self.admin.audience)?;
-        tools::validate(&self.tools)?;
+        tools::validate(&mut self.tools)?;
         upstream::validate(self)?;
         Ok(())
     }

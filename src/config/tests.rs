@@ -210,3 +210,129 @@ fn mcp_section_is_validated() {
     let config = parse(MINIMAL, &[("TOOLGATE__MCP__ENABLED", "false")]).unwrap();
     assert!(!config.mcp.enabled);
 }
+
+/// A tool entry with `backend` (an inline TOML table) and any `extra` keys.
+fn tool_entry(backend: &str, extra: &str) -> String {
+    format!(
+        "{MINIMAL}\n[[tools]]\nserver = \"s\"\nname = \"t\"\ninput_schema = {{ type = \"object\" }}\n{extra}\nbackend = {backend}\n"
+    )
+}
+
+fn checked_tool(config: &Config) -> &CheckedTool {
+    config.tools[0].checked.as_ref().unwrap()
+}
+
+#[test]
+fn http_backend_is_parsed_once_at_load_with_defaults() {
+    let config = parse(
+        &tool_entry(
+            "{ kind = \"http\", url = \"https://tools.example:8443/run\" }",
+            "",
+        ),
+        &[],
+    )
+    .unwrap();
+    let checked = checked_tool(&config);
+    let BackendTarget::Http(http) = &checked.backend else {
+        panic!("expected an http backend, got {:?}", checked.backend);
+    };
+    assert_eq!(http.url.as_str(), "https://tools.example:8443/run");
+    // The audience defaults to the URL's origin; a tool not annotated idempotent never retries.
+    assert_eq!(http.audience, "https://tools.example:8443");
+    assert_eq!(http.retries, 0);
+    assert_eq!(http.timeout, std::time::Duration::from_millis(10_000));
+    assert_eq!(http.max_concurrent, 64);
+    assert_eq!(checked.annotations, Annotations::CAUTIOUS);
+    assert!(matches!(checked.input_schema, InputSchemaSource::Inline(_)));
+
+    let config = parse(
+        &tool_entry(
+            "{ kind = \"http\", url = \"http://127.0.0.1:1/x\", audience = \"svc\" }",
+            "annotations = { idempotent = true, read_only = true }\ninput_schema_file = \"s.json\"",
+        )
+        .replace("input_schema = { type = \"object\" }\n", ""),
+        &[],
+    )
+    .unwrap();
+    let checked = checked_tool(&config);
+    let BackendTarget::Http(http) = &checked.backend else {
+        panic!("expected an http backend, got {:?}", checked.backend);
+    };
+    // An idempotent tool retries once by default; an explicit audience is kept as given.
+    assert_eq!((http.retries, http.audience.as_str()), (1, "svc"));
+    assert!(checked.annotations.idempotent && checked.annotations.read_only);
+    assert!(checked.annotations.destructive && checked.annotations.open_world);
+    assert!(
+        matches!(&checked.input_schema, InputSchemaSource::File(p) if p == Path::new("s.json"))
+    );
+}
+
+#[test]
+fn invalid_backend_url_is_refused_naming_its_key() {
+    let err = parse(
+        &tool_entry("{ kind = \"http\", url = \"not a url\" }", ""),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid config key `tools[0].backend.url`: `not a url`: relative URL without a base"
+    );
+    check_invalid(
+        &tool_entry("{ kind = \"http\", url = \"ftp://x/\" }", ""),
+        "tools[0].backend.url",
+        "http or https",
+    );
+}
+
+#[test]
+fn demo_backend_names_are_parsed_once() {
+    for (name, which) in [
+        ("echo", DemoBackend::Echo),
+        ("files", DemoBackend::Files),
+        ("payments", DemoBackend::Payments),
+    ] {
+        let config = parse(
+            &tool_entry(&format!("{{ kind = \"demo\", name = \"{name}\" }}"), ""),
+            &[],
+        )
+        .unwrap();
+        assert!(
+            matches!(checked_tool(&config).backend, BackendTarget::Demo(d) if d == which && d.name() == name)
+        );
+    }
+}
+
+#[test]
+fn validating_again_follows_an_edit() {
+    // `serve --dev` edits the loaded config and validates it again: the typed values follow.
+    let mut config = parse(
+        &tool_entry("{ kind = \"http\", url = \"http://127.0.0.1:1/x\" }", ""),
+        &[],
+    )
+    .unwrap();
+    config.tools[0].backend = BackendConfig::Demo {
+        name: "files".to_owned(),
+    };
+    config.validate().unwrap();
+    assert!(matches!(
+        checked_tool(&config).backend,
+        BackendTarget::Demo(DemoBackend::Files)
+    ));
+}
+
+#[test]
+fn upstream_url_and_audience_are_parsed_once() {
+    let text = format!(
+        "{MINIMAL}\n[[upstreams]]\nname = \"gh\"\nkind = \"mcp\"\nurl = \"https://mcp.example/v1/mcp\"\n"
+    );
+    let config = parse(&text, &[]).unwrap();
+    let checked = config.upstreams[0].checked.as_ref().unwrap();
+    assert_eq!(checked.url.as_str(), "https://mcp.example/v1/mcp");
+    assert_eq!(checked.audience, "https://mcp.example");
+    let err = parse(&text.replace("https://mcp.example/v1/mcp", "::"), &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid config key `upstreams[0].url`: `::`: relative URL without a base"
+    );
+}

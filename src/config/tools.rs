@@ -2,8 +2,9 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, check_name, check_range, invalid};
 
@@ -33,6 +34,111 @@ pub struct ToolConfig {
     pub annotations: AnnotationsConfig,
     /// Where calls go.
     pub backend: BackendConfig,
+    /// The settings above as validation parsed them, with defaults applied; `None` only
+    /// before validation, which every load runs (and `serve --dev` runs again after its edits).
+    #[serde(skip)]
+    pub checked: Option<CheckedTool>,
+}
+
+/// A tool's settings as validation parsed them once, for the registry to take as they are.
+#[derive(Debug, Clone)]
+pub struct CheckedTool {
+    /// Where the input schema comes from.
+    pub input_schema: InputSchemaSource,
+    /// Behaviour hints, absent ones given the cautious default.
+    pub annotations: Annotations,
+    /// Where calls go.
+    pub backend: BackendTarget,
+}
+
+/// Where a tool's input schema comes from: exactly one of `input_schema`, `input_schema_file`.
+#[derive(Debug, Clone)]
+pub enum InputSchemaSource {
+    /// Given inline.
+    Inline(serde_json::Value),
+    /// Read from this file (relative to the config file's directory).
+    File(PathBuf),
+}
+
+/// A tool backend, parsed.
+#[derive(Debug, Clone)]
+pub enum BackendTarget {
+    /// An HTTP endpoint.
+    Http(Box<HttpTarget>),
+    /// A built-in demo backend.
+    Demo(DemoBackend),
+}
+
+/// An HTTP tool backend: its URL parsed, its defaults applied.
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    /// The endpoint, an http or https URL without credentials.
+    pub url: reqwest::Url,
+    /// `aud` of the broker's assertions: as configured, or the URL's origin.
+    pub audience: String,
+    /// Total time allowed for one call.
+    pub timeout: Duration,
+    /// Largest response body accepted, in bytes.
+    pub max_response_bytes: usize,
+    /// Most calls in flight.
+    pub max_concurrent: usize,
+    /// Consecutive failures that open the circuit breaker.
+    pub circuit_failures: u32,
+    /// How long an open circuit refuses calls.
+    pub circuit_cooldown: Duration,
+    /// Retries on connection errors: as configured (default 1) for idempotent tools, else 0.
+    pub retries: u32,
+    /// Environment variable holding the static credential.
+    pub credential_env: Option<String>,
+    /// File holding the static credential.
+    pub credential_file: Option<PathBuf>,
+}
+
+/// The built-in demo backends (`serve --dev` only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoBackend {
+    /// `echo`: returns its arguments.
+    Echo,
+    /// `files`: reads demo files.
+    Files,
+    /// `payments`: a pretend payments API.
+    Payments,
+}
+
+/// Behaviour hints about a tool, as the `Tool` entity's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Annotations {
+    /// The tool modifies nothing.
+    pub read_only: bool,
+    /// The tool may destroy data.
+    pub destructive: bool,
+    /// Repeating a call has no further effect.
+    pub idempotent: bool,
+    /// The tool reaches outside systems.
+    pub open_world: bool,
+}
+
+impl DemoBackend {
+    /// The name the config gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+            Self::Files => "files",
+            Self::Payments => "payments",
+        }
+    }
+}
+
+impl Annotations {
+    /// What an unannotated tool is taken to be: not read-only, destructive, not idempotent,
+    /// open world; assuming less could let a tool past a policy on these attributes.
+    pub const CAUTIOUS: Self = Self {
+        read_only: false,
+        destructive: true,
+        idempotent: false,
+        open_world: true,
+    };
 }
 
 /// MCP-style tool annotations.
@@ -47,6 +153,18 @@ pub struct AnnotationsConfig {
     pub idempotent: Option<bool>,
     /// The tool reaches outside systems (default true).
     pub open_world: Option<bool>,
+}
+
+impl AnnotationsConfig {
+    /// `base` with every hint the operator set replaced by the configured value.
+    pub fn over(&self, base: Annotations) -> Annotations {
+        Annotations {
+            read_only: self.read_only.unwrap_or(base.read_only),
+            destructive: self.destructive.unwrap_or(base.destructive),
+            idempotent: self.idempotent.unwrap_or(base.idempotent),
+            open_world: self.open_world.unwrap_or(base.open_world),
+        }
+    }
 }
 
 /// A tool backend.
@@ -107,10 +225,11 @@ pub(super) fn default_circuit_cooldown_ms() -> u64 {
 /// Most retries a tool may be configured with: each one is another call the backend must absorb.
 pub const MAX_RETRIES: u32 = 5;
 
-/// Checks `[[tools]]`: names, one input schema each, no id twice, and each backend.
-pub(super) fn validate(tools: &[ToolConfig]) -> Result<(), ConfigError> {
+/// Checks `[[tools]]` (names, one input schema each, no id twice, and each backend) and
+/// fills each tool's `checked` settings.
+pub(super) fn validate(tools: &mut [ToolConfig]) -> Result<(), ConfigError> {
     let mut ids = BTreeSet::new();
-    for (i, tool) in tools.iter().enumerate() {
+    for (i, tool) in tools.iter_mut().enumerate() {
         let key = |field: &str| format!("tools[{i}].{field}");
         check_name(&key("name"), &tool.name)?;
         check_name(&key("server"), &tool.server)?;
@@ -121,7 +240,7 @@ pub(super) fn validate(tools: &[ToolConfig]) -> Result<(), ConfigError> {
                 format!("tool `{id}` is registered twice"),
             ));
         }
-        match (&tool.input_schema, &tool.input_schema_file) {
+        let input_schema = match (&tool.input_schema, &tool.input_schema_file) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
                     key("input_schema"),
@@ -134,22 +253,29 @@ pub(super) fn validate(tools: &[ToolConfig]) -> Result<(), ConfigError> {
                     "an input schema is required (`input_schema` or `input_schema_file`)",
                 ));
             }
-            _ => {}
-        }
-        tool.backend.validate(&key, tool.annotations.idempotent)?;
+            (Some(inline), None) => InputSchemaSource::Inline(inline.clone()),
+            (None, Some(file)) => InputSchemaSource::File(file.clone()),
+        };
+        let annotations = tool.annotations.over(Annotations::CAUTIOUS);
+        let backend = tool.backend.validate(&key, tool.annotations.idempotent)?;
+        tool.checked = Some(CheckedTool {
+            input_schema,
+            annotations,
+            backend,
+        });
     }
     Ok(())
 }
 
 impl BackendConfig {
-    /// Checks one tool's backend; `key` names a field of the tool, and only a tool annotated
-    /// `idempotent` may retry.
+    /// Checks one tool's backend and parses it; `key` names a field of the tool, and only a
+    /// tool annotated `idempotent` may retry.
     fn validate(
         &self,
         key: &dyn Fn(&str) -> String,
         idempotent: Option<bool>,
-    ) -> Result<(), ConfigError> {
-        match self {
+    ) -> Result<BackendTarget, ConfigError> {
+        Ok(match self {
             BackendConfig::Http {
                 url,
                 timeout_ms,
@@ -216,9 +342,30 @@ impl BackendConfig {
                 if audience.as_ref().is_some_and(String::is_empty) {
                     return Err(invalid(key("backend.audience"), "must not be empty"));
                 }
+                BackendTarget::Http(Box::new(HttpTarget {
+                    audience: audience
+                        .clone()
+                        .unwrap_or_else(|| parsed.origin().ascii_serialization()),
+                    url: parsed,
+                    timeout: Duration::from_millis(*timeout_ms),
+                    max_response_bytes: *max_response_bytes,
+                    max_concurrent: *max_concurrent,
+                    circuit_failures: *circuit_failures,
+                    circuit_cooldown: Duration::from_millis(*circuit_cooldown_ms),
+                    retries: if idempotent == Some(true) {
+                        retries.unwrap_or(1)
+                    } else {
+                        0
+                    },
+                    credential_env: credential_env.clone(),
+                    credential_file: credential_file.clone(),
+                }))
             }
-            BackendConfig::Demo { name } => {
-                if !matches!(name.as_str(), "echo" | "files" | "payments") {
+            BackendConfig::Demo { name } => BackendTarget::Demo(match name.as_str() {
+                "echo" => DemoBackend::Echo,
+                "files" => DemoBackend::Files,
+                "payments" => DemoBackend::Payments,
+                _ => {
                     return Err(invalid(
                         key("backend.name"),
                         format!(
@@ -226,8 +373,7 @@ impl BackendConfig {
                         ),
                     ));
                 }
-            }
-        }
-        Ok(())
+            }),
+        })
     }
 }

@@ -71,6 +71,18 @@ pub struct UpstreamConfig {
     /// upstream's hints and the defaults.
     #[serde(default)]
     pub annotations: BTreeMap<String, super::AnnotationsConfig>,
+    /// The URL and audience as validation parsed them; `None` only before validation.
+    #[serde(skip)]
+    pub checked: Option<CheckedUpstream>,
+}
+
+/// An upstream's endpoint as validation parsed it once.
+#[derive(Debug, Clone)]
+pub struct CheckedUpstream {
+    /// The Streamable HTTP endpoint, an http or https URL without credentials.
+    pub url: reqwest::Url,
+    /// `aud` of the broker's assertions: as configured, or the URL's origin.
+    pub audience: String,
 }
 
 /// How the broker talks to an upstream.
@@ -89,14 +101,14 @@ fn default_retry_interval_ms() -> u64 {
     30_000
 }
 
-/// Checks every `[[upstreams]]` entry; errors name the key.
-pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
+/// Checks every `[[upstreams]]` entry and fills its `checked` endpoint; errors name the key.
+pub(super) fn validate(config: &mut Config) -> Result<(), ConfigError> {
     let servers: BTreeSet<&str> = config.tools.iter().map(|t| t.server.as_str()).collect();
     let mut names = BTreeSet::new();
-    for (i, up) in config.upstreams.iter().enumerate() {
+    for (i, up) in config.upstreams.iter_mut().enumerate() {
         let key = |field: &str| format!("upstreams[{i}].{field}");
         check_name(&key("name"), &up.name)?;
-        if !names.insert(up.name.as_str()) {
+        if !names.insert(up.name.clone()) {
             return Err(invalid(
                 key("name"),
                 format!("upstream `{}` is listed twice", up.name),
@@ -167,6 +179,13 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         for tool in up.tools.iter().flatten() {
             check_name(&key("tools"), tool)?;
         }
+        up.checked = Some(CheckedUpstream {
+            audience: up
+                .audience
+                .clone()
+                .unwrap_or_else(|| parsed.origin().ascii_serialization()),
+            url: parsed,
+        });
     }
     Ok(())
 }

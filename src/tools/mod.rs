@@ -19,7 +19,8 @@ use serde_json::Value;
 
 pub use dispatch::{Caller, DispatchError, DispatchOutcome, Dispatcher};
 
-use crate::config::{BackendConfig, Config, ToolConfig};
+pub use crate::config::Annotations;
+use crate::config::{BackendTarget, Config, DemoBackend, InputSchemaSource, ToolConfig};
 
 /// Most argument-validation errors reported for one call.
 const MAX_REPORTED_ARGUMENT_ERRORS: usize = 5;
@@ -45,13 +46,11 @@ pub enum RegistryError {
         /// What the validator said.
         reason: String,
     },
-    /// A backend URL could not be parsed.
-    #[error("tool `{tool}`: invalid backend url: {reason}")]
-    BackendUrl {
+    /// The config was not validated, so its typed settings are missing; refused, not guessed.
+    #[error("tool `{tool}`: config not validated")]
+    Unvalidated {
         /// The tool id.
         tool: String,
-        /// What the parser said.
-        reason: String,
     },
     /// The backend credential could not be read.
     #[error("tool `{tool}`: backend credential from {source_name}: {reason}")]
@@ -88,20 +87,6 @@ pub struct ArgumentProblem {
     pub path: String,
     /// Why it failed.
     pub message: String,
-}
-
-/// Behaviour hints about a tool; absent hints take the cautious default.
-#[derive(Debug, Clone, Copy, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Annotations {
-    /// The tool modifies nothing.
-    pub read_only: bool,
-    /// The tool may destroy data.
-    pub destructive: bool,
-    /// Repeating a call has no further effect.
-    pub idempotent: bool,
-    /// The tool reaches outside systems.
-    pub open_world: bool,
 }
 
 /// Where a tool's calls go.
@@ -298,9 +283,13 @@ fn build_tool(
     demo: Option<&DemoUrls>,
 ) -> Result<Tool, RegistryError> {
     let id = format!("{}___{}", tc.server, tc.name);
-    let input_schema = match (&tc.input_schema, &tc.input_schema_file) {
-        (Some(inline), _) => inline.clone(),
-        (None, Some(file)) => {
+    let checked = tc
+        .checked
+        .as_ref()
+        .ok_or_else(|| RegistryError::Unvalidated { tool: id.clone() })?;
+    let input_schema = match &checked.input_schema {
+        InputSchemaSource::Inline(inline) => inline.clone(),
+        InputSchemaSource::File(file) => {
             let path = config.resolve(file);
             let schema_error = |reason: String| RegistryError::SchemaFile {
                 tool: id.clone(),
@@ -310,15 +299,13 @@ fn build_tool(
             let text = std::fs::read_to_string(&path).map_err(|e| schema_error(e.to_string()))?;
             serde_json::from_str(&text).map_err(|e| schema_error(e.to_string()))?
         }
-        (None, None) => Value::Object(Default::default()),
     };
     let validator =
         jsonschema::validator_for(&input_schema).map_err(|e| RegistryError::InvalidSchema {
             tool: id.clone(),
             reason: e.to_string(),
         })?;
-    let backend = Backend::Http(http_backend(config, tc, &id, demo)?);
-    let a = &tc.annotations;
+    let backend = Backend::Http(http_backend(config, &checked.backend, tc, &id, demo)?);
     Ok(Tool {
         id,
         name: tc.name.clone(),
@@ -328,12 +315,7 @@ fn build_tool(
         validator,
         required_scopes: tc.required_scopes.clone(),
         sensitive_arguments: tc.sensitive_arguments.clone(),
-        annotations: Annotations {
-            read_only: a.read_only.unwrap_or(false),
-            destructive: a.destructive.unwrap_or(true),
-            idempotent: a.idempotent.unwrap_or(false),
-            open_world: a.open_world.unwrap_or(true),
-        },
+        annotations: checked.annotations,
         backend,
     })
 }
@@ -341,58 +323,33 @@ fn build_tool(
 /// The HTTP backend a tool's calls go to: its configured endpoint, or a demo backend.
 fn http_backend(
     config: &Config,
+    target: &BackendTarget,
     tc: &ToolConfig,
     id: &str,
     demo: Option<&DemoUrls>,
 ) -> Result<HttpBackend, RegistryError> {
-    let idempotent = tc.annotations.idempotent.unwrap_or(false);
-    Ok(match &tc.backend {
-        BackendConfig::Http {
-            url,
-            timeout_ms,
-            max_response_bytes,
-            max_concurrent,
-            circuit_failures,
-            circuit_cooldown_ms,
-            retries,
-            credential_env,
-            credential_file,
-            audience,
-        } => {
-            let url = reqwest::Url::parse(url).map_err(|e| RegistryError::BackendUrl {
-                tool: id.to_owned(),
-                reason: e.to_string(),
-            })?;
-            let credential = load_credential(config, id, credential_env, credential_file)?;
-            HttpBackend {
-                audience: audience
-                    .clone()
-                    .unwrap_or_else(|| url.origin().ascii_serialization()),
-                url,
-                timeout: Duration::from_millis(*timeout_ms),
-                max_response_bytes: *max_response_bytes,
-                // Config validation refuses retries on non-idempotent tools; this keeps it so.
-                retries: if idempotent { retries.unwrap_or(1) } else { 0 },
-                credential,
-                concurrency: Arc::new(tokio::sync::Semaphore::new(*max_concurrent)),
-                max_concurrent: *max_concurrent,
-                breaker: breaker::CircuitBreaker::new(
-                    *circuit_failures,
-                    Duration::from_millis(*circuit_cooldown_ms),
-                ),
-            }
-        }
-        BackendConfig::Demo { name } => {
+    Ok(match target {
+        BackendTarget::Http(http) => HttpBackend {
+            url: http.url.clone(),
+            audience: http.audience.clone(),
+            timeout: http.timeout,
+            max_response_bytes: http.max_response_bytes,
+            retries: http.retries,
+            credential: load_credential(config, id, &http.credential_env, &http.credential_file)?,
+            concurrency: Arc::new(tokio::sync::Semaphore::new(http.max_concurrent)),
+            max_concurrent: http.max_concurrent,
+            breaker: breaker::CircuitBreaker::new(http.circuit_failures, http.circuit_cooldown),
+        },
+        BackendTarget::Demo(which) => {
             let demo_error = || RegistryError::DemoBackend {
                 tool: id.to_owned(),
-                name: name.clone(),
+                name: which.name().to_owned(),
             };
             let urls = demo.ok_or_else(demo_error)?;
-            let base = match name.as_str() {
-                "echo" => &urls.echo,
-                "files" => &urls.files,
-                "payments" => &urls.payments,
-                _ => return Err(demo_error()),
+            let base = match which {
+                DemoBackend::Echo => &urls.echo,
+                DemoBackend::Files => &urls.files,
+                DemoBackend::Payments => &urls.payments,
             };
             let url = base.join(&tc.name).map_err(|_| demo_error())?;
             HttpBackend {
@@ -475,5 +432,17 @@ mod tests {
             Registry::from_config(&config, Some(&demo)).unwrap().len(),
             1
         );
+    }
+
+    #[test]
+    fn an_unvalidated_tool_is_refused_not_guessed() {
+        let text = "[[tools]]\nserver = \"s\"\nname = \"t\"\ninput_schema = { type = \"object\" }\nbackend = { kind = \"http\", url = \"http://127.0.0.1:1/\" }\n";
+        let dir = std::path::Path::new(".");
+        let mut config = Config::from_toml_str(text, dir, dir, Vec::new()).unwrap();
+        assert_eq!(Registry::from_config(&config, None).unwrap().len(), 1);
+        // A config built or edited without `validate` has no typed settings: no tool is built.
+        config.tools[0].checked = None;
+        let err = Registry::from_config(&config, None).unwrap_err();
+        assert!(matches!(err, RegistryError::Unvalidated { .. }), "{err}");
     }
 }

@@ -99,13 +99,16 @@ impl Upstreams {
                 name: up.name.clone(),
                 reason,
             };
-            let url = reqwest::Url::parse(&up.url).map_err(|e| error(e.to_string()))?;
+            let checked = up
+                .checked
+                .as_ref()
+                .ok_or_else(|| error("config not validated".to_owned()))?;
             let credential =
                 super::load_credential(config, &up.name, &up.credential_env, &up.credential_file)
                     .map_err(|e| error(e.to_string()))?;
             let client = McpClient::new(ClientOptions {
                 name: up.name.clone(),
-                url: url.clone(),
+                url: checked.url.clone(),
                 credential,
                 timeout: Duration::from_millis(up.timeout_ms),
                 max_response_bytes: up.max_response_bytes,
@@ -114,10 +117,7 @@ impl Upstreams {
             .map_err(|e| error(e.to_string()))?;
             let link = UpstreamLink {
                 client,
-                audience: up
-                    .audience
-                    .clone()
-                    .unwrap_or_else(|| url.origin().ascii_serialization()),
+                audience: checked.audience.clone(),
                 concurrency: tokio::sync::Semaphore::new(up.max_concurrent),
                 max_concurrent: up.max_concurrent,
                 breaker: CircuitBreaker::new(

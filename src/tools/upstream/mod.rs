@@ -124,10 +124,7 @@ pub fn upstream_tool(
         .filter(|_| config.trust_annotations);
     let mut annotations: Annotations = super::annotations::from_mcp(hints);
     if let Some(set) = config.annotations.get(name) {
-        annotations.read_only = set.read_only.unwrap_or(annotations.read_only);
-        annotations.destructive = set.destructive.unwrap_or(annotations.destructive);
-        annotations.idempotent = set.idempotent.unwrap_or(annotations.idempotent);
-        annotations.open_world = set.open_world.unwrap_or(annotations.open_world);
+        annotations = set.over(annotations);
     }
     Ok(Tool {
         id: format!("{}___{name}", config.name),
