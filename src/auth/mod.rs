@@ -20,7 +20,6 @@ mod revoked;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,7 +34,7 @@ pub use jws::{Jws, JwsHeader, decode_jws, verify_jws_signature};
 pub use keys::{KeySet, KeySetError};
 pub use revocation::{RevocationError, RevocationStore, TokenFacts};
 
-use crate::config::{Config, IssuerConfig};
+use crate::config::{Config, IssuerConfig, IssuerKeySource};
 use checks::{Audiences, check_claims, numeric_date};
 use jws::{TokenParts, decode_parts};
 
@@ -62,6 +61,12 @@ pub enum AuthSetupError {
         issuer: String,
         /// What was wrong.
         source: remote::RemoteKeysError,
+    },
+    /// The config was not validated, so the issuer's typed settings are missing.
+    #[error("issuer `{issuer}`: config not validated")]
+    Unvalidated {
+        /// The issuer.
+        issuer: String,
     },
     /// A JWKS file has no usable key.
     #[error("JWKS file `{path}` for issuer `{issuer}`: {source}")]
@@ -173,27 +178,31 @@ impl Authenticator {
     pub fn from_config(config: &Config) -> Result<Self, AuthSetupError> {
         let mut issuers = Vec::new();
         for iss in &config.issuers {
+            let checked = iss
+                .checked
+                .as_ref()
+                .ok_or_else(|| AuthSetupError::Unvalidated {
+                    issuer: iss.issuer.clone(),
+                })?;
             let keys = Arc::new(ArcSwap::from_pointee(KeySet::default()));
-            let source = match &iss.jwks_file {
-                Some(file) => {
+            let remote = |source| {
+                remote::RemoteKeys::new(iss, source, keys.clone())
+                    .map(|r| KeySource::Remote(Arc::new(r)))
+                    .map_err(|source| AuthSetupError::Remote {
+                        issuer: iss.issuer.clone(),
+                        source,
+                    })
+            };
+            let source = match &checked.keys {
+                IssuerKeySource::File(file) => {
                     let path = config.resolve(file);
                     keys.store(Arc::new(load_key_set(&iss.issuer, &path)?));
                     KeySource::File(path)
                 }
-                None => KeySource::Remote(Arc::new(
-                    remote::RemoteKeys::new(iss, keys.clone()).map_err(|source| {
-                        AuthSetupError::Remote {
-                            issuer: iss.issuer.clone(),
-                            source,
-                        }
-                    })?,
-                )),
+                IssuerKeySource::JwksUrl(url) => remote(remote::Source::JwksUrl(url.clone()))?,
+                IssuerKeySource::Discovery(url) => remote(remote::Source::Discovery(url.clone()))?,
             };
-            let algorithms = iss
-                .algorithms
-                .iter()
-                .filter_map(|a| Algorithm::from_str(a).ok())
-                .collect();
+            let algorithms = checked.algorithms.clone();
             issuers.push(Issuer {
                 config: iss.clone(),
                 algorithms,

@@ -21,9 +21,6 @@ pub enum RemoteKeysError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
-    /// A URL is not usable.
-    #[error("invalid URL `{0}`")]
-    Url(String),
     /// The request failed (connect, timeout, read).
     #[error("request to `{url}` failed: {message}")]
     Request {
@@ -56,8 +53,11 @@ pub enum RemoteKeysError {
     Jwks(KeySetError),
 }
 
-enum Source {
+/// Where the keys are fetched from: a JWKS URL, or the discovery document naming one.
+pub enum Source {
+    /// A JWKS URL.
     JwksUrl(Url),
+    /// An OIDC discovery document URL.
     Discovery(Url),
 }
 
@@ -92,19 +92,13 @@ impl std::fmt::Debug for RemoteKeys {
 }
 
 impl RemoteKeys {
-    /// Sets up the source for `config` (a `jwks_url` or `discovery` issuer); `keys` is where
-    /// fetched key sets are published. Nothing is fetched yet.
-    pub fn new(config: &IssuerConfig, keys: Arc<ArcSwap<KeySet>>) -> Result<Self, RemoteKeysError> {
-        let source = match &config.jwks_url {
-            Some(url) => {
-                Source::JwksUrl(Url::parse(url).map_err(|_| RemoteKeysError::Url(url.clone()))?)
-            }
-            None => {
-                let base = config.issuer.trim_end_matches('/');
-                let url = format!("{base}/.well-known/openid-configuration");
-                Source::Discovery(Url::parse(&url).map_err(|_| RemoteKeysError::Url(url))?)
-            }
-        };
+    /// Sets up fetching `config`'s keys from `source`; `keys` is where fetched key sets are
+    /// published. Nothing is fetched yet.
+    pub fn new(
+        config: &IssuerConfig,
+        source: Source,
+        keys: Arc<ArcSwap<KeySet>>,
+    ) -> Result<Self, RemoteKeysError> {
         let settings = config.remote_keys.clone();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(settings.fetch_timeout_ms))

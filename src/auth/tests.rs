@@ -173,3 +173,15 @@ fn an_empty_jwks_is_refused_at_start_but_loads_as_a_withdrawal() {
         Err(KeySetError::NotJwks(_))
     ));
 }
+
+#[test]
+fn an_unvalidated_issuer_is_refused_not_guessed() {
+    let text = "[[issuers]]\nissuer = \"https://idp\"\naudiences = [\"tg\"]\njwks_url = \"https://idp/keys\"\nalgorithms = [\"EdDSA\"]\n";
+    let dir = std::path::Path::new(".");
+    let mut config = Config::from_toml_str(text, dir, dir, Vec::new()).unwrap();
+    assert!(Authenticator::from_config(&config).is_ok());
+    // Without `validate` there are no parsed algorithms or key URL: fail closed at start.
+    config.issuers[0].checked = None;
+    let err = Authenticator::from_config(&config).err().unwrap();
+    assert!(matches!(err, AuthSetupError::Unvalidated { .. }), "{err}");
+}

@@ -2,6 +2,9 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::str::FromStr;
+
+use jsonwebtoken::Algorithm;
 
 use serde::Deserialize;
 
@@ -56,6 +59,29 @@ pub struct IssuerConfig {
     /// Accept each `jti` once (implies `require_jti`); a second use is `token_replayed`.
     #[serde(default)]
     pub jti_single_use: bool,
+    /// The algorithms and key source as validation parsed them; `None` only before validation.
+    #[serde(skip)]
+    pub checked: Option<CheckedIssuer>,
+}
+
+/// An issuer's settings as validation parsed them once, for `auth` to take as they are.
+#[derive(Debug, Clone)]
+pub struct CheckedIssuer {
+    /// The accepted signature algorithms.
+    pub algorithms: Vec<Algorithm>,
+    /// Where the issuer's keys come from.
+    pub keys: IssuerKeySource,
+}
+
+/// Where an issuer's verification keys come from: exactly one source.
+#[derive(Debug, Clone)]
+pub enum IssuerKeySource {
+    /// A JWKS file (relative to the config file's directory).
+    File(PathBuf),
+    /// A JWKS URL.
+    JwksUrl(reqwest::Url),
+    /// The issuer's OIDC discovery document, which names the JWKS URL.
+    Discovery(reqwest::Url),
 }
 
 fn default_true() -> bool {
@@ -108,34 +134,38 @@ fn default_groups_claim() -> String {
     "groups".to_owned()
 }
 
-/// Checks `[[issuers]]`: each issuer, and none listed twice; `admin_audience` is
-/// `admin.audience`, which no agent audience may equal.
-pub(super) fn validate(issuers: &[IssuerConfig], admin_audience: &str) -> Result<(), ConfigError> {
+/// Checks `[[issuers]]` (each issuer, and none listed twice) and fills each one's `checked`
+/// settings; `admin_audience` is `admin.audience`, which no agent audience may equal.
+pub(super) fn validate(
+    issuers: &mut [IssuerConfig],
+    admin_audience: &str,
+) -> Result<(), ConfigError> {
     let mut seen = BTreeSet::new();
-    for (i, iss) in issuers.iter().enumerate() {
+    for (i, iss) in issuers.iter_mut().enumerate() {
         let key = |field: &str| format!("issuers[{i}].{field}");
         if iss.issuer.is_empty() {
             return Err(invalid(key("issuer"), "must not be empty"));
         }
-        if !seen.insert(iss.issuer.as_str()) {
+        if !seen.insert(iss.issuer.clone()) {
             return Err(invalid(
                 key("issuer"),
                 format!("`{}` is listed twice", iss.issuer),
             ));
         }
-        iss.validate(&key, admin_audience)?;
+        let checked = iss.validate(&key, admin_audience)?;
         iss.remote_keys.validate(&key)?;
+        iss.checked = Some(checked);
     }
     Ok(())
 }
 
 impl IssuerConfig {
-    /// Checks one issuer's own keys; `key` names a field of it.
+    /// Checks one issuer's own keys and parses them; `key` names a field of it.
     fn validate(
         &self,
         key: &dyn Fn(&str) -> String,
         admin_audience: &str,
-    ) -> Result<(), ConfigError> {
+    ) -> Result<CheckedIssuer, ConfigError> {
         if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
             return Err(invalid(
                 key("audiences"),
@@ -148,8 +178,12 @@ impl IssuerConfig {
                 "at least one algorithm is required",
             ));
         }
+        let mut algorithms = Vec::new();
         for alg in &self.algorithms {
-            if !ASYMMETRIC_ALGORITHMS.contains(&alg.as_str()) {
+            let parsed = Algorithm::from_str(alg)
+                .ok()
+                .filter(|_| ASYMMETRIC_ALGORITHMS.contains(&alg.as_str()));
+            let Some(parsed) = parsed else {
                 return Err(invalid(
                     key("algorithms"),
                     format!(
@@ -157,7 +191,8 @@ impl IssuerConfig {
                         ASYMMETRIC_ALGORITHMS.join(", ")
                     ),
                 ));
-            }
+            };
+            algorithms.push(parsed);
         }
         if self.leeway_seconds > MAX_LEEWAY_SECONDS {
             return Err(invalid(
@@ -191,13 +226,17 @@ impl IssuerConfig {
                 "give exactly one key source: `jwks_file`, `jwks_url` or `discovery = true`",
             ));
         }
-        if let Some(url) = &self.jwks_url {
-            check_http_url(&key("jwks_url"), url)?;
-        }
-        if self.discovery {
-            check_http_url(&key("issuer"), &self.issuer)?;
-        }
-        Ok(())
+        let keys = match (&self.jwks_file, &self.jwks_url) {
+            (Some(file), _) => IssuerKeySource::File(file.clone()),
+            (None, Some(url)) => IssuerKeySource::JwksUrl(check_http_url(&key("jwks_url"), url)?),
+            (None, None) => {
+                check_http_url(&key("issuer"), &self.issuer)?;
+                let base = self.issuer.trim_end_matches('/');
+                let url = format!("{base}/.well-known/openid-configuration");
+                IssuerKeySource::Discovery(check_http_url(&key("issuer"), &url)?)
+            }
+        };
+        Ok(CheckedIssuer { algorithms, keys })
     }
 }
 

@@ -20,7 +20,10 @@ mod upstream;
 pub use api::{AdminConfig, ApiConfig, McpConfig};
 pub use audit::{AuditConfig, Synchronous};
 use env::apply_env_override;
-pub use issuers::{ASYMMETRIC_ALGORITHMS, IssuerConfig, MAX_LEEWAY_SECONDS, RemoteKeysConfig};
+pub use issuers::{
+    ASYMMETRIC_ALGORITHMS, CheckedIssuer, IssuerConfig, IssuerKeySource, MAX_LEEWAY_SECONDS,
+    RemoteKeysConfig,
+};
 pub use policy::PolicyConfig;
 pub use server::{LimitsConfig, ServerConfig};
 pub use tools::{
@@ -192,7 +195,7 @@ impl Config {
         self.admin.validate()?;
         self.audit.validate()?;
         self.mcp.validate()?;
-        issuers::validate(&self.issuers, &self.admin.audience)?;
+        issuers::validate(&mut self.issuers, &self.admin.audience)?;
         tools::validate(&mut self.tools)?;
         upstream::validate(self)?;
         Ok(())
@@ -222,12 +225,13 @@ fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
+/// Parses an http or https URL, or names `key` in the error.
+fn check_http_url(key: &str, url: &str) -> Result<reqwest::Url, ConfigError> {
     let parsed = reqwest::Url::parse(url).map_err(|e| invalid(key, format!("`{url}`: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(invalid(key, format!("`{url}` is not an http or https URL")));
     }
-    Ok(())
+    Ok(parsed)
 }
 
 fn check_range(key: &str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {

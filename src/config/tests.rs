@@ -336,3 +336,43 @@ fn upstream_url_and_audience_are_parsed_once() {
         "invalid config key `upstreams[0].url`: `::`: relative URL without a base"
     );
 }
+
+#[test]
+fn issuer_algorithms_and_key_source_are_parsed_once() {
+    let config = parse(
+        &MINIMAL.replace("[\"RS256\"]", "[\"RS256\", \"EdDSA\"]"),
+        &[],
+    )
+    .unwrap();
+    let checked = config.issuers[0].checked.as_ref().unwrap();
+    assert_eq!(
+        checked.algorithms,
+        [
+            jsonwebtoken::Algorithm::RS256,
+            jsonwebtoken::Algorithm::EdDSA
+        ]
+    );
+    assert!(matches!(&checked.keys, IssuerKeySource::File(p) if p == Path::new("jwks.json")));
+
+    let remote = |source: &str| MINIMAL.replace("jwks_file = \"jwks.json\"", source);
+    let config = parse(&remote("jwks_url = \"https://idp.example/keys\""), &[]).unwrap();
+    assert!(matches!(
+        &config.issuers[0].checked.as_ref().unwrap().keys,
+        IssuerKeySource::JwksUrl(u) if u.as_str() == "https://idp.example/keys"
+    ));
+    let config = parse(
+        &remote("discovery = true").replace("\"https://idp.example\"", "\"https://idp.example/\""),
+        &[],
+    )
+    .unwrap();
+    assert!(matches!(
+        &config.issuers[0].checked.as_ref().unwrap().keys,
+        IssuerKeySource::Discovery(u)
+            if u.as_str() == "https://idp.example/.well-known/openid-configuration"
+    ));
+    let err = parse(&remote("jwks_url = \"keys\""), &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid config key `issuers[0].jwks_url`: `keys`: relative URL without a base"
+    );
+}
