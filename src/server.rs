@@ -53,8 +53,7 @@ pub fn build(config: Config, demo: Option<&DemoUrls>) -> anyhow::Result<Built> {
         checkpoints: Some(crate::audit::CheckpointOptions {
             key: Arc::new(broker_key),
             every_records: config.audit.checkpoint_every,
-            interval: (config.audit.checkpoint_interval_seconds > 0)
-                .then(|| std::time::Duration::from_secs(config.audit.checkpoint_interval_seconds)),
+            interval: config.audit.checkpoint_interval(),
         }),
     })
     .with_context(|| format!("opening the decision log `{}`", config.audit_db().display()))?;

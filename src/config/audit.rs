@@ -1,6 +1,7 @@
 //! `[audit]`: the decision log's file, durability, batching and checkpoints.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -48,6 +49,12 @@ pub enum Synchronous {
 }
 
 impl AuditConfig {
+    /// The time between checkpoints, or `None` when `checkpoint_interval_seconds` is 0 (off).
+    pub fn checkpoint_interval(&self) -> Option<Duration> {
+        (self.checkpoint_interval_seconds > 0)
+            .then(|| Duration::from_secs(self.checkpoint_interval_seconds))
+    }
+
     /// Checks `[audit]`.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         check_range("audit.max_batch", self.max_batch, 1, 4096)?;

@@ -376,3 +376,18 @@ fn issuer_algorithms_and_key_source_are_parsed_once() {
         "invalid config key `issuers[0].jwks_url`: `keys`: relative URL without a base"
     );
 }
+
+#[test]
+fn checkpoint_interval_zero_means_off() {
+    let config = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(
+        config.audit.checkpoint_interval(),
+        Some(std::time::Duration::from_secs(60))
+    );
+    let config = parse(
+        &format!("{MINIMAL}\n[audit]\ncheckpoint_interval_seconds = 0\n"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.audit.checkpoint_interval(), None);
+}
