@@ -91,7 +91,8 @@ fuzz_target!(|data: &[u8]| {
         };
         f.key.sign("at+jwt", &claims).expect("signing")
     };
-    if let Ok(verified) = f.authenticator.verify_at(&token, NOW) {
+    let as_agent = f.authenticator.verify_at(&token, NOW);
+    if let Ok(verified) = &as_agent {
         // Whatever the claims, an accepted token is ours, for us, and current.
         assert_eq!(verified.issuer, ISSUER);
         assert!(verified.audiences.iter().any(|a| a == AUDIENCE));
@@ -106,5 +107,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(verified) = f.authenticator.verify_for_audience(&token, ADMIN_AUDIENCE) {
         assert!(verified.audiences.iter().any(|a| a == ADMIN_AUDIENCE));
+        // No token is both an agent's and an admin's (issue 21, defect 1).
+        assert!(as_agent.is_err(), "a token passed as an agent and as an admin token");
     }
 });
