@@ -108,6 +108,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(verified) = f.authenticator.verify_for_audience(&token, ADMIN_AUDIENCE) {
         assert!(verified.audiences.iter().any(|a| a == ADMIN_AUDIENCE));
         // No token is both an agent's and an admin's (issue 21, defect 1).
-        assert!(as_agent.is_err(), "a token passed as an agent and as an admin token");
+        assert!(
+            as_agent.is_err(),
+            "a token passed as an agent and as an admin token"
+        );
     }
 });
