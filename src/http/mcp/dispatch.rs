@@ -216,18 +216,7 @@ impl McpServer {
             // Recorded with the reason `/v1/...` records for the same body.
             error @ CallError::BadRequest(_) => {
                 let detail = error.to_string();
-                let recorded = app
-                    .record_event(Event {
-                        endpoint: ENDPOINT,
-                        action: "mcp",
-                        token: Some(token),
-                        verdict: Verdict::Deny,
-                        stage: Stage::Request,
-                        reason: error.body_reason(),
-                        detail: Some(detail.clone()),
-                    })
-                    .await;
-                match recorded {
+                match record_refusal(app, token, error.body_reason(), detail.clone()).await {
                     Ok(decision_id) => Reply::Rejected {
                         status: 400,
                         message: error_response(
@@ -343,18 +332,7 @@ impl McpServer {
         reason: Reason,
         error: CallError,
     ) -> Reply {
-        let recorded = app
-            .record_event(Event {
-                endpoint: ENDPOINT,
-                action: "mcp",
-                token: Some(token),
-                verdict: Verdict::Deny,
-                stage: Stage::Request,
-                reason,
-                detail: Some(error.to_string()),
-            })
-            .await;
-        match recorded {
+        match record_refusal(app, token, reason, error.to_string()).await {
             Ok(decision_id) => failed(decision_id, error),
             Err(error) => Reply::Failed {
                 decision_id: None,
@@ -527,6 +505,25 @@ impl McpServer {
     }
 }
 
+/// Records a refused `/mcp` request of `token`'s (stage `request`): its decision id, or the
+/// failure to record it.
+async fn record_refusal(
+    app: &App,
+    token: &VerifiedToken,
+    reason: Reason,
+    detail: String,
+) -> Result<String, CallError> {
+    app.record_event(Event {
+        endpoint: ENDPOINT,
+        action: "mcp",
+        token: Some(token),
+        verdict: Verdict::Deny,
+        stage: Stage::Request,
+        reason,
+        detail: Some(detail),
+    })
+    .await
+}
 /// Maps a pipeline outcome to MCP: a result (a tool's own error, a policy deny, invalid
 /// arguments and a failed backend are `isError` results the agent can read and act on), a
 /// JSON-RPC error (unknown tool, malformed params), or an HTTP-level failure (token, scope,
