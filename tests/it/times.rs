@@ -1,26 +1,11 @@
 //! Times given by people, through the real API and CLI: an impossible date such as
 //! `2023-02-31` is refused with a clear error, never rolled over into the next month.
 
-use std::process::Command;
-
-use crate::support::{TestApp, repo};
+use crate::policy::toolgate;
+use crate::support::TestApp;
 
 const FEB_31: &str = "2023-02-31T00:00:00Z";
 const NOT_ON_THE_CALENDAR: &str = "`2023-02-31T00:00:00Z` is not a date and time on the calendar";
-
-fn toolgate(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_toolgate"))
-        .current_dir(repo())
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 #[tokio::test]
 async fn log_queries_refuse_a_day_that_does_not_exist() {
